@@ -1,0 +1,39 @@
+// Small shared pieces of the core: argument checks that name the argument, and a read-only view.
+// Misuse throws std::invalid_argument (mapped to Python ValueError by the bindings); expected
+// outcomes such as "the loss diverged" are returned as values, never thrown.
+#pragma once
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace pylrcore {
+
+[[noreturn]] inline void fail(const std::string& message) { throw std::invalid_argument(message); }
+
+inline void require(bool ok, const char* message) {
+  if (!ok) fail(message);
+}
+
+// "losses[17] = nan" style description of an offending element.
+inline std::string describe_element(const char* name, std::size_t index, double value) {
+  std::ostringstream s;
+  s << name << "[" << index << "] = " << value;
+  return s.str();
+}
+
+inline bool is_finite(double x) { return std::isfinite(x); }
+
+template <class T>
+struct View {
+  const T* data = nullptr;
+  std::size_t size = 0;
+  const T& operator[](std::size_t i) const { return data[i]; }
+  const T* begin() const { return data; }
+  const T* end() const { return data + size; }
+  bool empty() const { return size == 0; }
+};
+
+}  // namespace pylrcore

@@ -1,0 +1,20 @@
+"""pylrcore: the learning-rate toolkit on a compiled C++ core.
+
+Loss-curve tools: EMA smoothing (:mod:`pylrcore.smoothing`), LR suggestion and usable range from a
+range-test curve (:mod:`pylrcore.suggest`), streaming detection (:mod:`pylrcore.detect`), diagnosis
+of a training loss history (:mod:`pylrcore.diagnose`), and a one-pass non-finite scan of many buffers
+(:mod:`pylrcore.scan`).
+"""
+
+from __future__ import annotations
+
+from .smoothing import EMA, ema
+# @@exports@@
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EMA",
+    "ema",
+    # @@all@@
+]

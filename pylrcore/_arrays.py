@@ -1,0 +1,112 @@
+"""Argument checks shared by the public functions: one place that names the argument and the fix.
+
+Curves are 1-D sequences of real numbers: lists, tuples, numpy arrays, or CPU torch tensors.
+They are converted to contiguous float64 (integer and float16/32 inputs convert exactly).
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def _to_numpy(values: Any, name: str) -> np.ndarray:
+    if hasattr(values, "detach") and hasattr(values, "device"):  # a torch tensor, without importing torch
+        if str(values.device) != "cpu":
+            raise ValueError(f"{name} is on {values.device}; pass {name}.cpu() (curves are read on the host)")
+        values = values.detach().numpy() if str(values.dtype) != "torch.bfloat16" else values.detach().float().numpy()
+    try:
+        return np.asarray(values)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a 1-D sequence of real numbers: {exc}") from None
+
+
+def as_curve(values: Any, name: str, *, min_size: int = 1) -> FloatArray:
+    """Validate and convert a 1-D curve (losses, lrs) to contiguous float64."""
+    arr = _to_numpy(values, name)
+    kind = arr.dtype.kind
+    if kind not in "fiu":
+        raise TypeError(
+            f"{name} must hold real numbers (a float or integer dtype), got dtype {arr.dtype}; "
+            f"convert it with np.asarray({name}, dtype=float)"
+        )
+    if arr.ndim != 1:
+        raise ValueError(
+            f"{name} must be 1-D, got shape {arr.shape}; pass one curve at a time "
+            f"(e.g. {name}.ravel() if it is a column)"
+        )
+    if isinstance(values, np.ndarray) and not values.flags.c_contiguous:
+        raise ValueError(
+            f"{name} is a non-contiguous array view (strides {values.strides}); "
+            f"pass np.ascontiguousarray({name})"
+        )
+    if arr.size < min_size:
+        what = "is empty" if arr.size == 0 else f"has {arr.size} points"
+        raise ValueError(f"{name} {what}; at least {min_size} are needed")
+    return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+def as_lrs(values: Any, name: str = "lrs", *, min_size: int = 1) -> FloatArray:
+    """Learning rates: finite, positive, strictly increasing (as recorded by a range test)."""
+    arr = as_curve(values, name, min_size=min_size)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{name}[{i}] = {arr[i]} is not finite; learning rates must be finite positive numbers")
+    if (arr <= 0).any():
+        i = int(np.argmax(arr <= 0))
+        raise ValueError(f"{name}[{i}] = {arr[i]} is not positive; learning rates must be > 0")
+    if arr.size > 1:
+        steps = np.diff(arr)
+        if (steps <= 0).any():
+            i = int(np.argmax(steps <= 0))
+            raise ValueError(
+                f"{name} must be strictly increasing, but {name}[{i + 1}] = {arr[i + 1]} <= {name}[{i}] = {arr[i]}; "
+                "pass the lrs in the order the range test recorded them"
+            )
+    return arr
+
+
+def same_length(a: np.ndarray, a_name: str, b: np.ndarray, b_name: str) -> None:
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"{a_name} and {b_name} must have the same length, got {a.shape[0]} and {b.shape[0]}")
+
+
+def check_beta(beta: Any, name: str = "beta") -> float:
+    try:
+        value = float(beta)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a float in (0, 1), got {beta!r}") from None
+    if not (0.0 < value < 1.0):
+        raise ValueError(
+            f"{name} must be in the open interval (0, 1), got {beta!r} "
+            "(the weight of the running average, e.g. 0.98; torch-lr-finder's smooth_f=0.05 is beta=0.95)"
+        )
+    return value
+
+
+def check_int(value: Any, name: str, *, minimum: int = 0) -> int:
+    try:
+        out = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if out < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {out}")
+    return out
+
+
+def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    ok = out >= 0 if allow_zero else out > 0
+    if not (ok and np.isfinite(out)):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return out

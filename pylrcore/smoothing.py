@@ -1,0 +1,119 @@
+"""Exponential moving averages of a loss curve: whole-array and streaming, in the peers' three forms.
+
+``kind`` selects the form (see the table in README):
+
+- ``"debiased"`` (alias ``"fastai"``): ``a_i = beta*a_{i-1} + (1-beta)*x_i``, ``s_i = a_i / (1 - beta**(i+1))``.
+- ``"plain"`` (alias ``"torch_lr_finder"``): ``s_0 = x_0``, ``s_i = (1-beta)*x_i + beta*s_{i-1}``;
+  torch-lr-finder's ``smooth_f`` is ``1 - beta``.
+- ``"lightning"``: like debiased but divided by ``1 - beta**(i+2)`` (Lightning's off-by-one), so
+  ``s_0 = x_0 / (1 + beta)``.
+
+Non-finite losses never enter the average. ``nonfinite`` says what is output at their index:
+``"mark"`` (NaN there, later values unaffected), ``"hold"`` (repeat the last smoothed value) or
+``"raise"`` (ValueError naming the index).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Union
+
+import numpy as np
+
+from ._arrays import FloatArray, as_curve, check_beta
+from ._native import _core
+
+__all__ = ["ema", "EMA", "KINDS"]
+
+_KIND_ALIASES = {
+    "debiased": _core.EmaKind.debiased,
+    "fastai": _core.EmaKind.debiased,
+    "plain": _core.EmaKind.plain,
+    "torch_lr_finder": _core.EmaKind.plain,
+    "lightning": _core.EmaKind.lightning,
+}
+KINDS = tuple(_KIND_ALIASES)
+_POLICIES = {"mark": _core.NonFinite.mark, "hold": _core.NonFinite.hold, "raise": _core.NonFinite.raise_}
+
+
+def _kind(kind: str) -> Any:
+    try:
+        return _KIND_ALIASES[kind]
+    except (KeyError, TypeError):
+        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}") from None
+
+
+def _policy(nonfinite: str) -> Any:
+    try:
+        return _POLICIES[nonfinite]
+    except (KeyError, TypeError):
+        raise ValueError(f"nonfinite must be 'mark', 'hold' or 'raise'; got {nonfinite!r}") from None
+
+
+def ema(losses: Any, beta: float = 0.98, *, kind: str = "debiased", nonfinite: str = "mark") -> FloatArray:
+    """Smooth a whole loss curve; ``out[i]`` is the smoothed value after ``losses[:i+1]``.
+
+    >>> ema([1.0, 1.0, 1.0], beta=0.9).tolist()
+    [1.0, 1.0, 1.0]
+    >>> ema([2.0, 4.0], beta=0.5, kind="plain").tolist()
+    [2.0, 3.0]
+    """
+    x = as_curve(losses, "losses")
+    return _core.ema(x, check_beta(beta), _kind(kind), _policy(nonfinite))  # type: ignore[no-any-return]
+
+
+class EMA(_core.Ema):  # type: ignore[misc]
+    """Streaming EMA with O(1) state; ``update(loss)`` costs one native call.
+
+    >>> s = EMA(beta=0.5, kind="plain")
+    >>> s.update(2.0), s.update(4.0)
+    (2.0, 3.0)
+    >>> restored = EMA(beta=0.5, kind="plain"); restored.load_state_dict(s.state_dict())
+    >>> restored.update(6.0) == s.update(6.0)
+    True
+    """
+
+    def __init__(self, beta: float = 0.98, *, kind: str = "debiased", nonfinite: str = "mark") -> None:
+        super().__init__(check_beta(beta), _kind(kind), _policy(nonfinite))
+        self._kind_name = kind
+        self._nonfinite_name = nonfinite
+
+    def update_many(self, losses: Any) -> FloatArray:  # noqa: D102 - same contract, validated input
+        return super().update_many(as_curve(losses, "losses"))  # type: ignore[no-any-return]
+
+    def state_dict(self) -> Dict[str, Union[float, int, str]]:
+        average, beta_power, count, nonfinite_count, last = self.get_state()
+        return {
+            "beta": self.beta,
+            "kind": self._kind_name,
+            "nonfinite": self._nonfinite_name,
+            "average": average,
+            "beta_power": beta_power,
+            "count": count,
+            "nonfinite_count": nonfinite_count,
+            "last": last,
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        try:
+            fields = (state["average"], state["beta_power"], state["count"], state["nonfinite_count"], state["last"])
+        except (KeyError, TypeError):
+            raise ValueError("state must be a dict returned by EMA.state_dict()") from None
+        if state.get("beta", self.beta) != self.beta or _kind(state.get("kind", self._kind_name)) != self.kind:
+            raise ValueError(
+                f"state was saved from EMA(beta={state.get('beta')}, kind={state.get('kind')!r}); "
+                f"this one has beta={self.beta}, kind={self._kind_name!r}"
+            )
+        self.set_state(float(fields[0]), float(fields[1]), int(fields[2]), int(fields[3]), float(fields[4]))
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return self.state_dict()
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        EMA.__init__(self, state["beta"], kind=state["kind"], nonfinite=state["nonfinite"])
+        self.load_state_dict(state)
+
+    def __repr__(self) -> str:
+        return (
+            f"EMA(beta={self.beta}, kind={self._kind_name!r}, nonfinite={self._nonfinite_name!r}, "
+            f"count={self.count}, value={self.value:.6g})"
+        )
