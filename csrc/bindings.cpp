@@ -10,6 +10,7 @@
 
 #include "pylrcore/gradient.hpp"
 #include "pylrcore/smoothing.hpp"
+#include "pylrcore/suggest.hpp"
 // @@includes@@
 
 namespace py = pybind11;
@@ -119,6 +120,62 @@ void bind_gradient(py::module_& m) {
       py::arg("y"), py::arg("x") = py::none(), py::arg("edge_order") = 1);
 }
 
+py::array_t<double> to_numpy(std::vector<double>&& v) {
+  auto* heap = new std::vector<double>(std::move(v));
+  py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<double>*>(p); });
+  return py::array_t<double>(static_cast<py::ssize_t>(heap->size()), heap->data(), owner);
+}
+
+void bind_suggest(py::module_& m) {
+  m.def(
+      "suggest",
+      [](const py::handle& lrs_obj, const py::handle& losses_obj, int method, double beta, double diverge_factor,
+         double zone_lo, double zone_hi, std::size_t min_points, std::int64_t lr_diff, double thresh, double adjust,
+         std::int64_t skip_start, std::int64_t skip_end, std::int64_t num_it) {
+        Array lrs = as_1d(lrs_obj, "lrs");
+        Array losses = as_1d(losses_obj, "losses");
+        if (lrs.size() != losses.size())
+          throw py::value_error("lrs and losses must have the same length, got " + std::to_string(lrs.size()) +
+                                " and " + std::to_string(losses.size()));
+        SuggestOptions opt;
+        opt.method = static_cast<Method>(method);
+        opt.beta = beta;
+        opt.diverge_factor = diverge_factor;
+        opt.zone_lo = zone_lo;
+        opt.zone_hi = zone_hi;
+        opt.min_points = min_points;
+        opt.slide_lr_diff = lr_diff;
+        opt.slide_thresh = thresh;
+        opt.slide_adjust = adjust;
+        opt.skip_start = skip_start;
+        opt.skip_end = skip_end;
+        opt.num_it = num_it;
+        Suggestion r;
+        {
+          py::gil_scoped_release nogil;
+          r = suggest(lrs.data(), losses.data(), static_cast<std::size_t>(lrs.size()), opt);
+        }
+        py::dict d;
+        d["status"] = static_cast<int>(r.status);
+        d["reason"] = r.reason;
+        d["lr"] = r.lr;
+        d["index"] = r.index;
+        d["zone_lo_index"] = r.zone_lo_index;
+        d["zone_hi_index"] = r.zone_hi_index;
+        d["min_index"] = r.min_index;
+        d["cut_index"] = r.cut_index;
+        d["diverged_index"] = r.diverged_index;
+        d["first_nonfinite_index"] = r.first_nonfinite_index;
+        d["beta"] = r.beta_used;
+        d["smoothed"] = to_numpy(std::move(r.smoothed));
+        d["slope"] = to_numpy(std::move(r.slope));
+        return d;
+      },
+      py::arg("lrs"), py::arg("losses"), py::arg("method"), py::arg("beta"), py::arg("diverge_factor"),
+      py::arg("zone_lo"), py::arg("zone_hi"), py::arg("min_points"), py::arg("lr_diff"), py::arg("thresh"),
+      py::arg("adjust"), py::arg("skip_start"), py::arg("skip_end"), py::arg("num_it"));
+}
+
 // @@bind-functions@@
 
 }  // namespace
@@ -127,5 +184,6 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "pylrcore compiled core (low level; use the pylrcore package API)";
   bind_smoothing(m);
   bind_gradient(m);
+  bind_suggest(m);
   // @@bind-calls@@
 }

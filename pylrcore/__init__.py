@@ -9,6 +9,7 @@ of a training loss history (:mod:`pylrcore.diagnose`), and a one-pass non-finite
 from __future__ import annotations
 
 from .smoothing import EMA, ema
+from .suggest import COMPAT_METHODS, METHODS, Suggestion, gradient, suggest
 # @@exports@@
 
 __version__ = "0.1.0"
@@ -16,5 +17,10 @@ __version__ = "0.1.0"
 __all__ = [
     "EMA",
     "ema",
+    "suggest",
+    "Suggestion",
+    "gradient",
+    "METHODS",
+    "COMPAT_METHODS",
     # @@all@@
 ]

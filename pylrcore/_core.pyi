@@ -1,5 +1,5 @@
 # Type stubs for the compiled core (pylrcore._core). Hand-written; keep in sync with csrc/bindings.cpp.
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -42,5 +42,22 @@ class Ema:
     def set_state(self, average: float, beta_power: float, count: int, nonfinite: int, last: float) -> None: ...
 
 def gradient(y: _ArrayLike, x: Optional[_ArrayLike] = None, edge_order: int = 1) -> _F64: ...
+
+def suggest(
+    lrs: _ArrayLike,
+    losses: _ArrayLike,
+    method: int,
+    beta: float,
+    diverge_factor: float,
+    zone_lo: float,
+    zone_hi: float,
+    min_points: int,
+    lr_diff: int,
+    thresh: float,
+    adjust: float,
+    skip_start: int,
+    skip_end: int,
+    num_it: int,
+) -> Dict[str, Any]: ...
 
 # @@stubs@@
