@@ -7,7 +7,7 @@ import numpy as np
 
 def lr_ladder(n: int = 100, start: float = 1e-6, end: float = 10.0) -> np.ndarray:
     """torch-lr-finder's exponential ladder: start*(end/start)**(i/(n-1))."""
-    return start * (end / start) ** (np.arange(n) / (n - 1))
+    return start * (end / start) ** (np.arange(n) / max(n - 1, 1))
 
 
 def valley(lrs: np.ndarray, center: float = 1e-3, width: float = 0.5, rise_at: float = 0.1) -> np.ndarray:

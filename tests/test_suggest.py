@@ -1,0 +1,344 @@
+"""Suggestion: numpy.gradient parity, peer compatibility modes (re-derived rules and the installed
+peers on the same curve), accuracy of pylrcore's own methods, reasons instead of errors, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pylrcore
+from curves import lr_ladder, noisy_valley, torch_lr_finder_history, valley
+
+torch = pytest.importorskip("torch")
+
+
+# ---- gradient == numpy.gradient, bit for bit -------------------------------------------------------
+
+
+@pytest.mark.parametrize("edge_order", [1, 2])
+@pytest.mark.parametrize("seed", range(5))
+def test_gradient_equals_numpy_nonuniform(edge_order: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = np.sort(rng.uniform(-10, 10, 50))
+    y = rng.normal(size=50)
+    np.testing.assert_array_equal(pylrcore.gradient(y, x, edge_order=edge_order), np.gradient(y, x, edge_order=edge_order))
+    np.testing.assert_array_equal(pylrcore.gradient(y, edge_order=edge_order), np.gradient(y, edge_order=edge_order))
+
+
+def test_gradient_equals_numpy_on_log_lr_and_exactly_uniform_coordinates() -> None:
+    lrs = lr_ladder(100)
+    y = valley(lrs)
+    np.testing.assert_array_equal(pylrcore.gradient(y, np.log(lrs)), np.gradient(y, np.log(lrs)))
+    x = np.arange(20) * 0.25  # exactly uniform: numpy switches to its uniform formula
+    np.testing.assert_array_equal(pylrcore.gradient(y[:20], x), np.gradient(y[:20], x))
+
+
+def test_gradient_bad_input() -> None:
+    with pytest.raises(ValueError, match="edge_order"):
+        pylrcore.gradient([1.0, 2.0, 3.0], edge_order=3)
+    with pytest.raises(ValueError, match="at least edge_order"):
+        pylrcore.gradient([1.0, 2.0], edge_order=2)
+    with pytest.raises(ValueError, match="same length"):
+        pylrcore.gradient([1.0, 2.0, 3.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="monotonic"):
+        pylrcore.gradient([1.0, 2.0, 3.0], [1.0, 1.0, 2.0])
+
+
+# ---- peer rules, re-derived from the peers' sources (see csrc/pylrcore/suggest.hpp for lines) ------
+
+
+def ref_torch_lr_finder(lrs, losses, skip_start=10, skip_end=5):
+    if len(lrs) < skip_start + skip_end + 2:
+        return None
+    stop = len(lrs) - skip_end
+    idx = int(np.gradient(np.asarray(losses[skip_start:stop], dtype=np.float64)).argmin())
+    return float(lrs[skip_start + idx])
+
+
+def ref_lightning(lrs, losses, skip_begin=10, skip_end=1):
+    sl = slice(skip_begin, -skip_end)
+    lo = torch.tensor(np.asarray(losses)[sl].tolist())
+    lr = torch.tensor(np.asarray(lrs)[sl].tolist())
+    keep = torch.isfinite(lo)
+    if int(keep.sum()) < 2:
+        return None
+    g = torch.gradient(lo[keep], spacing=[lr[keep]])[0]
+    idx = torch.arange(len(losses))[sl][keep][int(torch.argmin(g))]
+    return float(lrs[int(idx)])
+
+
+def _fastai_inputs(lrs, losses, num_it):
+    lr = torch.tensor(np.asarray(lrs)[num_it // 10 : -5].tolist())
+    lo = torch.tensor(np.asarray(losses)[num_it // 10 : -5].tolist())
+    nan = torch.nonzero(torch.isnan(lo))
+    if len(nan):
+        lr, lo = lr[: int(nan.min())], lo[: int(nan.min())]
+    return lr, lo
+
+
+def ref_fastai(fn, lrs, losses, num_it=None):
+    lr, lo = _fastai_inputs(lrs, losses, len(lrs) if num_it is None else num_it)
+    n = len(lo)
+    if fn == "valley":  # fastai's O(n^2) longest decreasing subsequence, literally
+        if n == 0:
+            return None
+        lds, max_start, max_end = [1] * n, 0, 0
+        for i in range(1, n):
+            for j in range(i):
+                if lo[i] < lo[j] and lds[i] < lds[j] + 1:
+                    lds[i] = lds[j] + 1
+                if lds[max_end] < lds[i]:
+                    max_end, max_start = i, i - lds[i]
+        third = (max_end - max_start) / 3
+        return float(lr[max_start + int(third) + int(third / 2)])
+    if fn == "steep":
+        if n < 2:
+            return None
+        g = (lo[1:] - lo[:-1]) / (lr[1:].log() - lr[:-1].log())
+        return float(lr[int(g.argmin())])
+    if fn == "minimum":
+        return None if n == 0 else float(lr[int(lo.argmin())]) / 10
+    if fn == "slide":
+        if n < 16:
+            return None
+        g = np.gradient(lo.numpy())
+        r, l = -1, -16
+        pick = lr[l]
+        while l >= -n and abs(g[r] - g[l]) > 0.005:
+            pick = lr[l]
+            r, l = r - 1, l - 1
+        return float(pick)
+    raise AssertionError(fn)
+
+
+def _recorded_curves():
+    """Curves as the peers record them: smoothed raw losses of diverse shapes, some with NaN/inf."""
+    rng = np.random.default_rng(42)
+    out = []
+    for k in range(60):
+        n = int(rng.integers(20, 160))
+        lrs = lr_ladder(n, 10 ** rng.uniform(-8, -5), 10 ** rng.uniform(-1, 1))
+        raw = noisy_valley(lrs, seed=k, noise=float(rng.uniform(0.0, 0.3)), center=10 ** rng.uniform(-5, -2))
+        hist = torch_lr_finder_history(raw, smooth_f=float(rng.choice([0.05, 0.2, 0.6])))
+        if k % 7 == 3:
+            hist[int(rng.integers(n // 2, n)) :] = np.nan
+        if k % 11 == 5:
+            hist[int(rng.integers(n // 2, n))] = np.inf
+        out.append((lrs, hist))
+    return out
+
+
+CURVES = _recorded_curves()
+
+
+def _sugg_lr(s: pylrcore.Suggestion):
+    return s.lr
+
+
+@pytest.mark.parametrize("k", range(len(CURVES)))
+def test_compat_modes_match_rederived_rules(k: int) -> None:
+    lrs, hist = CURVES[k]
+    assert _sugg_lr(pylrcore.suggest(lrs, hist, "torch_lr_finder")) == ref_torch_lr_finder(lrs, hist)
+    assert _sugg_lr(pylrcore.suggest(lrs, hist, "lightning")) == ref_lightning(lrs, hist)
+    for fn in ("valley", "steep", "minimum", "slide"):
+        assert _sugg_lr(pylrcore.suggest(lrs, hist, f"fastai_{fn}")) == ref_fastai(fn, lrs, hist), fn
+
+
+def test_compat_skips_and_num_it_are_honoured() -> None:
+    lrs, hist = CURVES[0]
+    s = pylrcore.suggest(lrs, hist, "torch_lr_finder", skip_start=3, skip_end=0)
+    assert s.lr == ref_torch_lr_finder(lrs, hist, 3, 0)
+    s = pylrcore.suggest(lrs, hist, "lightning", skip_start=2, skip_end=4)
+    assert s.lr == ref_lightning(lrs, hist, 2, 4)
+    s = pylrcore.suggest(lrs, hist, "fastai_valley", num_it=300)
+    assert s.lr == ref_fastai("valley", lrs, hist, num_it=300)
+
+
+def test_compat_no_suggestion_where_the_peer_has_none() -> None:
+    lrs = lr_ladder(20)
+    hist = valley(lrs)
+    s = pylrcore.suggest(lrs[:16], hist[:16], "torch_lr_finder")  # the peer raises RuntimeError
+    assert not s.ok and "skip_start + skip_end + 2" in s.reason
+    s = pylrcore.suggest(lrs, hist, "lightning", skip_end=0)  # the peer returns None
+    assert not s.ok and s.status == "too_few_points"
+    s = pylrcore.suggest(lrs, hist, "fastai_slide")  # the peer raises IndexError below 16 points
+    assert not s.ok and "slice" in s.reason
+
+
+# ---- the installed peers themselves on the same curve ------------------------------------------------
+
+
+def test_matches_installed_torch_lr_finder(capsys: pytest.CaptureFixture[str]) -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tlf = pytest.importorskip("torch_lr_finder")
+    model = torch.nn.Linear(2, 1)
+    finder = tlf.LRFinder(model, torch.optim.SGD(model.parameters(), lr=1e-3), torch.nn.MSELoss())
+    for lrs, hist in CURVES[:30]:
+        finder.history = {"lr": lrs.tolist(), "loss": hist.tolist()}
+        fig, ax = plt.subplots()
+        _, peer = finder.plot(ax=ax, suggest_lr=True)
+        plt.close(fig)
+        assert pylrcore.suggest(lrs, hist, "torch_lr_finder").lr == peer
+    capsys.readouterr()
+
+
+def test_matches_installed_lightning_suggestion() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lr_finder = pytest.importorskip("pytorch_lightning.tuner.lr_finder")
+    for lrs, hist in CURVES:
+        finder = lr_finder._LRFinder(mode="exponential", lr_min=lrs[0], lr_max=lrs[-1], num_training=len(lrs))
+        finder.results = {"lr": lrs.tolist(), "loss": hist.tolist()}
+        assert pylrcore.suggest(lrs, hist, "lightning").lr == finder.suggestion()
+
+
+# ---- pylrcore's own methods -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("center", [1e-5, 3e-4, 1e-3, 1e-2])
+def test_steepest_finds_the_true_steepest_point_on_a_clean_curve(center: float) -> None:
+    lrs = lr_ladder(200)
+    s = pylrcore.suggest(lrs, valley(lrs, center=center, rise_at=center * 300))
+    step = np.log(lrs[1] / lrs[0])
+    assert abs(np.log(s.lr / center)) <= 1.5 * step
+    assert s.zone[0] < center < s.zone[1]
+    assert s.zone[0] <= s.lr <= s.zone[1]
+
+
+def test_own_steepest_is_more_accurate_than_the_peers_on_noisy_curves() -> None:
+    """Zero-phase smoothing has no lag: the peers' single EMA shifts the curve towards larger lrs."""
+    lrs = lr_ladder(100)
+    center = 1e-3
+    errors = {"steepest": [], "torch_lr_finder": [], "lightning": []}
+    for seed in range(40):
+        raw = noisy_valley(lrs, seed=seed, noise=0.08, center=center)
+        errors["steepest"].append(abs(np.log10(pylrcore.suggest(lrs, raw).lr / center)))
+        hist = torch_lr_finder_history(raw)
+        errors["torch_lr_finder"].append(abs(np.log10(pylrcore.suggest(lrs, hist, "torch_lr_finder").lr / center)))
+        lhist = pylrcore.ema(raw, 0.98, kind="lightning")
+        errors["lightning"].append(abs(np.log10(pylrcore.suggest(lrs, lhist, "lightning").lr / center)))
+    med = {k: float(np.median(v)) for k, v in errors.items()}
+    assert med["steepest"] < 0.3  # within a factor 2 of the truth, typically
+    assert med["steepest"] < med["torch_lr_finder"] and med["steepest"] < med["lightning"]
+
+
+def test_all_own_methods_give_lrs_inside_the_swept_range_and_before_divergence() -> None:
+    lrs = lr_ladder(120)
+    raw = noisy_valley(lrs, seed=3, noise=0.05)
+    for method in pylrcore.METHODS:
+        s = pylrcore.suggest(lrs, raw, method)
+        assert s.ok, s.reason
+        assert s.method == method
+        assert lrs[0] / 10 <= s.lr <= lrs[s.analysed - 1]
+        assert s.smoothed is not None and np.isfinite(s.smoothed[: s.analysed]).all()
+    s = pylrcore.suggest(lrs, raw, "minimum")
+    assert s.lr == pytest.approx(lrs[s.min_index] / 10)
+
+
+def test_divergence_and_nan_cut_the_curve() -> None:
+    lrs = lr_ladder(100)
+    raw = valley(lrs)
+    with_nan = raw.copy()
+    with_nan[80:] = np.nan
+    s = pylrcore.suggest(lrs, with_nan)
+    assert s.ok and s.first_nonfinite == 80 and s.analysed <= 80
+    s = pylrcore.suggest(lrs, raw)
+    assert s.diverged_at is not None and s.lrs[s.diverged_at] > 0.1
+    assert "diverged" in str(s)
+    assert pylrcore.suggest(lrs, raw, diverge_factor=0).diverged_at is None
+
+
+@pytest.mark.parametrize(
+    ("losses", "status", "words"),
+    [
+        (np.full(50, np.nan), "all_nonfinite", "first loss is not finite"),
+        (np.r_[valley(lr_ladder(50))[:3], np.full(47, np.inf)], "too_few_points", "non-finite"),
+        (np.full(50, 2.0), "never_decreased", "never decreased"),
+        (np.linspace(1.0, 3.0, 50), "never_decreased", "never decreased"),
+    ],
+)
+def test_reasons_instead_of_errors(losses: np.ndarray, status: str, words: str) -> None:
+    s = pylrcore.suggest(lr_ladder(50), losses)
+    assert not s.ok and s.lr is None and s.status == status and words in s.reason
+    assert "no suggestion" in str(s)
+
+
+def test_too_few_points_reason() -> None:
+    s = pylrcore.suggest([1e-3, 1e-2, 1e-1], [1.0, 0.5, 0.4])
+    assert s.status == "too_few_points" and "more iterations" in s.reason
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lrs", "losses", "error", "match"),
+    [
+        ([], [], ValueError, "lrs is empty"),
+        ([1e-3, 1e-2], [1.0], ValueError, "same length"),
+        ([1e-3, np.nan, 1e-1], [1.0, 1.0, 1.0], ValueError, r"lrs\[1\] = nan is not finite"),
+        ([1e-3, np.inf], [1.0, 1.0], ValueError, "not finite"),
+        ([0.0, 1e-2], [1.0, 1.0], ValueError, "not positive"),
+        ([-1e-3, 1e-2], [1.0, 1.0], ValueError, "not positive"),
+        ([1e-2, 1e-3], [1.0, 1.0], ValueError, "strictly increasing"),
+        ([1e-2, 1e-2], [1.0, 1.0], ValueError, "strictly increasing"),
+        (np.ones((2, 2)), [1.0, 1.0], ValueError, "lrs must be 1-D"),
+        ([1e-3, 1e-2], np.ones((2, 1)), ValueError, "losses must be 1-D"),
+        (np.array(["1", "2"]), [1.0, 1.0], TypeError, "lrs must hold real numbers"),
+        (lr_ladder(20)[::2], np.ones(10), ValueError, "non-contiguous"),
+    ],
+)
+def test_bad_curves(lrs: object, losses: object, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        pylrcore.suggest(lrs, losses)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"method": "best"}, ValueError, "method must be one of"),
+        ({"beta": 1.0}, ValueError, "beta"),
+        ({"beta": 0.0}, ValueError, "beta"),
+        ({"zone": (0.9, 0.1)}, ValueError, "zone"),
+        ({"zone": 0.5}, TypeError, "zone"),
+        ({"diverge_factor": 0.5}, ValueError, "diverge_factor"),
+        ({"diverge_factor": float("nan")}, ValueError, "diverge_factor"),
+        ({"min_points": 1}, ValueError, "min_points"),
+        ({"skip_start": -1}, ValueError, "skip_start"),
+        ({"skip_end": 1.5}, TypeError, "skip_end"),
+        ({"num_it": 0}, ValueError, "num_it"),
+        ({"lr_diff": 0}, ValueError, "lr_diff"),
+        ({"thresh": -1}, ValueError, "thresh"),
+    ],
+)
+def test_bad_options(kwargs: dict, error: type, match: str) -> None:
+    lrs = lr_ladder(50)
+    with pytest.raises(error, match=match):
+        pylrcore.suggest(lrs, valley(lrs), **kwargs)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=80),
+    st.lists(
+        st.one_of(st.floats(min_value=-1e6, max_value=1e6), st.sampled_from([np.nan, np.inf, -np.inf])),
+        min_size=80,
+        max_size=80,
+    ),
+    st.sampled_from(pylrcore.METHODS + pylrcore.COMPAT_METHODS),
+)
+def test_property_never_crashes_and_answers_or_explains(n: int, values: list, method: str) -> None:
+    lrs = lr_ladder(n)
+    s = pylrcore.suggest(lrs, np.array(values[:n]), method)
+    if s.ok:
+        assert np.isfinite(s.lr) and s.lr > 0 and 0 <= s.index < n
+        assert lrs[0] / 10 * 0.999 <= s.lr <= lrs[-1] * 1.001
+    else:
+        assert s.reason and s.lr is None
