@@ -342,3 +342,14 @@ def test_property_never_crashes_and_answers_or_explains(n: int, values: list, me
         assert lrs[0] / 10 * 0.999 <= s.lr <= lrs[-1] * 1.001
     else:
         assert s.reason and s.lr is None
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_steepest_equals_independent_numpy_implementation(seed: int) -> None:
+    from numpy_reference import steepest_numpy
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(30, 3000))
+    lrs = lr_ladder(n)
+    raw = noisy_valley(lrs, seed=seed, noise=float(rng.uniform(0.01, 0.2)), center=10 ** rng.uniform(-5, -2))
+    assert pylrcore.suggest(lrs, raw).index == steepest_numpy(lrs, raw)

@@ -114,11 +114,76 @@ class Ema {
   EmaState state_{};
 };
 
-// Whole-array form: out[i] = the stream's output after x[0..i].
+namespace detail {
+
+inline bool all_finite(const double* x, std::size_t n) {
+  int bad = 0;  // branch-free so the loop vectorises; NaN fails the comparison too
+  for (std::size_t i = 0; i < n; ++i) bad |= !(std::fabs(x[i]) <= std::numeric_limits<double>::max());
+  return bad == 0;
+}
+
+// a_i = beta*a_{i-1} + w*x_i with a_{-1} = carry_in, written to out. The recurrence is one long
+// dependency chain (a multiply-add of latency per element), so the array is cut into kChains chunks
+// whose local recurrences (started from 0) run interleaved, and each chunk is then corrected by
+// carry * beta^(j+1) from the true value at the end of the chunk before it. The correction uses a
+// table of beta^1..beta^kTable times a per-block power, and stops once that power underflows.
+inline void linear_recurrence(const double* x, double* out, std::size_t n, double beta, double w, double carry_in) {
+  constexpr std::size_t kChains = 8, kTable = 256;
+  if (n < 8 * kTable) {
+    double a = carry_in;
+    for (std::size_t i = 0; i < n; ++i) out[i] = a = beta * a + w * x[i];
+    return;
+  }
+  const std::size_t len = n / kChains;
+  double local[kChains] = {};
+  for (std::size_t j = 0; j < len; ++j)
+    for (std::size_t c = 0; c < kChains; ++c) out[c * len + j] = local[c] = beta * local[c] + w * x[c * len + j];
+  for (std::size_t i = kChains * len; i < n; ++i)  // the last chunk's remainder
+    out[i] = local[kChains - 1] = beta * local[kChains - 1] + w * x[i];
+
+  double table[kTable];
+  double p = 1.0;
+  for (std::size_t k = 0; k < kTable; ++k) table[k] = p *= beta;
+  const double block_step = table[kTable - 1];
+  double carry = carry_in;
+  for (std::size_t c = 0; c < kChains; ++c) {
+    const std::size_t start = c * len, end = c + 1 == kChains ? n : start + len;
+    double block_power = carry;  // carry * beta^(kTable*b)
+    for (std::size_t b = start; b < end && block_power != 0.0; b += kTable) {
+      const std::size_t m = std::min(kTable, end - b);
+      for (std::size_t k = 0; k < m; ++k) out[b + k] += block_power * table[k];
+      block_power *= block_step;
+    }
+    carry = out[end - 1];
+  }
+}
+
+}  // namespace detail
+
+// Whole-array form: out[i] = the stream's output after x[0..i]. All-finite input (the usual case)
+// takes the interleaved path; it agrees with the streaming form to a few ulps.
 inline void ema(const double* x, double* out, std::size_t n, double beta, EmaKind kind,
                 NonFinite policy = NonFinite::Mark) {
-  Ema e(beta, kind, policy);
-  e.update(x, out, n);
+  check_beta(beta);
+  if (n == 0) return;
+  if (!detail::all_finite(x, n)) {
+    Ema e(beta, kind, policy);
+    e.update(x, out, n);
+    return;
+  }
+  if (kind == EmaKind::Plain) {
+    out[0] = x[0];
+    detail::linear_recurrence(x + 1, out + 1, n - 1, beta, 1.0 - beta, x[0]);
+    return;
+  }
+  detail::linear_recurrence(x, out, n, beta, 1.0 - beta, 0.0);
+  // Bias correction, only where 1 - beta^(i+1) still differs from 1; powers formed as the stream forms them.
+  double power = kind == EmaKind::Lightning ? beta : 1.0;
+  for (std::size_t i = 0; i < n; ++i) {
+    power *= beta;
+    if (1.0 - power == 1.0) break;
+    out[i] /= 1.0 - power;
+  }
 }
 
 }  // namespace pylrcore

@@ -1,0 +1,115 @@
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "check.hpp"
+#include "pylrcore/suggest.hpp"
+
+using namespace pylrcore;
+
+namespace {
+
+struct Curve {
+  std::vector<double> lrs, losses;
+};
+
+// Logistic fall centred on lr = 1e-3 in log10 space, quadratic rise past 0.1.
+Curve valley_curve(std::size_t n) {
+  Curve c;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double x = -6.0 + 7.0 * static_cast<double>(i) / static_cast<double>(n - 1);
+    c.lrs.push_back(std::pow(10.0, x));
+    double loss = 2.3 - 1.8 / (1.0 + std::exp(-(x + 3.0) / 0.5));
+    if (x > -1.0) loss += 8.0 * (x + 1.0) * (x + 1.0);
+    c.losses.push_back(loss);
+  }
+  return c;
+}
+
+Suggestion run(const Curve& c, Method m) {
+  SuggestOptions o;
+  o.method = m;
+  return suggest(c.lrs.data(), c.losses.data(), c.lrs.size(), o);
+}
+
+}  // namespace
+
+TEST(suggest_steepest_near_true_centre_with_zone_around_it) {
+  Curve c = valley_curve(200);
+  Suggestion s = run(c, Method::Steepest);
+  CHECK(s.status == SuggestStatus::Ok);
+  CHECK(std::fabs(std::log10(s.lr) + 3.0) < 0.06);
+  CHECK(c.lrs[s.zone_lo_index] < 1e-3 && c.lrs[s.zone_hi_index] > 1e-3);
+  CHECK(s.diverged_index > 0 && c.lrs[s.diverged_index] > 0.1);
+  CHECK(s.smoothed.size() == c.lrs.size() && s.slope.size() == c.lrs.size());
+}
+
+TEST(suggest_every_method_answers_on_a_valley) {
+  Curve c = valley_curve(120);
+  for (Method m : {Method::Steepest, Method::Valley, Method::Minimum, Method::Slide, Method::TorchLrFinder,
+                   Method::Lightning, Method::FastaiValley, Method::FastaiSteep, Method::FastaiMinimum,
+                   Method::FastaiSlide}) {
+    Suggestion s = run(c, m);
+    CHECK(s.status == SuggestStatus::Ok);
+    CHECK(s.lr > 0 && std::isfinite(s.lr));
+    CHECK(s.index >= 0 && s.index < static_cast<std::int64_t>(c.lrs.size()));
+  }
+}
+
+TEST(suggest_reasons_not_exceptions) {
+  Curve c = valley_curve(50);
+  std::vector<double> nan(50, std::numeric_limits<double>::quiet_NaN()), flat(50, 2.0);
+  Suggestion s = suggest(c.lrs.data(), nan.data(), 50, {});
+  CHECK(s.status == SuggestStatus::AllNonFinite && !s.reason.empty() && std::isnan(s.lr));
+  s = suggest(c.lrs.data(), flat.data(), 50, {});
+  CHECK(s.status == SuggestStatus::NeverDecreased);
+  s = suggest(c.lrs.data(), c.losses.data(), 3, {});
+  CHECK(s.status == SuggestStatus::TooFewPoints);
+  SuggestOptions o;
+  o.method = Method::FastaiSlide;
+  s = suggest(c.lrs.data(), c.losses.data(), 10, o);
+  CHECK(s.status == SuggestStatus::TooFewPoints);
+  o.method = Method::Lightning;
+  o.skip_end = 0;  // Lightning's [10:-0] is empty
+  s = suggest(c.lrs.data(), c.losses.data(), 50, o);
+  CHECK(s.status == SuggestStatus::TooFewPoints);
+}
+
+TEST(suggest_misuse_throws) {
+  std::vector<double> lrs{1e-3, 1e-3, 1e-2}, loss{1, 1, 1}, neg{-1e-3, 1e-3, 1e-2};
+  CHECK_THROWS(suggest(lrs.data(), loss.data(), 3, {}), std::invalid_argument);
+  CHECK_THROWS(suggest(neg.data(), loss.data(), 3, {}), std::invalid_argument);
+  CHECK_THROWS(suggest(lrs.data(), loss.data(), 0, {}), std::invalid_argument);
+  SuggestOptions bad;
+  bad.zone_lo = 0.9;
+  bad.zone_hi = 0.1;
+  Curve c = valley_curve(20);
+  CHECK_THROWS(suggest(c.lrs.data(), c.losses.data(), 20, bad), std::invalid_argument);
+}
+
+TEST(valley_index_matches_quadratic_definition) {
+  // fastai's O(n^2) rule written out, against the O(n log n) one, on pseudo-random data.
+  unsigned state = 12345;
+  for (int trial = 0; trial < 200; ++trial) {
+    const std::size_t n = 1 + trial % 40;
+    std::vector<double> y(n);
+    for (auto& v : y) {
+      state = state * 1103515245u + 12345u;
+      v = static_cast<double>((state >> 16) % 7);  // many ties
+    }
+    std::vector<std::int64_t> lds(n, 1);
+    std::int64_t max_start = 0, max_end = 0;
+    for (std::size_t i = 1; i < n; ++i)
+      for (std::size_t j = 0; j < i; ++j) {
+        if (y[i] < y[j] && lds[i] < lds[j] + 1) lds[i] = lds[j] + 1;
+        if (lds[max_end] < lds[i]) {
+          max_end = static_cast<std::int64_t>(i);
+          max_start = max_end - lds[i];
+        }
+      }
+    const double sections = static_cast<double>(max_end - max_start) / 3.0;
+    const std::int64_t expected =
+        max_start + static_cast<std::int64_t>(sections) + static_cast<std::int64_t>(sections / 2.0);
+    CHECK(detail::valley_index(y.data(), n) == expected);
+  }
+}
