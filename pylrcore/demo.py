@@ -1,0 +1,152 @@
+"""Built-in demo: a real LR range test on a small problem generated here (no download, no torch).
+
+A two-layer tanh network on a synthetic 3-class dataset is trained with mini-batch SGD while the
+learning rate grows exponentially; the raw losses go through the streaming EMA and the divergence
+stop, then pylrcore suggests an lr and the usable range. To show the suggestion means something,
+the same network is then trained briefly at the suggested lr and at 100x less and 10x more.
+(The torch-based LRFinder replaces this demo's loop; the analysis is the same.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .smoothing import EMA
+from .suggest import Suggestion, suggest
+
+
+@dataclass
+class Problem:
+    x: np.ndarray
+    y: np.ndarray
+    hidden: int = 32
+    classes: int = 3
+
+    def init(self, seed: int) -> List[np.ndarray]:
+        rng = np.random.default_rng(seed)
+        d = self.x.shape[1]
+        return [
+            rng.normal(0, 1 / np.sqrt(d), (d, self.hidden)),
+            np.zeros(self.hidden),
+            rng.normal(0, 1 / np.sqrt(self.hidden), (self.hidden, self.classes)),
+            np.zeros(self.classes),
+        ]
+
+    def loss_and_grads(self, params: List[np.ndarray], idx: np.ndarray) -> Tuple[float, List[np.ndarray]]:
+        w1, b1, w2, b2 = params
+        x, y = self.x[idx], self.y[idx]
+        with np.errstate(all="ignore"):  # a diverging lr overflows: that is what the sweep looks for
+            h = np.tanh(x @ w1 + b1)
+            z = h @ w2 + b2
+            z = z - z.max(axis=1, keepdims=True)
+            p = np.exp(z)
+            p /= p.sum(axis=1, keepdims=True)
+            loss = float(-np.mean(np.log(p[np.arange(len(y)), y] + 1e-12)))
+            dz = p
+            dz[np.arange(len(y)), y] -= 1
+            dz /= len(y)
+            dh = (dz @ w2.T) * (1 - h**2)
+            grads = [x.T @ dh, dh.sum(0), h.T @ dz, dz.sum(0)]
+        return loss, grads
+
+
+def make_problem(n: int = 3000, dim: int = 20, seed: int = 0) -> Problem:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 1.0, (3, dim))
+    y = rng.integers(0, 3, n)
+    x = centers[y] + rng.normal(0, 1.6, (n, dim))
+    return Problem(x=x, y=y)
+
+
+def range_test(
+    problem: Problem,
+    start_lr: float = 1e-5,
+    end_lr: float = 100.0,
+    num_iter: int = 120,
+    batch: int = 64,
+    diverge_th: float = 4.0,
+    seed: int = 0,
+) -> Tuple[np.ndarray, np.ndarray, Optional[str]]:
+    rng = np.random.default_rng(seed)
+    params = problem.init(seed)
+    smoothed = EMA(0.9, kind="debiased")
+    lrs, losses, best = [], [], np.inf
+    stop: Optional[str] = None
+    for i in range(num_iter):
+        lr = start_lr * (end_lr / start_lr) ** (i / (num_iter - 1))
+        loss, grads = problem.loss_and_grads(params, rng.integers(0, len(problem.y), batch))
+        lrs.append(lr)
+        losses.append(loss)
+        if not np.isfinite(loss):
+            stop = f"non-finite loss at lr {lr:.3g}"
+            break
+        s = smoothed.update(loss)
+        best = min(best, s)
+        if s > diverge_th * best:
+            stop = f"loss diverged (smoothed {s:.3g} > {diverge_th:g} x best {best:.3g}) at lr {lr:.3g}"
+            break
+        for p, g in zip(params, grads):
+            p -= lr * g
+    return np.array(lrs), np.array(losses), stop
+
+
+def train(problem: Problem, lr: float, steps: int = 300, batch: int = 64, seed: int = 1) -> float:
+    rng = np.random.default_rng(seed)
+    params = problem.init(seed)
+    for _ in range(steps):
+        _, grads = problem.loss_and_grads(params, rng.integers(0, len(problem.y), batch))
+        for p, g in zip(params, grads):
+            p -= lr * g
+    loss, _ = problem.loss_and_grads(params, np.arange(len(problem.y)))
+    return loss
+
+
+def plot(s: Suggestion, path: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(s.lrs, s.losses, color="0.75", lw=1, label="raw loss")
+    if s.smoothed is not None:
+        ax.plot(s.lrs, s.smoothed, color="C0", lw=2, label="smoothed")
+    if s.zone:
+        ax.axvspan(*s.zone, color="C2", alpha=0.15, label="usable range")
+    if s.ok and s.index is not None:
+        ax.axvline(s.lr, color="C3", ls="--", label=f"suggested lr {s.lr:.2g}")
+    if s.diverged_at is not None:
+        ax.axvline(s.lrs[s.diverged_at], color="k", ls=":", label="divergence")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.set_title("pylrcore demo: LR range test")
+    finite = s.losses[np.isfinite(s.losses)]
+    ax.set_ylim(finite.min() * 0.9, min(finite.max(), finite[0] * 2.5))
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def run(png: Optional[str] = "lr_finder.png", check: bool = True) -> Suggestion:
+    problem = make_problem()
+    lrs, losses, stop = range_test(problem)
+    s = suggest(lrs, losses)
+    print(f"range test: {len(lrs)} iterations, lr {lrs[0]:.2g} -> {lrs[-1]:.2g}" + (f"; stopped: {stop}" if stop else ""))
+    print(s)
+    if png and plot(s, png):
+        print(f"plot written to {png}")
+    elif png:
+        print("(install matplotlib to get the plot: pip install 'pylrcore[plot]')")
+    if check and s.ok and s.lr is not None:
+        print("check: full-data loss after 300 SGD steps")
+        for label, lr in (("suggested", s.lr), ("suggested / 100", s.lr / 100), ("suggested x 10", s.lr * 10)):
+            print(f"  {label:>16} lr {lr:9.3g}: loss {train(problem, lr):.4f}")
+    return s
