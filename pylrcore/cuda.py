@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Optional
 
 __all__ = ["is_available", "device_count", "unavailable_reason"]
 
 
-def _module() -> Optional[object]:
+def _module() -> Optional[ModuleType]:
     try:
         from . import _cuda
     except ImportError:
@@ -18,7 +19,7 @@ def _module() -> Optional[object]:
 def device_count() -> int:
     """Number of CUDA devices the compiled CUDA extension can use (0 when it was not built)."""
     mod = _module()
-    return int(mod.device_count()) if mod is not None else 0  # type: ignore[attr-defined]
+    return int(mod.device_count()) if mod is not None else 0
 
 
 def is_available() -> bool:
@@ -31,4 +32,4 @@ def unavailable_reason() -> str:
     mod = _module()
     if mod is None:
         return "pylrcore was built without its CUDA extension (no CUDA compiler at build time, or PYLRCORE_CUDA=OFF)"
-    return str(mod.unavailable_reason())  # type: ignore[attr-defined]
+    return str(mod.unavailable_reason())

@@ -118,7 +118,7 @@ def plot(s: Suggestion, path: str) -> bool:
         ax.plot(s.lrs, s.smoothed, color="C0", lw=2, label="smoothed")
     if s.zone:
         ax.axvspan(*s.zone, color="C2", alpha=0.15, label="usable range")
-    if s.ok and s.index is not None:
+    if s.lr is not None:
         ax.axvline(s.lr, color="C3", ls="--", label=f"suggested lr {s.lr:.2g}")
     if s.diverged_at is not None:
         ax.axvline(s.lrs[s.diverged_at], color="k", ls=":", label="divergence")

@@ -58,10 +58,10 @@ def ema(losses: Any, beta: float = 0.98, *, kind: str = "debiased", nonfinite: s
     [2.0, 3.0]
     """
     x = as_curve(losses, "losses")
-    return _core.ema(x, check_beta(beta), _kind(kind), _policy(nonfinite))  # type: ignore[no-any-return]
+    return _core.ema(x, check_beta(beta), _kind(kind), _policy(nonfinite))
 
 
-class EMA(_core.Ema):  # type: ignore[misc]
+class EMA(_core.Ema):
     """Streaming EMA with O(1) state; ``update(loss)`` costs one native call.
 
     >>> s = EMA(beta=0.5, kind="plain")
@@ -78,7 +78,7 @@ class EMA(_core.Ema):  # type: ignore[misc]
         self._nonfinite_name = nonfinite
 
     def update_many(self, losses: Any) -> FloatArray:  # noqa: D102 - same contract, validated input
-        return super().update_many(as_curve(losses, "losses"))  # type: ignore[no-any-return]
+        return super().update_many(as_curve(losses, "losses"))
 
     def state_dict(self) -> Dict[str, Union[float, int, str]]:
         average, beta_power, count, nonfinite_count, last = self.get_state()

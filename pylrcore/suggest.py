@@ -219,7 +219,7 @@ def gradient(y: Any, x: Any = None, *, edge_order: int = 1) -> FloatArray:
     if y_arr.size < order + 1:
         raise ValueError(f"y needs at least edge_order + 1 = {order + 1} points, got {y_arr.size}")
     if x is None:
-        return _core.gradient(y_arr, None, order)  # type: ignore[no-any-return]
+        return _core.gradient(y_arr, None, order)
     x_arr = as_curve(x, "x")
     same_length(x_arr, "x", y_arr, "y")
     if not np.isfinite(x_arr).all():
@@ -227,4 +227,4 @@ def gradient(y: Any, x: Any = None, *, edge_order: int = 1) -> FloatArray:
     steps = np.diff(x_arr)
     if not ((steps > 0).all() or (steps < 0).all()):
         raise ValueError("x must be strictly monotonic (no repeated coordinates)")
-    return _core.gradient(y_arr, x_arr, order)  # type: ignore[no-any-return]
+    return _core.gradient(y_arr, x_arr, order)
