@@ -33,3 +33,49 @@ def test_suggest_numpy(benchmark) -> None:
 def test_suggest_compat_modes(benchmark, method: str) -> None:
     s = benchmark(pylrcore.suggest, LRS, RAW, method)
     assert s.ok
+
+
+# The compat modes against the peers' own code on the same recorded curve (what a finder library
+# that uses pylrcore as its backend replaces).
+N_PEER = size(100_000, 2_000)
+PEER_LRS = lr_ladder(N_PEER)
+PEER_HIST = pylrcore.ema(noisy_valley(PEER_LRS, seed=1, noise=0.1), 0.98, kind="lightning")
+
+
+@pytest.mark.benchmark(group="lightning-suggestion-1e5")
+def test_lightning_compat_pylrcore(benchmark) -> None:
+    s = benchmark(pylrcore.suggest, PEER_LRS, PEER_HIST, "lightning")
+    assert s.ok
+
+
+@pytest.mark.benchmark(group="lightning-suggestion-1e5")
+def test_lightning_suggestion_peer(benchmark) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lr_finder = pytest.importorskip("pytorch_lightning.tuner.lr_finder")
+    finder = lr_finder._LRFinder(mode="exponential", lr_min=PEER_LRS[0], lr_max=PEER_LRS[-1], num_training=N_PEER)
+    finder.results = {"lr": PEER_LRS.tolist(), "loss": PEER_HIST.tolist()}
+    lr = benchmark(finder.suggestion)
+    assert lr == pylrcore.suggest(PEER_LRS, PEER_HIST, "lightning").lr
+
+
+N_VALLEY = size(2_000, 300)  # fastai's valley is O(n^2) in Python
+VALLEY_LRS = lr_ladder(N_VALLEY)
+VALLEY_HIST = pylrcore.ema(noisy_valley(VALLEY_LRS, seed=2, noise=0.1), 0.98, kind="fastai")
+
+
+@pytest.mark.benchmark(group="fastai-valley-2e3")
+def test_fastai_valley_compat_pylrcore(benchmark) -> None:
+    s = benchmark(pylrcore.suggest, VALLEY_LRS, VALLEY_HIST, "fastai_valley")
+    assert s.ok
+
+
+@pytest.mark.benchmark(group="fastai-valley-2e3")
+def test_fastai_valley_rederived_peer(benchmark) -> None:
+    pytest.importorskip("torch")
+    from test_suggest import ref_fastai
+
+    lr = benchmark.pedantic(ref_fastai, args=("valley", VALLEY_LRS, VALLEY_HIST), rounds=3, iterations=1)
+    assert lr == pylrcore.suggest(VALLEY_LRS, VALLEY_HIST, "fastai_valley").lr
