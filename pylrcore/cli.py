@@ -16,7 +16,8 @@ def _load_curve(path: str) -> "tuple[np.ndarray, np.ndarray]":
     names = data.dtype.names or ()
     if "lr" not in names or "loss" not in names:
         raise SystemExit(f"{path}: expected a CSV with header columns 'lr' and 'loss', got {names}")
-    return np.atleast_1d(data["lr"]), np.atleast_1d(data["loss"])
+    # Fields of a structured array are strided views: copy them into plain contiguous curves.
+    return np.ascontiguousarray(np.atleast_1d(data["lr"])), np.ascontiguousarray(np.atleast_1d(data["loss"]))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
