@@ -9,6 +9,8 @@ of a training loss history (:mod:`pylrcore.diagnose`), and a one-pass non-finite
 from __future__ import annotations
 
 from .smoothing import EMA, ema
+from .detect import Detector, Event, Flag
+from .diagnose import Diagnosis, Finding, Symptom, diagnose
 # @@exports@@
 
 __version__ = "0.1.0"
@@ -16,5 +18,12 @@ __version__ = "0.1.0"
 __all__ = [
     "EMA",
     "ema",
+    "Detector",
+    "Event",
+    "Flag",
+    "diagnose",
+    "Diagnosis",
+    "Finding",
+    "Symptom",
     # @@all@@
 ]

@@ -95,10 +95,11 @@ class Verdicts:
     def steps_with(self, flag: Flag, *, onset: bool = False) -> npt.NDArray[np.int64]:
         """Steps where ``flag`` holds (or, with ``onset=True``, begins)."""
         bits = self.onset if onset else self.flags
-        return self.step[(bits & np.uint32(int(flag))) != 0]
+        steps: npt.NDArray[np.int64] = self.step[(bits & np.uint32(int(flag))) != 0]
+        return steps
 
 
-class Detector(_core.Detector):  # type: ignore[misc]
+class Detector(_core.Detector):
     """Streaming detector; ``update(loss)`` is one native call (no Python frame in between).
 
     All settings are keyword-only; the defaults are those of the compiled core (:data:`DEFAULTS`).

@@ -183,10 +183,11 @@ def diagnose(losses: Any, *, lr: Optional[float] = None, **thresholds: Any) -> D
     evidence = {k: (None if k.endswith(("_step", "_nonfinite", "_spike")) and v < 0 else v)
                 for k, v in raw_evidence.items()}
     findings = []
-    for code_number, step, lo, hi in raw_findings:
+    explode_factor = config.get("explode_factor", DEFAULTS["explode_factor"])
+    for code_number, raw_step, lo, hi in raw_findings:
         code = _BY_CORE_CODE[code_number]
-        step = None if step < 0 else int(step)
+        step = None if raw_step < 0 else int(raw_step)
         factor = (float(lo), float(hi))
-        findings.append(Finding(code, step, factor, _message(code, step, factor, evidence, lr, config.get("explode_factor", DEFAULTS["explode_factor"]))))
+        findings.append(Finding(code, step, factor, _message(code, step, factor, evidence, lr, explode_factor)))
     first = findings[0]
     return Diagnosis(first.code, first.step, evidence, first.factor, first.message, findings)
