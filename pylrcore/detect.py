@@ -155,7 +155,7 @@ class Detector(_core.Detector):
     def update_many(self, losses: Any) -> Verdicts:
         """Feed a whole array (same results as calling :meth:`update` on each); the loop runs without the GIL."""
         first = self.step
-        flags, onset, smoothed, best, zscore = self._update_many(as_curve(losses, "losses", min_size=0))
+        flags, onset, smoothed, best, zscore = self._update_many(as_curve(losses, "losses"))
         steps = np.arange(first, first + flags.shape[0], dtype=np.int64)
         return Verdicts(steps, flags, onset, smoothed, best, zscore)
 
@@ -199,7 +199,7 @@ class Detector(_core.Detector):
                 f"state was saved from a Detector with other settings ({', '.join(changed)}); "
                 f"create it with Detector(**state['config']) first"
             )
-        if not isinstance(values, dict) or not all(isinstance(v, numbers.Real) for v in values.values()):
+        if not isinstance(values, dict) or not all(_is_number_or_numbers(v) for v in values.values()):
             raise ValueError("state['state'] must be a dict of numbers, as returned by Detector.state_dict()")
         self._set_state(values, [tuple(e) for e in events], dropped)
 
@@ -218,3 +218,9 @@ class Detector(_core.Detector):
         if state["smooth_count"]:
             where += f", smoothed={state['smooth_last']:.6g}, best={state['best']:.6g}"
         return f"Detector({args})<{where}>"
+
+
+def _is_number_or_numbers(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(isinstance(v, numbers.Real) for v in value)
+    return isinstance(value, numbers.Real)

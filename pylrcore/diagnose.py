@@ -89,7 +89,7 @@ class Diagnosis:
     did not happen), levels (first: mean of the first few losses; middle, end: means of the central
     and last ``chunk`` of them; best: lowest smoothed loss; noise: per-step sd) and ratios:
     relative_drop ((first - end) / |first|) with its standard error drop_se, late_share (share of
-    the drop made in the second half: ~0.5 for a straight line), progress ((first - best) / |first|),
+    the drop made in the second half: ~0.5 for a straight line; None without a drop), progress ((first - best) / |first|),
     rise (end above the lowest level reached, relative), alternation (sign-change rate of the
     differences; i.i.d. noise gives 2/3), amplitude (median |difference| / median |loss|),
     oscillation_fraction, tail_change and tail_change_se (relative change over the last
@@ -180,7 +180,8 @@ def diagnose(losses: Any, *, lr: Optional[float] = None, **thresholds: Any) -> D
         lr = check_positive(lr, "lr")
     config = as_settings(thresholds, DEFAULTS, "diagnose()")
     raw_evidence, raw_findings = _core.diagnose(x, config)
-    evidence = {k: (None if k.endswith(("_step", "_nonfinite", "_spike")) and v < 0 else v)
+    # Steps of things that did not happen (-1) and undefined ratios (NaN) become None.
+    evidence = {k: (None if (k.endswith(("_step", "_nonfinite", "_spike")) and v < 0) or v != v else v)
                 for k, v in raw_evidence.items()}
     findings = []
     explode_factor = config.get("explode_factor", DEFAULTS["explode_factor"])

@@ -59,7 +59,7 @@ struct DetectorConfig {
   double spike_var_beta = 0.99;            // weight of the variance EMA (~100 steps)
   double spike_z = 6.0;                    // z-score above which a loss is a spike (OLMo/Levanter use 6)
   double spike_clip = 3.0;                 // winsorise the mean/variance updates at this many sd
-  std::int64_t warmup = 50;                // finite losses before SPIKE and the window states can fire
+  std::int64_t warmup = 50;                // finite losses before SPIKE and the window states can fire (>= 10 used)
   std::int64_t window = 100;               // horizon of the window statistics, in steps
   double plateau_rel = 0.01;               // |change per window| / level below this (+2 se): flat
   double plateau_progress = 0.1;           // ... and only once best <= (1 - this) * start
@@ -209,6 +209,9 @@ class Detector {
   }
   std::int64_t step() const { return state_.step; }
   std::int64_t finite_count() const { return smooth_.count(); }
+  // Past the warm-up: SPIKE and the window states can fire, and spikes are winsorised. z-scores need
+  // a variance from a few errors, so this takes at least kStartPoints losses whatever `warmup` says.
+  bool warm() const { return finite_count() > std::max(config_.warmup, kStartPoints); }
 
   Verdict update(double loss) {
     Verdict v;
@@ -229,7 +232,7 @@ class Detector {
     // low first loss would otherwise make an ordinary one look like an explosion).
     if (n <= kStartPoints) state_.start = state_.best = s;
     else if (s < state_.best) state_.best = s;
-    const bool warm = n > config_.warmup;
+    const bool warm = this->warm();
 
     std::uint32_t flags = 0;
     if (s > explode_threshold()) flags |= kExplosion;
@@ -305,12 +308,13 @@ class Detector {
   }
 
  private:
-  // The loss level that relative measures divide by: the mean of the ring (the smoothed loss
-  // before any finite loss).
+  // The loss level that relative measures divide by: |mean| of the ring, but at least 1e-3 of its
+  // root mean square (losses around zero) and 1e-150 (no ratio can overflow).
   double level() const {
     const std::int64_t filled = std::min<std::int64_t>(smooth_.count(), config_.window);
     if (filled == 0) return 1.0;
-    return std::max(std::fabs(state_.ring_sum / static_cast<double>(filled)), 1e-300);
+    const double k = static_cast<double>(filled);
+    return std::max({std::fabs(state_.ring_sum / k), kScaleFloor * std::sqrt(state_.ring_sumsq / k), 1e-150});
   }
   double progress() const {
     const double start = state_.start;
@@ -319,7 +323,8 @@ class Detector {
   }
   double explode_threshold() const {
     const double floor = kScaleFloor * std::fabs(state_.start);
-    return state_.best + (config_.explode_factor - 1.0) * std::max(std::fabs(state_.best), floor);
+    const double at = state_.best + (config_.explode_factor - 1.0) * std::max(std::fabs(state_.best), floor);
+    return std::min(at, std::numeric_limits<double>::max());  // beyond the largest double nothing can fire
   }
   // Standard deviation used for z-scores and clipping: never below kScaleFloor of the mean's size,
   // so an exactly constant loss does not make every later rounding wiggle a spike.

@@ -263,7 +263,7 @@ inline Diagnosis diagnose(const double* losses, std::size_t n, const DiagnoseCon
       if (ev.first_spike < 0) ev.first_spike = step;
     }
     if ((v.onset & kOscillation) && ev.oscillation_step < 0) ev.oscillation_step = step;
-    if (detector.finite_count() > config.detector.warmup) {
+    if (detector.warm()) {
       ++warm_steps;
       if (v.flags & kOscillation) ++oscillating_steps;
     }
