@@ -216,6 +216,9 @@ inline void ols_slope(const double* y, std::size_t n, double& slope, double& se)
   se = std::sqrt(rss / static_cast<double>(n - 2) / stt);
 }
 
+// A ratio of tiny numbers can overflow: report it as undefined rather than infinite.
+inline double finite_or_nan(double x) { return std::isfinite(x) ? x : std::numeric_limits<double>::quiet_NaN(); }
+
 // Standard deviation of the debiased EMA after k values of i.i.d. noise with unit sd.
 inline double smoothed_sd(double beta, std::size_t k) {
   const double bk = std::pow(beta, static_cast<double>(k));
@@ -321,7 +324,7 @@ inline Diagnosis diagnose(const double* losses, std::size_t n, const DiagnoseCon
   const double drop_se = noise * std::sqrt(1.0 / static_cast<double>(c0) + 1.0 / static_cast<double>(c));
   ev.relative_drop = drop / first_scale;
   ev.progress = (first - best) / first_scale;
-  ev.late_share = drop > 0 ? (middle - end) / drop : std::numeric_limits<double>::quiet_NaN();
+  ev.late_share = drop > 0 ? finite_or_nan((middle - end) / drop) : std::numeric_limits<double>::quiet_NaN();
 
   // Rise: the end level, less 3 standard errors, above the lowest upper confidence bound of the
   // smoothed loss (3 of its standard errors; the early debiased values are noisier).
@@ -346,8 +349,8 @@ inline Diagnosis diagnose(const double* losses, std::size_t n, const DiagnoseCon
   const double tail_level = std::max(std::fabs(tail_mean), 1e-300);
   double slope, slope_se;
   ols_slope(tail_y, tail, slope, slope_se);
-  ev.tail_change = slope * static_cast<double>(tail) / tail_level;
-  ev.tail_change_se = slope_se * static_cast<double>(tail) / tail_level;
+  ev.tail_change = finite_or_nan(slope * static_cast<double>(tail) / tail_level);
+  ev.tail_change_se = finite_or_nan(slope_se * static_cast<double>(tail) / tail_level);
 
   // 3. Symptoms (sorted into priority order at the end).
   if (ev.oscillation_fraction >= config.oscillation_fraction)
@@ -388,7 +391,7 @@ inline Diagnosis diagnose(const double* losses, std::size_t n, const DiagnoseCon
   ev.middle = middle * scale;
   ev.end = end * scale;
   ev.best = best * scale;
-  ev.noise = noise * scale;
+  ev.noise = std::min(noise * scale, std::numeric_limits<double>::max());  // differences of huge losses can exceed it
   ev.drop_se = drop_se / first_scale;  // relative, like relative_drop
   return out;
 }
