@@ -1,17 +1,27 @@
-"""Streaming detection on a training-loss stream: one ``update(loss)`` per step, O(1) state.
+"""Streaming detection on a training-loss stream: one ``update(loss)`` per step, O(1) time, fixed state.
+
+The state is a few numbers and a ring of the last ``window`` losses; :meth:`Detector.state_dict`
+checkpoints all of it.
 
 Each update returns a :class:`Verdict` (a small native object) with the step index, the states
 holding now (``flags``), those that began at this step (``onset``), the smoothed loss, the best
 smoothed loss and the z-score of the raw loss. States are bits of :class:`Flag`:
 
 ``NONFINITE``    the loss is NaN or +-Inf (reported; it never enters any statistic).
-``EXPLOSION``    smoothed > best + (k-1) * max(|best|, 1e-3 * |start|), k = ``explode_factor`` (fastai: 4).
+``EXPLOSION``    smoothed > best + (k-1) * max(|best|, 1e-3 * |start|), k = ``explode_factor``: fastai's
+                 ``smoothed > 4 * best`` for positive losses, still meaningful when best <= 0. best
+                 counts from the 10th loss (``start`` is the smoothed value there).
 ``SPIKE``        z-score of the raw loss against a short EMA mean and an EMA of the squared error
                  (both winsorised, so one spike cannot hide the next) above ``spike_z``.
-``PLATEAU``      progress was made, and the trend over ``window`` steps is flat relative to the level.
+``PLATEAU``      progress was made (best ``plateau_progress`` below start), and the least-squares trend
+                 over the last ``window`` losses is flat: |change per window| / level < ``plateau_rel``
+                 (+ 2 standard errors, so pure noise around a level counts as flat).
 ``OSCILLATION``  successive differences alternate in sign (rate >= ``oscillation_alternation``,
                  where i.i.d. noise gives 2/3) with amplitude >= ``oscillation_amplitude`` * level.
-``DECREASING``   the trend falls by more than ``decrease_rel`` of the level per window, significantly.
+``DECREASING``   the trend falls by more than ``decrease_rel`` of the level per window, by 4 standard errors.
+
+SPIKE and the window states start after ``warmup`` losses (at least 10). Window states have
+hysteresis, so a statistic near its threshold does not produce a stream of onsets.
 
 Onsets are also kept in :attr:`Detector.events` as :class:`Event` records, so a caller can log
 events without repeating itself every step. Expected outcomes are values; only misuse raises.
@@ -45,6 +55,7 @@ Verdict = _core.Verdict
 
 #: Default detector settings (read from the compiled core, where they are defined and documented).
 DEFAULTS: Dict[str, float] = dict(_core.detector_defaults())
+
 
 def as_settings(values: Dict[str, Any], defaults: Dict[str, Any], what: str) -> Dict[str, Any]:
     """Check names and types of keyword settings (ints stay ints, the rest become floats).

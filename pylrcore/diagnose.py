@@ -134,10 +134,11 @@ def _message(code: Symptom, step: Optional[int], factor: Tuple[float, float], ev
              lr: Optional[float], explode_factor: float) -> str:
     n = ev["points"]
     if code is Symptom.EXPLODING:
-        if ev["first_nonfinite"] is not None and (ev["explosion_step"] is None or ev["first_nonfinite"] <= ev["explosion_step"]):
-            what = f"loss became non-finite at step {ev['first_nonfinite']}"
+        nonfinite, exploded = ev["first_nonfinite"], ev["explosion_step"]
+        if nonfinite is not None and (exploded is None or nonfinite <= exploded):
+            what = f"loss became non-finite at step {nonfinite}"
         else:
-            what = f"loss exploded at step {ev['explosion_step']} (smoothed loss {explode_factor:g}x above its best)"
+            what = f"loss exploded at step {exploded} (smoothed loss over {explode_factor:g}x its best)"
         return f"{what}: {_advice(factor, lr, 'high')}"
     if code is Symptom.OSCILLATING:
         return (f"loss oscillates from step {step} (differences alternate {_percent(ev['alternation'])} "
@@ -149,17 +150,21 @@ def _message(code: Symptom, step: Optional[int], factor: Tuple[float, float], ev
             what = f"loss rose {_percent(ev['rise'])} after step {step}"
         return f"{what}: {_advice(factor, lr, 'high')} (or use Adam)"
     if code is Symptom.NOT_DECREASING:
-        return f"loss is not decreasing ({_percent(ev['relative_drop'])} over {n} steps): {_advice(factor, lr, 'small')}"
+        drop = _percent(ev["relative_drop"])
+        return f"loss is not decreasing ({drop} over {n} steps): {_advice(factor, lr, 'small')}"
     if code is Symptom.SLOW:
         return (f"loss decreases slowly and steadily ({_percent(ev['relative_drop'])} over {n} steps, "
                 f"{_percent(ev['late_share'])} of it in the second half): {_advice(factor, lr, 'small')}")
     if code is Symptom.PLATEAU:
         lo, hi = factor
-        decay = f"decay it to {_format_lr(lr * lo)}-{_format_lr(lr * hi)}" if lr is not None else f"decay it {1 / hi:g}-{1 / lo:g}x"
+        if lr is None:
+            the_lr, decay = "the LR", f"decay it {1 / hi:g}-{1 / lo:g}x"
+        else:
+            the_lr, decay = f"the LR {_format_lr(lr)}", f"decay it to {_format_lr(lr * lo)}-{_format_lr(lr * hi)}"
         return (f"loss plateaued from step {step} after a {_percent(ev['progress'])} drop: "
-                f"the LR{'' if lr is None else ' ' + _format_lr(lr)} was good but is now too large: {decay} (a schedule)")
+                f"{the_lr} was good but is now too large: {decay} (a schedule)")
     keep = "keep the LR" if lr is None else f"keep LR {_format_lr(lr)}"
-    return f"healthy: loss fell {_percent(ev['relative_drop'])} over {n} steps: {keep} (a decay schedule may help later)"
+    return f"loss fell {_percent(ev['relative_drop'])} over {n} steps, steadily: {keep} (a decay schedule may help later)"
 
 
 def diagnose(losses: Any, *, lr: Optional[float] = None, **thresholds: Any) -> Diagnosis:
@@ -181,8 +186,10 @@ def diagnose(losses: Any, *, lr: Optional[float] = None, **thresholds: Any) -> D
     config = as_settings(thresholds, DEFAULTS, "diagnose()")
     raw_evidence, raw_findings = _core.diagnose(x, config)
     # Steps of things that did not happen (-1) and undefined ratios (NaN) become None.
-    evidence = {k: (None if (k.endswith(("_step", "_nonfinite", "_spike")) and v < 0) or v != v else v)
-                for k, v in raw_evidence.items()}
+    evidence = {
+        k: None if (k.endswith(("_step", "_nonfinite", "_spike")) and v < 0) or v != v else v
+        for k, v in raw_evidence.items()
+    }
     findings = []
     explode_factor = config.get("explode_factor", DEFAULTS["explode_factor"])
     for code_number, raw_step, lo, hi in raw_findings:
