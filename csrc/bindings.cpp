@@ -1,11 +1,10 @@
 // The one pybind11 file: converts arguments, releases the GIL around native loops, and lets
 // std::invalid_argument surface as ValueError (pybind11's default mapping). The public, validated
 // API lives in the Python package; this module (`pylrcore._core`) is its low-level engine.
+#include <pybind11/native_enum.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
-
-#include <pybind11/native_enum.h>
 
 #include <deque>
 #include <string>
@@ -139,7 +138,12 @@ Fields fields_from_dict(const py::dict& values, const char* what, Fields fields 
   std::size_t used = 0;
   for_each_field(fields, [&](const char* name, auto& value) {
     if (!values.contains(name)) return;
-    value = values[name].template cast<std::decay_t<decltype(value)>>();
+    try {
+      value = values[name].template cast<std::decay_t<decltype(value)>>();
+    } catch (const py::cast_error&) {
+      throw py::value_error(std::string(what) + ": '" + name + "' has the wrong type or range: " +
+                            std::string(py::repr(values[name])));
+    }
     ++used;
   });
   if (used != values.size()) {

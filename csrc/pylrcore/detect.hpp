@@ -184,6 +184,7 @@ class Detector {
   }
 
   const DetectorConfig& config() const { return config_; }
+  // (The smoothing lives in smooth_, which reuses Ema; state_.smooth is filled in only here.)
   DetectorState state() const {
     DetectorState s = state_;
     s.smooth = smooth_.state();
@@ -260,25 +261,6 @@ class Detector {
     v.zscore = z;
     state_.flags = flags;
     return v;
-  }
-
-  // Whole-array form; any output pointer may be null.
-  struct Trace {
-    std::uint32_t* flags = nullptr;
-    std::uint32_t* onset = nullptr;
-    double* smoothed = nullptr;
-    double* best = nullptr;
-    double* zscore = nullptr;
-  };
-  void update(const double* losses, std::size_t n, const Trace& out) {
-    for (std::size_t i = 0; i < n; ++i) {
-      const Verdict v = update(losses[i]);
-      if (out.flags) out.flags[i] = v.flags;
-      if (out.onset) out.onset[i] = v.onset;
-      if (out.smoothed) out.smoothed[i] = v.smoothed;
-      if (out.best) out.best[i] = v.best;
-      if (out.zscore) out.zscore[i] = v.zscore;
-    }
   }
 
   DetectorStats stats() const {
