@@ -1,16 +1,21 @@
 // The one pybind11 file: converts arguments, releases the GIL around native loops, and lets
 // std::invalid_argument surface as ValueError (pybind11's default mapping). The public, validated
 // API lives in the Python package; this module (`pylrcore._core`) is its low-level engine.
+#include <pybind11/native_enum.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <deque>
 #include <string>
 #include <tuple>
+#include <type_traits>
 
 #include "pylrcore/gradient.hpp"
 #include "pylrcore/smoothing.hpp"
 #include "pylrcore/suggest.hpp"
+#include "pylrcore/detect.hpp"
+#include "pylrcore/diagnose.hpp"
 // @@includes@@
 
 namespace py = pybind11;
@@ -176,6 +181,207 @@ void bind_suggest(py::module_& m) {
       py::arg("adjust"), py::arg("skip_start"), py::arg("skip_end"), py::arg("num_it"));
 }
 
+// Settings and checkpoints cross the boundary as dicts keyed by the core's own field names
+// (for_each_field), so the names are written once, in the core.
+template <class Fields>
+py::dict fields_to_dict(Fields fields) {
+  py::dict out;
+  for_each_field(fields, [&](const char* name, auto& value) { out[name] = value; });
+  return out;
+}
+
+template <class Fields>
+Fields fields_from_dict(const py::dict& values, const char* what, Fields fields = Fields{}) {
+  std::size_t used = 0;
+  for_each_field(fields, [&](const char* name, auto& value) {
+    if (!values.contains(name)) return;
+    try {
+      value = values[name].template cast<std::decay_t<decltype(value)>>();
+    } catch (const py::cast_error&) {
+      throw py::value_error(std::string(what) + ": '" + name + "' has the wrong type or range: " +
+                            std::string(py::repr(values[name])));
+    }
+    ++used;
+  });
+  if (used != values.size()) {
+    for (const auto& item : values) {
+      bool known = false;
+      const std::string key = py::str(item.first);
+      for_each_field(fields, [&](const char* name, auto&) { known = known || key == name; });
+      if (!known) throw py::type_error(std::string(what) + ": unknown setting '" + key + "'");
+    }
+  }
+  return fields;
+}
+
+// The detector plus a bounded log of onsets (most recent kept). The log lives here, not in the
+// O(1) core, and is filled in C++ so that update() stays a single native call per step.
+class LoggedDetector {
+ public:
+  LoggedDetector(const DetectorConfig& config, std::size_t max_events) : core(config), max_events(max_events) {}
+
+  Verdict update(double loss) {
+    const Verdict v = core.update(loss);
+    if (v.onset) record(loss, v);
+    return v;
+  }
+  void reset() {
+    core.reset();
+    events.clear();
+    dropped = 0;
+  }
+
+  Detector core;
+  std::deque<DetectEvent> events;
+  std::size_t max_events;
+  std::int64_t dropped = 0;
+
+ private:
+  void record(double loss, const Verdict& v) {
+    for_each_onset(core, loss, v, [&](const DetectEvent& e) {
+      if (max_events == 0) {
+        ++dropped;
+        return;
+      }
+      if (events.size() == max_events) {
+        events.pop_front();
+        ++dropped;
+      }
+      events.push_back(e);
+    });
+  }
+};
+
+using FlagArray = py::array_t<std::uint32_t>;
+
+py::object as_flag(std::uint32_t bits) { return py::cast(static_cast<DetectFlag>(bits)); }
+
+void bind_detect(py::module_& m) {
+  py::native_enum<DetectFlag>(m, "Flag", "enum.IntFlag", "States reported by the streaming detector")
+      .value("NONFINITE", kNonFinite)
+      .value("EXPLOSION", kExplosion)
+      .value("SPIKE", kSpike)
+      .value("PLATEAU", kPlateau)
+      .value("OSCILLATION", kOscillation)
+      .value("DECREASING", kDecreasing)
+      .finalize();
+
+  // Flags are stored as integers and converted to Flag only when read: update() stays cheap.
+  py::class_<Verdict>(m, "Verdict")
+      .def_readonly("step", &Verdict::step)
+      .def_property_readonly("flags", [](const Verdict& v) { return as_flag(v.flags); })
+      .def_property_readonly("onset", [](const Verdict& v) { return as_flag(v.onset); })
+      .def_readonly("flag_bits", &Verdict::flags)
+      .def_readonly("onset_bits", &Verdict::onset)
+      .def_readonly("smoothed", &Verdict::smoothed)
+      .def_readonly("best", &Verdict::best)
+      .def_readonly("zscore", &Verdict::zscore)
+      .def("__repr__", [](const Verdict& v) {
+        return "Verdict(step=" + std::to_string(v.step) + ", flags=" + std::string(py::repr(as_flag(v.flags))) +
+               ", onset=" + std::string(py::repr(as_flag(v.onset))) + ", smoothed=" +
+               std::string(py::repr(py::float_(v.smoothed))) + ", best=" + std::string(py::repr(py::float_(v.best))) +
+               ", zscore=" + std::string(py::repr(py::float_(v.zscore))) + ")";
+      });
+
+  m.def("detector_defaults", [] { return fields_to_dict(DetectorConfig{}); });
+
+  py::class_<LoggedDetector>(m, "Detector")
+      .def(py::init([](const py::dict& config, std::size_t max_events) {
+             return LoggedDetector(fields_from_dict<DetectorConfig>(config, "Detector"), max_events);
+           }),
+           py::arg("config"), py::arg("max_events") = 1000)
+      .def("update", &LoggedDetector::update, py::arg("loss"))
+      .def(
+          "_update_many",
+          [](LoggedDetector& self, const py::handle& x_obj) {
+            Array x = as_1d(x_obj, "losses");
+            const py::ssize_t n = x.size();
+            FlagArray flags(n), onset(n);
+            Array smoothed(n), best(n), zscore(n);
+            const double* xp = x.data();
+            std::uint32_t *fp = flags.mutable_data(), *op = onset.mutable_data();
+            double *sp = smoothed.mutable_data(), *bp = best.mutable_data(), *zp = zscore.mutable_data();
+            {
+              py::gil_scoped_release nogil;
+              for (py::ssize_t i = 0; i < n; ++i) {
+                const Verdict v = self.update(xp[i]);
+                fp[i] = v.flags;
+                op[i] = v.onset;
+                sp[i] = v.smoothed;
+                bp[i] = v.best;
+                zp[i] = v.zscore;
+              }
+            }
+            return py::make_tuple(flags, onset, smoothed, best, zscore);
+          },
+          py::arg("losses"))
+      .def("reset", &LoggedDetector::reset)
+      .def_property_readonly("step", [](const LoggedDetector& d) { return d.core.step(); })
+      .def_property_readonly("finite_count", [](const LoggedDetector& d) { return d.core.finite_count(); })
+      .def_property_readonly("max_events", [](const LoggedDetector& d) { return d.max_events; })
+      .def_property_readonly("events_dropped", [](const LoggedDetector& d) { return d.dropped; })
+      .def("_config", [](const LoggedDetector& d) { return fields_to_dict(d.core.config()); })
+      .def("_stats",
+           [](const LoggedDetector& d) {
+             const DetectorStats s = d.core.stats();
+             py::dict out;
+             out["rate"] = s.rate;
+             out["rate_se"] = s.rate_se;
+             out["alternation"] = s.alternation;
+             out["amplitude"] = s.amplitude;
+             out["progress"] = s.progress;
+             out["explode_at"] = s.explode_at;
+             return out;
+           })
+      .def("_events",
+           [](const LoggedDetector& d) {
+             py::list out;
+             for (const DetectEvent& e : d.events)
+               out.append(py::make_tuple(e.step, static_cast<std::uint32_t>(e.kind), e.value, e.threshold));
+             return out;
+           })
+      .def("_get_state", [](const LoggedDetector& d) { return fields_to_dict(d.core.state()); })
+      .def("_set_state",
+           [](LoggedDetector& d, const py::dict& state, const py::list& events, std::int64_t dropped) {
+             DetectorState restored = fields_from_dict<DetectorState>(state, "state");
+             std::deque<DetectEvent> log;
+             for (const auto& item : events) {
+               const auto t = item.cast<std::tuple<std::int64_t, std::uint32_t, double, double>>();
+               const std::uint32_t kind = std::get<1>(t);
+               if (kind == 0 || (kind & (kind - 1)) != 0 || (kind & ~kAllDetectFlags) != 0)
+                 throw py::value_error("state: an event's kind must be a single Flag, got " + std::to_string(kind));
+               log.push_back(DetectEvent{std::get<0>(t), static_cast<DetectFlag>(kind), std::get<2>(t), std::get<3>(t)});
+             }
+             while (log.size() > d.max_events) log.pop_front();
+             d.core.set_state(restored);  // validates; throws before anything is changed
+             d.events = std::move(log);
+             d.dropped = dropped;
+           },
+           py::arg("state"), py::arg("events"), py::arg("events_dropped"));
+}
+
+void bind_diagnose(py::module_& m) {
+  m.def("diagnose_defaults", [] { return fields_to_dict(DiagnoseConfig{}); });
+  m.def(
+      "diagnose",
+      [](const py::handle& x_obj, const py::dict& config) {
+        Array x = as_1d(x_obj, "losses");
+        const DiagnoseConfig c = fields_from_dict<DiagnoseConfig>(config, "diagnose");
+        const double* xp = x.data();
+        const std::size_t n = static_cast<std::size_t>(x.size());
+        Diagnosis d;
+        {
+          py::gil_scoped_release nogil;
+          d = diagnose(xp, n, c);
+        }
+        py::list findings;
+        for (const Finding& f : d.findings)
+          findings.append(py::make_tuple(static_cast<int>(f.code), f.step, f.factor_lo, f.factor_hi));
+        return py::make_tuple(fields_to_dict(d.evidence), findings);
+      },
+      py::arg("losses"), py::arg("config"));
+}
+
 // @@bind-functions@@
 
 }  // namespace
@@ -185,5 +391,7 @@ PYBIND11_MODULE(_core, m) {
   bind_smoothing(m);
   bind_gradient(m);
   bind_suggest(m);
+  bind_detect(m);
+  bind_diagnose(m);
   // @@bind-calls@@
 }

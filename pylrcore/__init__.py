@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from .smoothing import EMA, ema
 from .suggest import COMPAT_METHODS, METHODS, Suggestion, gradient, suggest
+from .detect import Detector, Event, Flag
+from .diagnose import Diagnosis, Finding, Symptom, diagnose
 # @@exports@@
 
 __version__ = "0.1.0"
@@ -22,5 +24,12 @@ __all__ = [
     "gradient",
     "METHODS",
     "COMPAT_METHODS",
+    "Detector",
+    "Event",
+    "Flag",
+    "diagnose",
+    "Diagnosis",
+    "Finding",
+    "Symptom",
     # @@all@@
 ]
