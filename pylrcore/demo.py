@@ -14,6 +14,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from .diagnose import diagnose
 from .smoothing import EMA
 from .suggest import Suggestion, suggest
 
@@ -93,15 +94,17 @@ def range_test(
     return np.array(lrs), np.array(losses), stop
 
 
-def train(problem: Problem, lr: float, steps: int = 300, batch: int = 64, seed: int = 1) -> float:
+def train(problem: Problem, lr: float, steps: int = 300, batch: int = 64, seed: int = 1) -> Tuple[float, np.ndarray]:
+    """Mini-batch SGD at a fixed lr: (full-data loss at the end, the loss of every step)."""
     rng = np.random.default_rng(seed)
     params = problem.init(seed)
-    for _ in range(steps):
-        _, grads = problem.loss_and_grads(params, rng.integers(0, len(problem.y), batch))
+    history = np.empty(steps)
+    for step in range(steps):
+        history[step], grads = problem.loss_and_grads(params, rng.integers(0, len(problem.y), batch))
         for p, g in zip(params, grads):
             p -= lr * g
     loss, _ = problem.loss_and_grads(params, np.arange(len(problem.y)))
-    return loss
+    return loss, history
 
 
 def plot(s: Suggestion, path: str) -> bool:
@@ -146,7 +149,8 @@ def run(png: Optional[str] = "lr_finder.png", check: bool = True) -> Suggestion:
     elif png:
         print("(install matplotlib to get the plot: pip install 'pylrcore[plot]')")
     if check and s.ok and s.lr is not None:
-        print("check: full-data loss after 300 SGD steps")
-        for label, lr in (("suggested", s.lr), ("suggested / 100", s.lr / 100), ("suggested x 10", s.lr * 10)):
-            print(f"  {label:>16} lr {lr:9.3g}: loss {train(problem, lr):.4f}")
+        print("check: 300 SGD steps at fixed lrs; full-data loss at the end, and pylrcore's diagnosis of the run")
+        for label, lr in (("suggested / 100", s.lr / 100), ("suggested", s.lr), ("range top x 30", s.zone[1] * 30 if s.zone else s.lr * 300)):
+            final, history = train(problem, lr)
+            print(f"  {label:>16} lr {lr:9.3g}: loss {final:.4f}  | {diagnose(history, lr=lr)}")
     return s

@@ -146,6 +146,8 @@ def _message(code: Symptom, step: Optional[int], factor: Tuple[float, float], ev
     if code is Symptom.UNSTABLE:
         if ev["spikes"] and step == ev["first_spike"]:
             what = f"{ev['spikes']} loss spikes from step {step}"
+        elif ev["start_ratio"] >= DEFAULTS["worse_than_start"] and ev["rise"] <= DEFAULTS["rising"]:
+            what = f"loss stays {ev['start_ratio']:.2g}x above its starting value from step {step}"
         else:
             what = f"loss rose {_percent(ev['rise'])} after step {step}"
         return f"{what}: {_advice(factor, lr, 'high')} (or use Adam)"

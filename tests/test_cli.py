@@ -20,7 +20,7 @@ def test_demo_range_test_is_real_and_the_suggestion_trains_better_than_too_small
     assert s.ok and s.zone is not None and s.zone[0] < s.lr < s.zone[1]
     assert s.diverged_at is not None  # the sweep went far enough to blow up, and stopped
     problem = demo.make_problem()
-    assert demo.train(problem, s.lr) < demo.train(problem, s.lr / 100)
+    assert demo.train(problem, s.lr)[0] < demo.train(problem, s.lr / 100)[0]
     out = capsys.readouterr().out
     assert "suggested lr" in out and "usable range" in out
     pytest.importorskip("matplotlib")

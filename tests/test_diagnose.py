@@ -272,3 +272,19 @@ def test_never_crashes_and_never_nan_for_finite_losses(losses, lr):
     assert d.code in set(Symptom) and d.findings[0].code is d.code
     assert all(v is None or math.isfinite(v) for v in d.evidence.values())
     assert d.message and all(f.factor[0] <= f.factor[1] for f in d.findings)
+
+
+def test_early_blow_up_that_settles_into_chaos_is_too_high_not_healthy() -> None:
+    """Real runs of the demo network: at lr 300 the first step throws the loss from 1.4 to 19 and
+    it stays around 2-3x its starting value; no trend test sees it through that noise, the
+    start-level rule does."""
+    from pylrcore import demo
+
+    problem = demo.make_problem()
+    for lr in (100.0, 300.0):
+        _, history = demo.train(problem, lr)
+        d = diagnose(history, lr=lr)
+        assert d.code is Symptom.UNSTABLE, (lr, str(d))
+        assert d.factor[1] < 1 and "above its starting value" in d.message
+    _, history = demo.train(problem, 3.0)
+    assert diagnose(history, lr=3.0).code is Symptom.HEALTHY

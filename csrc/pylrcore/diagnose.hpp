@@ -61,6 +61,7 @@ struct DiagnoseConfig {
   std::int64_t spike_count = 3;       // spikes needed to call the run unstable ...
   double spike_rate = 1e-3;           // ... and at least this many per finite loss
   double rising = 0.25;               // end above the lowest level reached by this fraction: unstable
+  double worse_than_start = 1.5;      // median loss after step 0 at least this x the step-0 loss: unstable
   double plateau_tail = 0.25;         // fraction of the history tested for a final plateau
   double plateau_change = 0.02;       // |relative change over the tail| below this (+2 se): plateau
 };
@@ -76,6 +77,7 @@ void for_each_field(DiagnoseConfig& c, F&& f) {
   f("spike_count", c.spike_count);
   f("spike_rate", c.spike_rate);
   f("rising", c.rising);
+  f("worse_than_start", c.worse_than_start);
   f("plateau_tail", c.plateau_tail);
   f("plateau_change", c.plateau_change);
 }
@@ -99,6 +101,8 @@ inline void validate(const DiagnoseConfig& c) {
   in_open_unit("plateau_tail", c.plateau_tail, "0.25");
   in_open_unit("plateau_change", c.plateau_change, "0.02");
   if (!(c.rising > 0.0 && std::isfinite(c.rising))) fail("rising must be a finite number > 0 (e.g. 0.25)");
+  if (!(c.worse_than_start > 1.0 && std::isfinite(c.worse_than_start)))
+    fail("worse_than_start must be a finite number > 1 (e.g. 1.5)");
   if (c.spike_count < 1) fail("spike_count must be >= 1 (e.g. 3)");
 }
 
@@ -115,6 +119,7 @@ struct Evidence {
   double late_share = 0;                             // (middle - end) / (first - end); NaN without a drop
   double progress = 0;                               // (first - best) / |first|
   double rise = 0;                                   // (end - level at rise_step) / |that level|
+  double start_ratio = 0;                            // median loss after step 0 / step-0 loss (positive losses)
   double noise = 0;                                  // per-step standard deviation
   double alternation = 0;                            // sign-change rate of successive differences
   double amplitude = 0;                              // median |difference| / median |loss|
@@ -145,6 +150,7 @@ void for_each_field(Evidence& e, F&& f) {
   f("late_share", e.late_share);
   f("progress", e.progress);
   f("rise", e.rise);
+  f("start_ratio", e.start_ratio);
   f("noise", e.noise);
   f("alternation", e.alternation);
   f("amplitude", e.amplitude);
@@ -342,6 +348,24 @@ inline Diagnosis diagnose(const double* losses, std::size_t n, const DiagnoseCon
   const bool rising = end - 3.0 * noise / std::sqrt(static_cast<double>(c)) > lowest_bound && ev.rise > config.rising;
   if (rising) ev.rise_step = step_of[lowest_at];
 
+  // Worse than at the start. The step-0 loss is measured before any update: the level training
+  // began from. An LR so large that the first steps throw the model off leaves a run whose loss
+  // stays far above it in chaos; the noise it makes hides any trend from the tests above, but not
+  // from this one: a typical (median) loss well above the start, and most losses above it.
+  bool worse_than_start = false;
+  if (m >= 20 && y[0] > 0) {
+    scratch.assign(y.begin() + 1, y.end());
+    ev.start_ratio = median_of(scratch) / y[0];
+    std::size_t above = 0;
+    for (std::size_t i = 1; i < m; ++i) above += y[i] > y[0];
+    worse_than_start = ev.start_ratio >= config.worse_than_start && 4 * above >= 3 * (m - 1);
+    if (worse_than_start && !rising) {
+      std::size_t i = 1;
+      while (i < m && y[i] < config.worse_than_start * y[0]) ++i;
+      ev.rise_step = step_of[std::min(i, m - 1)];
+    }
+  }
+
   const std::size_t tail = std::min(m, std::max(static_cast<std::size_t>(config.detector.window),
                                                 static_cast<std::size_t>(config.plateau_tail * static_cast<double>(m))));
   const double* tail_y = y.data() + (m - tail);
@@ -359,15 +383,15 @@ inline Diagnosis diagnose(const double* losses, std::size_t n, const DiagnoseCon
   const double spikes_needed = std::max(static_cast<double>(config.spike_count), config.spike_rate * static_cast<double>(m));
   if (static_cast<double>(ev.spikes) >= spikes_needed)
     found.push_back(make_finding(Symptom::Unstable, ev.first_spike));
-  else if (rising)
+  else if (rising || worse_than_start)
     found.push_back(make_finding(Symptom::Unstable, ev.rise_step));
 
   const bool no_progress = ev.relative_drop < config.no_progress || drop <= 3.0 * drop_se;
   if (no_progress) {
-    if (!rising) found.push_back(make_finding(Symptom::NotDecreasing, 0));
+    if (!rising && !worse_than_start) found.push_back(make_finding(Symptom::NotDecreasing, 0));
   } else if (ev.late_share >= config.slow_late_share) {
     found.push_back(make_finding(Symptom::Slow, 0));
-  } else if (!rising && ev.progress >= config.detector.plateau_progress &&
+  } else if (!rising && !worse_than_start && ev.progress >= config.detector.plateau_progress &&
              std::fabs(ev.tail_change) < config.plateau_change + 2.0 * ev.tail_change_se) {
     // Where it began: the first step from which the mean of the next `w` losses is within the
     // tail's band (its relative tolerance, or 3 standard errors of such a mean).
