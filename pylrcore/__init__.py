@@ -9,6 +9,7 @@ of a training loss history (:mod:`pylrcore.diagnose`), and a one-pass non-finite
 from __future__ import annotations
 
 from .smoothing import EMA, ema
+from .scan import ScanResult, all_finite, scan
 # @@exports@@
 
 __version__ = "0.1.0"
@@ -16,5 +17,8 @@ __version__ = "0.1.0"
 __all__ = [
     "EMA",
     "ema",
+    "ScanResult",
+    "all_finite",
+    "scan",
     # @@all@@
 ]

@@ -43,4 +43,8 @@ class Ema:
 
 def gradient(y: _ArrayLike, x: Optional[_ArrayLike] = None, edge_order: int = 1) -> _F64: ...
 
+def scan(
+    pointers: list[int], counts: list[int], dtypes: list[int], want_sumsq: bool = True, threads: int = 0
+) -> tuple[bool, int, int, int, float]: ...
+
 # @@stubs@@
