@@ -26,7 +26,8 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from collections.abc import Iterable
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -87,14 +88,7 @@ def scan(buffers: Any, *, sumsq: bool = True, threads: Optional[int] = None) -> 
     """
     items = _as_buffer_list(buffers)
     n_threads = 0 if threads is None else check_int(threads, "threads", minimum=1)
-    pointers: List[int] = []
-    counts: List[int] = []
-    codes: List[int] = []
-    for i, item in enumerate(items):
-        pointer, count, code = _describe(item, i)
-        pointers.append(pointer)
-        counts.append(count)
-        codes.append(code)
+    pointers, counts, codes = _gather(items)
     # `items` holds every buffer until the native call returns (it runs without the GIL).
     finite, bad_buffer, bad_index, bad_count, total = _core.scan(pointers, counts, codes, bool(sumsq), n_threads)
     return ScanResult(
@@ -116,6 +110,44 @@ def all_finite(buffers: Any, *, threads: Optional[int] = None) -> bool:
 
 
 # --- gathering (address, count, dtype code) without copying --------------------------------------
+
+
+def _gather(items: List[Any]) -> Tuple[List[int], List[int], List[int]]:
+    """(address, count, dtype code) per buffer. Runs every training step, so the common case (CPU
+    strided contiguous float tensors) takes a short path; anything else goes through _describe,
+    which validates fully and raises the error that names the buffer."""
+    pointers: List[int] = []
+    counts: List[int] = []
+    codes: List[int] = []
+    torch = sys.modules.get("torch")  # never imported here: if absent, no item is a tensor
+    tensor_type = torch.Tensor if torch is not None else ()
+    torch_codes = _torch_codes(torch) if torch is not None else {}
+    strided = getattr(torch, "strided", None)
+    for i, item in enumerate(items):
+        if isinstance(item, tensor_type) and item.layout is strided and item.is_cpu and item.is_contiguous():
+            code = torch_codes.get(item.dtype)
+            if code is not None:
+                try:
+                    pointers.append(item.data_ptr())
+                except RuntimeError:  # no storage (fake/functional tensor subclasses)
+                    _describe(item, i)
+                    raise
+                counts.append(item.numel())
+                codes.append(code)
+                continue
+        elif type(item) is np.ndarray and item.flags.c_contiguous:
+            code = _NUMPY_CODES.get(item.dtype)
+            if code is not None:
+                pointers.append(item.__array_interface__["data"][0])
+                counts.append(item.size)
+                codes.append(code)
+                continue
+        pointer, count, code = _describe(item, i)
+        pointers.append(pointer)
+        counts.append(count)
+        codes.append(code)
+    return pointers, counts, codes
+
 
 
 def _is_tensor(obj: Any) -> bool:
