@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
