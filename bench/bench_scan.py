@@ -155,3 +155,43 @@ def test_scan_read_sum_per_tensor(benchmark) -> None:
 @pytest.mark.benchmark(group=GROUP)
 def test_scan_read_flat_sum(benchmark) -> None:
     assert benchmark(read_flat_sum) == pytest.approx(float(FLAT.double().sum()), rel=1e-3, abs=1e-2)
+
+
+# --- `python bench/bench_scan.py [rounds]`: all methods interleaved round by round ----------------
+# On a shared, noisy machine a background job hits every method equally, so ratios of these
+# medians are steadier than ratios between pytest-benchmark tests that ran minutes apart.
+
+METHODS = {
+    "pylrcore.scan (finite+sumsq)": pylrcore_scan,
+    "pylrcore.all_finite": pylrcore_all_finite,
+    "pylrcore.scan threads=1": lambda: pylrcore.scan(GRADS, threads=1),
+    "torch isfinite(t).all() loop": torch_isfinite_loop,
+    "torch cat + isfinite": torch_cat_isfinite,
+    "torch _foreach_norm (norm only)": torch_foreach_norm,
+    "torch _amp_foreach_non_finite_check": torch_amp_check,
+    "read: t.sum() per tensor": read_sum_per_tensor,
+    "read: flat.sum() one buffer": read_flat_sum,
+}
+
+
+def interleaved(rounds: int) -> None:
+    import statistics
+    import time
+
+    times: dict = {name: [] for name in METHODS}
+    for _ in range(rounds):
+        for name, fn in METHODS.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    base = medians["pylrcore.scan (finite+sumsq)"]
+    print(f"{len(GRADS)} tensors, {FLAT.numel():,} elements, {FLAT.numel() * 4 / 1e6:.1f} MB, {rounds} rounds")
+    for name, ms in medians.items():
+        print(f"{name:38s} {ms:9.3f} ms   {ms / base:7.2f}x scan")
+
+
+if __name__ == "__main__":
+    import sys
+
+    interleaved(int(sys.argv[1]) if len(sys.argv) > 1 else 30)

@@ -7,11 +7,12 @@ Accepted buffers: numpy arrays and CPU torch tensors that are C-contiguous, of d
 float64, float16 or bfloat16 (numpy bfloat16 from ``ml_dtypes`` too). torch is never imported by
 this module; tensors are recognised by their attributes.
 
-Exactness: NaN/Inf are found from the exponent bits (the largest finite values are finite), and
-the sum of squares is accumulated in double from exact squares for float32/16 and bfloat16
-(relative error ~1e-15 in practice, below ``elements / 32 * 2**-53`` in the worst case). With a
-NaN present ``sumsq`` is NaN, otherwise with an infinity it is inf. The result does not depend on
-the number of threads.
+Exactness: NaN/Inf are found from the exponent bits (the largest finite values are finite). The
+sum of squares is accumulated in double from squares that are exact for float32/16 and bfloat16,
+with a worst-case relative error of 1.1e-13 whatever the size (measured: ~3e-16 on 2e7 float32).
+With a NaN present ``sumsq`` is NaN, otherwise with an infinity it is inf; float64 inputs above
+~1.3e154 can make it overflow to inf while ``finite`` stays True. The result is bit-identical for
+any number of threads.
 
 >>> import numpy as np
 >>> r = scan([np.ones(4, np.float32), np.array([3.0, np.nan, np.inf])])
