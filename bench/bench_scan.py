@@ -16,7 +16,7 @@ from typing import Callable, List, Tuple
 
 import pytest
 
-import pylrcore
+from pylrcore.scan import ScanResult, all_finite, scan
 
 torch = pytest.importorskip("torch")
 
@@ -66,12 +66,12 @@ def detects_one_nan(check: Callable[[], bool], where: int = 100) -> bool:
 # --- the checks -----------------------------------------------------------------------------------
 
 
-def pylrcore_scan() -> pylrcore.ScanResult:
-    return pylrcore.scan(GRADS)
+def pylrcore_scan() -> ScanResult:
+    return scan(GRADS)
 
 
 def pylrcore_all_finite() -> bool:
-    return pylrcore.all_finite(GRADS)
+    return all_finite(GRADS)
 
 
 def torch_isfinite_loop() -> bool:
@@ -119,7 +119,7 @@ def test_scan_pylrcore_finite_only(benchmark) -> None:
 
 @pytest.mark.benchmark(group=GROUP)
 def test_scan_pylrcore_one_thread(benchmark) -> None:
-    result = benchmark(pylrcore.scan, GRADS, threads=1)
+    result = benchmark(scan, GRADS, threads=1)
     assert result.finite and result.sumsq == pytest.approx(SUMSQ, rel=1e-12)
 
 
@@ -164,7 +164,7 @@ def test_scan_read_flat_sum(benchmark) -> None:
 METHODS = {
     "pylrcore.scan (finite+sumsq)": pylrcore_scan,
     "pylrcore.all_finite": pylrcore_all_finite,
-    "pylrcore.scan threads=1": lambda: pylrcore.scan(GRADS, threads=1),
+    "pylrcore.scan threads=1": lambda: scan(GRADS, threads=1),
     "torch isfinite(t).all() loop": torch_isfinite_loop,
     "torch cat + isfinite": torch_cat_isfinite,
     "torch _foreach_norm (norm only)": torch_foreach_norm,
