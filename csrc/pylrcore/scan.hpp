@@ -33,12 +33,15 @@
 #pragma once
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <memory>
+#include <mutex>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -309,6 +312,49 @@ inline const unsigned char* segment_data(const Buffer& b, const Segment& s) {
   return static_cast<const unsigned char*>(b.data) + s.begin * dtype_size(b.dtype);
 }
 
+// Work shared by the calling thread and its helpers. Threads claim runs of segments from a
+// counter instead of fixed shares, and the caller waits only for segments that were claimed, never
+// for a helper to start: a helper that starts late (on a VM, waking an idle vCPU can take
+// milliseconds; a core may still be busy with torch's spinning OpenMP workers) finds nothing left
+// and exits. Helpers are detached and own this state through a shared_ptr, so a late one never
+// touches the caller's stack; it reads the scanned memory only for segments it claimed, and the
+// caller returns only after those are done. Each segment has its own result slot, so the
+// reduction is the same whoever computed which segment.
+struct SharedWork {
+  std::vector<Buffer> buffers;
+  std::vector<Segment> segments;
+  std::vector<SegmentResult> results;
+  bool want_sumsq = true;
+  std::atomic<std::size_t> next_segment{0};
+  std::atomic<std::size_t> segments_done{0};
+  std::mutex mutex;
+  std::condition_variable all_done;
+
+  void claim_until_empty() noexcept {
+    const std::size_t total = segments.size();
+    for (;;) {
+      const std::size_t first = next_segment.fetch_add(kSegmentsPerClaim, std::memory_order_relaxed);
+      if (first >= total) return;
+      const std::size_t last = std::min(first + kSegmentsPerClaim, total);
+      for (std::size_t k = first; k < last; ++k) {
+        const Segment& s = segments[k];
+        const Buffer& b = buffers[s.buffer];
+        results[k] = scan_segment(segment_data(b, s), s.count, b.dtype, want_sumsq);
+      }
+      // release: publishes the results written above to the thread that sees the final count.
+      if (segments_done.fetch_add(last - first, std::memory_order_acq_rel) + (last - first) == total) {
+        std::lock_guard<std::mutex> lock(mutex);
+        all_done.notify_all();
+      }
+    }
+  }
+
+  void wait_until_done() {
+    std::unique_lock<std::mutex> lock(mutex);
+    all_done.wait(lock, [this] { return segments_done.load(std::memory_order_acquire) == segments.size(); });
+  }
+};
+
 inline unsigned available_cpus() {
 #if defined(__linux__)
   cpu_set_t set;
@@ -376,45 +422,28 @@ inline ScanResult scan(const Buffer* buffers, std::size_t n, bool want_sumsq, un
     return acc.finish();
   }
 
-  // Threads claim runs of segments from a shared counter instead of fixed halves: a helper that
-  // starts late (thread start-up, or a core still busy with torch's spinning OpenMP workers) then
-  // takes less work rather than delaying the whole call. Each segment's result has its own slot,
-  // so the reduction below is the same whoever computed it.
-  std::vector<Segment> segments;
-  segments.reserve(total_segments);
+  auto work = std::make_shared<SharedWork>();
+  work->buffers.assign(buffers, buffers + n);
+  work->want_sumsq = want_sumsq;
+  work->segments.reserve(total_segments);
   for (std::size_t i = 0; i < n; ++i) {
-    const Buffer& b = buffers[i];
-    const std::size_t per = segment_elements(b.dtype);
-    for (std::size_t begin = 0; begin < b.count; begin += per) segments.push_back(Segment{i, begin, std::min(per, b.count - begin)});
+    const std::size_t per = segment_elements(buffers[i].dtype);
+    for (std::size_t begin = 0; begin < buffers[i].count; begin += per)
+      work->segments.push_back(Segment{i, begin, std::min(per, buffers[i].count - begin)});
   }
-  std::vector<SegmentResult> results(segments.size());
-  std::atomic<std::size_t> next_segment{0};
-  auto work = [&]() noexcept {
-    for (;;) {
-      const std::size_t first = next_segment.fetch_add(kSegmentsPerClaim, std::memory_order_relaxed);
-      if (first >= segments.size()) return;
-      const std::size_t last = std::min(first + kSegmentsPerClaim, segments.size());
-      for (std::size_t k = first; k < last; ++k) {
-        const Segment& s = segments[k];
-        const Buffer& b = buffers[s.buffer];
-        results[k] = scan_segment(segment_data(b, s), s.count, b.dtype, want_sumsq);
-      }
-    }
-  };
-  std::vector<std::thread> helpers;
-  helpers.reserve(workers - 1);
+  work->results.resize(work->segments.size());
   for (std::size_t t = 1; t < workers; ++t) {
     try {
-      helpers.emplace_back(work);
+      std::thread([work] { work->claim_until_empty(); }).detach();
     } catch (const std::exception&) {  // no more threads available: the others share the work
       break;
     }
   }
-  work();
-  for (auto& t : helpers) t.join();
+  work->claim_until_empty();
+  work->wait_until_done();
 
   Accumulator acc;
-  for (std::size_t k = 0; k < segments.size(); ++k) acc.add(segments[k], results[k]);
+  for (std::size_t k = 0; k < work->segments.size(); ++k) acc.add(work->segments[k], work->results[k]);
   return acc.finish();
 }
 
