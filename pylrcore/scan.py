@@ -77,7 +77,7 @@ def scan(buffers: Any, *, sumsq: bool = True, threads: Optional[int] = None) -> 
 
     ``buffers``: a list (or any iterable, e.g. a generator of ``p.grad``) of numpy arrays and CPU
     torch tensors, or a single array/tensor. ``sumsq=False`` skips the squares (a cheaper integer
-    test). ``threads``: None chooses from the input size (one thread below a few MB) and the CPUs
+    test). ``threads``: None chooses from the input size (one thread per 8 MiB) and the CPUs
     available; an integer >= 1 forces that many.
 
     Raises TypeError for something that is not a float buffer (names ``buffers[i]`` and the fix),
@@ -256,4 +256,7 @@ def _dtype_message(name: str, dtype: str, is_complex: bool, *, numpy: bool) -> s
         fix = f"{name}.view({name}.real.dtype)" if numpy else f"torch.view_as_real({name})"
         return f"{message}. For complex values scan the real view (no copy): {fix}"
     convert = f"{name}.astype(np.float64)" if numpy else f"{name}.float()"
-    return f"{message}. Integers and booleans cannot be NaN/Inf; other floats (float8, long double) need a copy: {convert}"
+    return (
+        f"{message}. Integers and booleans cannot be NaN/Inf; other floats (float8, long double) "
+        f"need a copy: {convert}"
+    )

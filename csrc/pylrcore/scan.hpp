@@ -99,13 +99,13 @@ constexpr std::size_t kSegmentBytes = std::size_t{64} << 10;
 // 16-bit inputs enough elements per step that the vectoriser uses full-width loads.
 // (32 lanes: 2x faster than 16 on 16-bit inputs, equal on float32/64.)
 constexpr std::size_t kLanes = 32;
-// Below this many bytes per thread, starting a thread costs more than it saves. Measured on a
-// 2-core AMD EPYC VM (medians, 1 vs 2 threads, float32): starting and joining a thread costs
-// 20-60 us there (waking the idle vCPU), one core already reads 60-80 GB/s from cache and ~32 GB/s
-// from DRAM; 2 threads break even at ~16 MB and gain ~10% at 100 MB.
 // Segments a thread claims at a time (1 MiB of float32): long enough sequential runs for the
 // hardware prefetchers, short enough to balance.
 constexpr std::size_t kSegmentsPerClaim = 16;
+// Below this many bytes per thread, starting a thread costs more than it saves. Measured on a
+// 2-core AMD EPYC VM (float32, medians of 1 vs 2 threads, other core idle): a thread costs 20-60 us
+// there (waking the idle vCPU); one core reads 60-80 GB/s from cache, ~32 GB/s from DRAM; two
+// threads lose below 8 MB, break even at 8-16 MB and gain 1.2-1.5x from 16 to 100 MB.
 constexpr std::size_t kMinBytesPerThread = std::size_t{8} << 20;
 
 template <class Bits>
@@ -248,18 +248,19 @@ inline SegmentResult check_segment(const unsigned char* p, std::size_t count) {
 }
 
 // The compiled entry points, one per (dtype, job): the only functions cloned per instruction set.
-PYLRCORE_SCAN_KERNEL inline SegmentResult sumsq_f32(const unsigned char* p, std::size_t n) { return sumsq_segment<F32>(p, n); }
-PYLRCORE_SCAN_KERNEL inline SegmentResult sumsq_f64(const unsigned char* p, std::size_t n) { return sumsq_segment<F64>(p, n); }
-PYLRCORE_SCAN_KERNEL inline SegmentResult sumsq_f16(const unsigned char* p, std::size_t n) { return sumsq_segment<F16>(p, n); }
-PYLRCORE_SCAN_KERNEL inline SegmentResult sumsq_bf16(const unsigned char* p, std::size_t n) { return sumsq_segment<BF16>(p, n); }
-PYLRCORE_SCAN_KERNEL inline SegmentResult check_f32(const unsigned char* p, std::size_t n) { return check_segment<F32>(p, n); }
-PYLRCORE_SCAN_KERNEL inline SegmentResult check_f64(const unsigned char* p, std::size_t n) { return check_segment<F64>(p, n); }
-PYLRCORE_SCAN_KERNEL inline SegmentResult check_f16(const unsigned char* p, std::size_t n) {
-  return check_segment<F16>(p, n);
-}
-PYLRCORE_SCAN_KERNEL inline SegmentResult check_bf16(const unsigned char* p, std::size_t n) {
-  return check_segment<BF16>(p, n);
-}
+#define PYLRCORE_SCAN_ENTRY(name, kernel, Format)                                         \
+  PYLRCORE_SCAN_KERNEL inline SegmentResult name(const unsigned char* p, std::size_t n) { \
+    return kernel<Format>(p, n);                                                          \
+  }
+PYLRCORE_SCAN_ENTRY(sumsq_f32, sumsq_segment, F32)
+PYLRCORE_SCAN_ENTRY(sumsq_f64, sumsq_segment, F64)
+PYLRCORE_SCAN_ENTRY(sumsq_f16, sumsq_segment, F16)
+PYLRCORE_SCAN_ENTRY(sumsq_bf16, sumsq_segment, BF16)
+PYLRCORE_SCAN_ENTRY(check_f32, check_segment, F32)
+PYLRCORE_SCAN_ENTRY(check_f64, check_segment, F64)
+PYLRCORE_SCAN_ENTRY(check_f16, check_segment, F16)
+PYLRCORE_SCAN_ENTRY(check_bf16, check_segment, BF16)
+#undef PYLRCORE_SCAN_ENTRY
 
 inline SegmentResult scan_segment(const unsigned char* p, std::size_t n, DType dtype, bool want_sumsq) {
   switch (dtype) {
@@ -392,9 +393,10 @@ inline void validate(const Buffer* buffers, std::size_t n) {
 
 }  // namespace scan_detail
 
-// Scans `n` buffers. threads = 0 picks a count from the input size (one thread below a few MB) and
-// the CPUs this process may run on; threads >= 1 uses that many (at most one per segment). The
-// result does not depend on the thread count. Throws std::invalid_argument on malformed buffers.
+// Scans `n` buffers. threads = 0 picks a count from the input size (one thread per 8 MiB, so one
+// thread below 16 MiB) and the CPUs this process may run on; threads >= 1 uses that many (at most
+// one per segment). The result does not depend on the thread count. Throws std::invalid_argument
+// on malformed buffers.
 inline ScanResult scan(const Buffer* buffers, std::size_t n, bool want_sumsq, unsigned threads = 0) {
   using namespace scan_detail;
   validate(buffers, n);
@@ -406,7 +408,8 @@ inline ScanResult scan(const Buffer* buffers, std::size_t n, bool want_sumsq, un
     total_segments += (buffers[i].count + per - 1) / per;
   }
   std::size_t workers = threads;
-  if (workers == 0) workers = std::min<std::size_t>(available_cpus(), std::max<std::size_t>(1, total_bytes / kMinBytesPerThread));
+  if (workers == 0)
+    workers = std::min<std::size_t>(available_cpus(), std::max<std::size_t>(1, total_bytes / kMinBytesPerThread));
   workers = std::min(workers, total_segments);
 
   if (workers <= 1) {  // the per-step common case for small models: no allocation, no thread

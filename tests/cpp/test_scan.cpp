@@ -35,8 +35,10 @@ std::uint16_t half_bits(double x) {
   std::frexp(x, &e);  // x = f * 2^e, f in [0.5, 1)
   const int exponent = std::max(e - 1, -14);
   const double m = std::nearbyint(std::ldexp(x, 10 - exponent));  // significand incl. implicit bit
-  std::uint32_t bits = (exponent == -14 && m < 1024) ? static_cast<std::uint32_t>(m)
-                                                     : (static_cast<std::uint32_t>(exponent + 15) << 10) + (static_cast<std::uint32_t>(m) - 1024);
+  const auto significand = static_cast<std::uint32_t>(m);
+  const std::uint32_t bits = (exponent == -14 && m < 1024)
+                                 ? significand  // subnormal
+                                 : (static_cast<std::uint32_t>(exponent + 15) << 10) + (significand - 1024);
   return static_cast<std::uint16_t>(sign | bits);
 }
 
@@ -89,7 +91,8 @@ long double reference_sumsq(const Raw& r) {
 }
 
 bool same(const ScanResult& a, const ScanResult& b) {
-  const bool same_sum = std::memcmp(&a.sumsq, &b.sumsq, sizeof(double)) == 0 || (std::isnan(a.sumsq) && std::isnan(b.sumsq));
+  const bool same_sum =
+      std::memcmp(&a.sumsq, &b.sumsq, sizeof(double)) == 0 || (std::isnan(a.sumsq) && std::isnan(b.sumsq));
   return a.finite == b.finite && a.first_bad_buffer == b.first_bad_buffer && a.first_bad_index == b.first_bad_index &&
          a.nonfinite_count == b.nonfinite_count && same_sum;
 }
@@ -143,7 +146,10 @@ TEST(scan_finds_nan_and_inf_at_every_position_and_dtype) {
     for (std::size_t n : {std::size_t{1}, std::size_t{7}, std::size_t{32}, std::size_t{33}, std::size_t{1000},
                           segment_elements(dtype) + 5}) {
       std::vector<std::size_t> positions{0, n - 1, n / 2, n - n % 32};  // first, last, middle, unaligned tail
-      if (n > segment_elements(dtype)) positions.push_back(segment_elements(dtype) - 1), positions.push_back(segment_elements(dtype));
+      if (n > segment_elements(dtype)) {  // both sides of the first segment boundary
+        positions.push_back(segment_elements(dtype) - 1);
+        positions.push_back(segment_elements(dtype));
+      }
       for (std::size_t pos : positions) {
         if (pos >= n) continue;
         for (double bad : {kNan, kInf, -kInf}) {
@@ -237,7 +243,8 @@ TEST(scan_result_is_identical_for_every_thread_count) {
   }
   // And with bad values spread over several segments of the last (float32) buffer.
   const Raw bad = make(DType::F32, {kNan});
-  for (std::size_t k : {std::size_t{3}, std::size_t{40000}, std::size_t{69000}}) std::memcpy(raws[8].bytes.data() + 4 * k, bad.bytes.data(), 4);
+  for (std::size_t k : {std::size_t{3}, std::size_t{40000}, std::size_t{69000}})
+    std::memcpy(raws[8].bytes.data() + 4 * k, bad.bytes.data(), 4);
   const ScanResult one = scan(buffers, true, 1);
   CHECK(raws[8].dtype == DType::F32);
   CHECK(!one.finite && one.first_bad_buffer == 8 && one.first_bad_index == 3 && one.nonfinite_count == 3);
