@@ -16,6 +16,7 @@
 #include "pylrcore/suggest.hpp"
 #include "pylrcore/detect.hpp"
 #include "pylrcore/diagnose.hpp"
+#include "pylrcore/scan.hpp"
 // @@includes@@
 
 namespace py = pybind11;
@@ -382,6 +383,35 @@ void bind_diagnose(py::module_& m) {
       py::arg("losses"), py::arg("config"));
 }
 
+// The tiny-cuda-nn boundary: raw addresses, element counts and dtype codes, no framework types.
+// pylrcore/scan.py checks devices, dtypes and contiguity (naming the argument) and keeps the
+// buffers alive; here only the table's shape is checked before the GIL is released.
+void bind_scan(py::module_& m) {
+  m.def(
+      "scan",
+      [](const std::vector<std::uintptr_t>& pointers, const std::vector<std::size_t>& counts,
+         const std::vector<int>& dtypes, bool want_sumsq, unsigned threads) {
+        if (pointers.size() != counts.size() || pointers.size() != dtypes.size())
+          throw py::value_error("scan: pointers, counts and dtypes must have the same length, got " +
+                                std::to_string(pointers.size()) + ", " + std::to_string(counts.size()) + " and " +
+                                std::to_string(dtypes.size()));
+        std::vector<Buffer> buffers(pointers.size());
+        for (std::size_t i = 0; i < buffers.size(); ++i)
+          buffers[i] = Buffer{reinterpret_cast<const void*>(pointers[i]), counts[i], static_cast<DType>(dtypes[i])};
+        ScanResult r;
+        {
+          py::gil_scoped_release nogil;
+          r = scan(buffers.data(), buffers.size(), want_sumsq, threads);
+        }
+        return py::make_tuple(r.finite, r.first_bad_buffer, r.first_bad_index, r.nonfinite_count, r.sumsq);
+      },
+      py::arg("pointers"), py::arg("counts"), py::arg("dtypes"), py::arg("want_sumsq") = true,
+      py::arg("threads") = 0u,
+      "Scan raw buffers (address, element count, dtype code 0=f32 1=f64 2=f16 3=bf16) for NaN/Inf.\n"
+      "Returns (finite, first_bad_buffer, first_bad_index, nonfinite_count, sumsq); -1 indices when finite.\n"
+      "The caller guarantees each address is readable for count elements during the call.");
+}
+
 // @@bind-functions@@
 
 }  // namespace
@@ -393,5 +423,6 @@ PYBIND11_MODULE(_core, m) {
   bind_suggest(m);
   bind_detect(m);
   bind_diagnose(m);
+  bind_scan(m);
   // @@bind-calls@@
 }

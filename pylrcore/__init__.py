@@ -12,6 +12,7 @@ from .smoothing import EMA, ema
 from .suggest import COMPAT_METHODS, METHODS, Suggestion, gradient, suggest
 from .detect import Detector, Event, Flag
 from .diagnose import Diagnosis, Finding, Symptom, diagnose
+from .scan import ScanResult, all_finite, scan
 # @@exports@@
 
 __version__ = "0.1.0"
@@ -31,5 +32,8 @@ __all__ = [
     "Diagnosis",
     "Finding",
     "Symptom",
+    "ScanResult",
+    "all_finite",
+    "scan",
     # @@all@@
 ]
