@@ -18,7 +18,7 @@ import pytest
 
 import pylrcore
 from pylrcore.detect import DEFAULTS, Detector
-from pylrcore.diagnose import DEFAULTS as DIAGNOSE_DEFAULTS
+from pylrcore.diagnosis import DEFAULTS as DIAGNOSE_DEFAULTS
 
 QUICK = os.environ.get("PYLRCORE_BENCH_QUICK") == "1"
 STREAM = 1_000  # updates per benchmark call: the per-call cost is the median / STREAM

@@ -22,7 +22,7 @@ from typing import Callable, List, Tuple
 
 import pytest
 
-from pylrcore.scan import ScanResult, all_finite, scan
+from pylrcore.nonfinite import ScanResult, all_finite, scan
 
 torch = pytest.importorskip("torch")
 

@@ -75,7 +75,7 @@ def test_fastai_valley_compat_pylrcore(benchmark) -> None:
 @pytest.mark.benchmark(group="fastai-valley-2e3")
 def test_fastai_valley_rederived_peer(benchmark) -> None:
     pytest.importorskip("torch")
-    from test_suggest import ref_fastai
+    from test_suggestion import ref_fastai
 
     lr = benchmark.pedantic(ref_fastai, args=("valley", VALLEY_LRS, VALLEY_HIST), rounds=3, iterations=1)
     assert lr == pylrcore.suggest(VALLEY_LRS, VALLEY_HIST, "fastai_valley").lr

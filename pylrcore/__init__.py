@@ -1,18 +1,18 @@
 """pylrcore: the learning-rate toolkit on a compiled C++ core.
 
 Loss-curve tools: EMA smoothing (:mod:`pylrcore.smoothing`), LR suggestion and usable range from a
-range-test curve (:mod:`pylrcore.suggest`), streaming detection (:mod:`pylrcore.detect`), diagnosis
-of a training loss history (:mod:`pylrcore.diagnose`), and a one-pass non-finite scan of many buffers
-(:mod:`pylrcore.scan`).
+range-test curve (:mod:`pylrcore.suggestion`), streaming detection (:mod:`pylrcore.detect`), diagnosis
+of a training loss history (:mod:`pylrcore.diagnosis`), and a one-pass non-finite scan of many buffers
+(:mod:`pylrcore.nonfinite`).
 """
 
 from __future__ import annotations
 
 from .smoothing import EMA, ema
-from .suggest import COMPAT_METHODS, METHODS, Suggestion, gradient, suggest
+from .suggestion import COMPAT_METHODS, METHODS, Suggestion, gradient, suggest
 from .detect import Detector, Event, Flag
-from .diagnose import Diagnosis, Finding, Symptom, diagnose
-from .scan import ScanResult, all_finite, scan
+from .diagnosis import Diagnosis, Finding, Symptom, diagnose
+from .nonfinite import ScanResult, all_finite, scan
 # @@exports@@
 
 __version__ = "0.1.0"

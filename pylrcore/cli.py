@@ -40,7 +40,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         s = run(png=args.png or None, check=not args.no_check)
         return 0 if s.ok else 1
     if args.command == "suggest":
-        from .suggest import suggest
+        from .suggestion import suggest
 
         lrs, losses = _load_curve(args.csv)
         try:

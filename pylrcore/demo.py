@@ -14,9 +14,9 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .diagnose import diagnose
+from .diagnosis import diagnose
 from .smoothing import EMA
-from .suggest import Suggestion, suggest
+from .suggestion import Suggestion, suggest
 
 
 @dataclass

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pylrcore
-from pylrcore.diagnose import DEFAULTS, Diagnosis, Symptom, diagnose
+from pylrcore.diagnosis import DEFAULTS, Diagnosis, Symptom, diagnose
 
 # --- real optimisation runs (numpy; the seed article's "gradient descent on a regression") ------------
 

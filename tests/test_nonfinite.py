@@ -1,4 +1,4 @@
-"""pylrcore.scan against numpy/torch references.
+"""pylrcore.nonfinite (scan, all_finite) against numpy/torch references.
 
 Tolerance of sumsq: rtol 1e-12 against np.sum(x.astype(np.float64) ** 2). Both sum exact squares
 (float16/32 squares are exact in double) in double, in different orders; the scan's worst-case
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import pylrcore
-from pylrcore.scan import ScanResult, all_finite, scan
+from pylrcore.nonfinite import ScanResult, all_finite, scan
 
 RTOL = 1e-12
 NUMPY_FLOATS = [np.float16, np.float32, np.float64]
@@ -211,7 +211,7 @@ class _SpyCore:
 def spy(monkeypatch: pytest.MonkeyPatch) -> _SpyCore:
     import sys
 
-    module = sys.modules["pylrcore.scan"]
+    module = sys.modules["pylrcore.nonfinite"]
     recorder = _SpyCore(module._core)
     monkeypatch.setattr(module, "_core", recorder)
     return recorder
@@ -271,9 +271,8 @@ def test_sumsq_false_result_and_repr() -> None:
     assert repr(bad) == "ScanResult(finite=False, first_bad=(1, 0), nonfinite_count=1, sumsq=inf, norm=inf)"
     with pytest.raises(dataclasses.FrozenInstanceError):
         bad.finite = True  # type: ignore[misc]
-    # (Identity checks against pylrcore.scan would fail under --doctest-modules with importlib mode,
-    # which imports pylrcore/scan.py a second time and rebinds the package attribute to the module.)
     assert {"scan", "all_finite", "ScanResult"} <= set(pylrcore.__all__)
+    assert pylrcore.scan is scan and pylrcore.nonfinite.scan is scan  # the module no longer shadows it
 
 
 # --- misuse: each error names the argument and the fix -------------------------------------------
