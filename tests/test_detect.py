@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pylrcore
+from curves import torch_mlp
 from pylrcore.detect import DEFAULTS, Detector, Event, Flag
 
 ALARMS = Flag.NONFINITE | Flag.EXPLOSION | Flag.SPIKE | Flag.OSCILLATION
@@ -155,31 +156,6 @@ def logistic_sgd(steps: int = 4000, lr: float = 0.1, batch: int = 32, seed: int 
         losses[i] = np.mean(np.logaddexp(0.0, z) - labels[idx] * z)
         w -= lr * features[idx].T @ (1.0 / (1.0 + np.exp(-z)) - labels[idx]) / batch
     return losses
-
-
-def torch_mlp(steps: int = 3000, lr: float = 0.05, seed: int = 0) -> np.ndarray:
-    torch = pytest.importorskip("torch")
-    gen = torch.Generator().manual_seed(seed)
-    inputs = torch.randn(4096, 10, generator=gen)
-    labels = (torch.tanh(inputs @ torch.randn(10, 1, generator=gen)) + 0.3 * torch.randn(4096, 1, generator=gen) > 0)
-    labels = labels.long().squeeze(1)
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    losses = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: extra threads only spin on shared, busy cores
-    try:
-        for _ in range(steps):
-            idx = torch.randint(0, 4096, (64,), generator=gen)
-            loss = torch.nn.functional.cross_entropy(model(inputs[idx]), labels[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-    finally:
-        torch.set_num_threads(threads)
-    return np.asarray(losses)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pylrcore
+from curves import torch_mlp
 from pylrcore.diagnosis import DEFAULTS, Diagnosis, Symptom, diagnose
 
 # --- real optimisation runs (numpy; the seed article's "gradient descent on a regression") ------------
@@ -58,31 +59,6 @@ def logistic_gd(lr: float, steps: int = 500, seed: int = 0) -> np.ndarray:
         losses[i] = np.mean(np.logaddexp(0.0, z) - labels * z)
         w -= lr * features.T @ (1.0 / (1.0 + np.exp(-z)) - labels) / len(labels)
     return losses
-
-
-def torch_mlp(lr: float, steps: int = 3000, seed: int = 0) -> np.ndarray:
-    torch = pytest.importorskip("torch")
-    gen = torch.Generator().manual_seed(seed)
-    inputs = torch.randn(4096, 10, generator=gen)
-    labels = (torch.tanh(inputs @ torch.randn(10, 1, generator=gen)) + 0.3 * torch.randn(4096, 1, generator=gen) > 0)
-    labels = labels.long().squeeze(1)
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    losses = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: extra threads only spin on shared, busy cores
-    try:
-        for _ in range(steps):
-            idx = torch.randint(0, 4096, (64,), generator=gen)
-            loss = torch.nn.functional.cross_entropy(model(inputs[idx]), labels[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-    finally:
-        torch.set_num_threads(threads)
-    return np.asarray(losses)
 
 
 @pytest.mark.parametrize(
