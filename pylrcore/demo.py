@@ -150,7 +150,7 @@ def run(png: Optional[str] = "lr_finder.png", check: bool = True) -> Suggestion:
         print("(install matplotlib to get the plot: pip install 'pylrcore[plot]')")
     if check and s.ok and s.lr is not None:
         print("check: 300 SGD steps at fixed lrs; full-data loss at the end, and pylrcore's diagnosis of the run")
-        for label, lr in (("suggested / 100", s.lr / 100), ("suggested", s.lr), ("range top x 30", s.zone[1] * 30 if s.zone else s.lr * 300)):
+        for label, lr in (("suggested / 100", s.lr / 100), ("suggested", s.lr), ("range top x 1000", s.zone[1] * 1000 if s.zone else s.lr * 10000)):
             final, history = train(problem, lr)
             print(f"  {label:>16} lr {lr:9.3g}: loss {final:.4f}  | {diagnose(history, lr=lr)}")
     return s
