@@ -17,6 +17,7 @@
 #include "pylrcore/detect.hpp"
 #include "pylrcore/diagnose.hpp"
 #include "pylrcore/scan.hpp"
+#include "pylrcore/schedule.hpp"
 // @@includes@@
 
 namespace py = pybind11;
@@ -412,6 +413,45 @@ void bind_scan(py::module_& m) {
       "The caller guarantees each address is readable for count elements during the call.");
 }
 
+// A schedule arrives as its flat node list (built and validated first in pylrcore/schedules.py).
+void bind_schedule(py::module_& m) {
+  using Steps = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
+  py::class_<Program>(m, "ScheduleProgram")
+      .def(py::init([](const std::vector<std::tuple<int, std::vector<double>, std::vector<std::int64_t>,
+                                                    std::vector<std::int32_t>>>& spec) {
+             std::vector<Node> nodes;
+             nodes.reserve(spec.size());
+             for (const auto& [family, p, ints, children] : spec)
+               nodes.push_back(Node{static_cast<Family>(family), p, ints, children});
+             return Program(std::move(nodes));
+           }),
+           py::arg("nodes"))
+      .def("at",
+           [](const Program& prog, std::int64_t t) {
+             if (t < 0) throw py::value_error("step must be >= 0, got " + std::to_string(t));
+             const Affine f = prog.at(t);
+             return py::make_tuple(f.a, f.c);
+           })
+      .def(
+          "evaluate",
+          [](const Program& prog, const py::handle& steps_obj, const py::handle& base_obj, unsigned threads) {
+            Steps steps = Steps::ensure(steps_obj);
+            Array base = as_1d(base_obj, "base_lr");
+            if (!steps || steps.ndim() != 1) throw py::value_error("steps must be a 1-D array of integers");
+            py::array_t<double> out({steps.size(), base.size()});
+            const std::int64_t* sp = steps.data();
+            const double* bp = base.data();
+            double* op = out.mutable_data();
+            const std::size_t n = static_cast<std::size_t>(steps.size()), g = static_cast<std::size_t>(base.size());
+            {
+              py::gil_scoped_release nogil;
+              prog.evaluate(sp, n, bp, g, op, threads);
+            }
+            return out;
+          },
+          py::arg("steps"), py::arg("base_lrs"), py::arg("threads") = 0);
+}
+
 // @@bind-functions@@
 
 }  // namespace
@@ -424,5 +464,6 @@ PYBIND11_MODULE(_core, m) {
   bind_detect(m);
   bind_diagnose(m);
   bind_scan(m);
+  bind_schedule(m);
   // @@bind-calls@@
 }

@@ -13,6 +13,8 @@ from .suggestion import COMPAT_METHODS, METHODS, Suggestion, gradient, suggest
 from .detect import Detector, Event, Flag
 from .diagnosis import Diagnosis, Finding, Symptom, diagnose
 from .nonfinite import ScanResult, all_finite, scan
+from . import schedules
+from .schedules import Schedule
 # @@exports@@
 
 __version__ = "0.1.0"
@@ -35,5 +37,7 @@ __all__ = [
     "ScanResult",
     "all_finite",
     "scan",
+    "schedules",
+    "Schedule",
     # @@all@@
 ]

@@ -1,5 +1,5 @@
 # Type stubs for the compiled core (pylrcore._core). Hand-written; keep in sync with csrc/bindings.cpp.
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -116,5 +116,10 @@ def diagnose(
 def scan(
     pointers: list[int], counts: list[int], dtypes: list[int], want_sumsq: bool = True, threads: int = 0
 ) -> tuple[bool, int, int, int, float]: ...
+
+class ScheduleProgram:
+    def __init__(self, nodes: List[Tuple[int, List[float], List[int], List[int]]]) -> None: ...
+    def at(self, t: int) -> Tuple[float, float]: ...
+    def evaluate(self, steps: _ArrayLike, base_lrs: _ArrayLike, threads: int = 0) -> npt.NDArray[np.float64]: ...
 
 # @@stubs@@
