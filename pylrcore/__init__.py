@@ -13,6 +13,7 @@ from .suggestion import COMPAT_METHODS, METHODS, Suggestion, gradient, suggest
 from .detect import Detector, Event, Flag
 from .diagnosis import Diagnosis, Finding, Symptom, diagnose
 from .nonfinite import ScanResult, all_finite, scan
+from .plateau import Plateau
 # @@exports@@
 
 __version__ = "0.1.0"
@@ -35,5 +36,6 @@ __all__ = [
     "ScanResult",
     "all_finite",
     "scan",
+    "Plateau",
     # @@all@@
 ]
