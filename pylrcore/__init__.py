@@ -14,6 +14,7 @@ from .detect import Detector, Event, Flag
 from .diagnosis import Diagnosis, Finding, Symptom, diagnose
 from .nonfinite import ScanResult, all_finite, scan
 from .plateau import Plateau
+from .rules import StartingLR, scale_lr_for_batch, starting_lr
 # @@exports@@
 
 __version__ = "0.1.0"
@@ -37,5 +38,8 @@ __all__ = [
     "all_finite",
     "scan",
     "Plateau",
+    "scale_lr_for_batch",
+    "starting_lr",
+    "StartingLR",
     # @@all@@
 ]
