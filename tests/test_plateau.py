@@ -134,7 +134,8 @@ def test_parity_suite_exercises_reductions_eps_and_min_lr() -> None:
         total += p.num_reductions
         mins = config["min_lr"] if isinstance(config["min_lr"], list) else [config["min_lr"]] * n_groups
         clipped += sum(lr == m for lr, m in zip(lrs, mins))
-        eps_stops += sum(lr > m and p.num_reductions > 0 and lr - max(lr * p.factor, m) <= p.eps for lr, m in zip(lrs, mins))
+        stopped = [lr > m and lr - max(lr * p.factor, m) <= p.eps for lr, m in zip(lrs, mins)]
+        eps_stops += sum(stopped) if p.num_reductions > 0 else 0
     assert total > 500
     assert clipped > 5
     assert eps_stops > 5

@@ -83,7 +83,8 @@ def test_names_are_forgiving_about_case_and_dashes() -> None:
 
 
 @pytest.mark.parametrize(
-    "args, name", [(("adagrad",), "optimizer"), (("adam", "rnn"), "setting"), ((None,), "optimizer"), (("sgd", 3), "setting")]
+    "args, name",
+    [(("adagrad",), "optimizer"), (("adam", "rnn"), "setting"), ((None,), "optimizer"), (("sgd", 3), "setting")],
 )
 def test_unknown_names_raise_naming_the_argument(args: Any, name: str) -> None:
     with pytest.raises(ValueError, match=name):

@@ -117,8 +117,9 @@ class Plateau {
   }
 
   bool is_better(double a, double best) const {
-    if (!config_.maximize) return config_.absolute ? a < best - config_.threshold : a < best * (1.0 - config_.threshold);
-    return config_.absolute ? a > best + config_.threshold : a > best * (config_.threshold + 1.0);
+    const double t = config_.threshold;
+    if (!config_.maximize) return config_.absolute ? a < best - t : a < best * (1.0 - t);
+    return config_.absolute ? a > best + t : a > best * (t + 1.0);
   }
   bool in_cooldown() const { return state_.cooldown_counter > 0; }
 
