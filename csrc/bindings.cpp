@@ -18,6 +18,7 @@
 #include "pylrcore/diagnose.hpp"
 #include "pylrcore/scan.hpp"
 #include "pylrcore/schedule.hpp"
+#include "pylrcore/plateau.hpp"
 // @@includes@@
 
 namespace py = pybind11;
@@ -452,6 +453,42 @@ void bind_schedule(py::module_& m) {
           py::arg("steps"), py::arg("base_lrs"), py::arg("threads") = 0);
 }
 
+// Reduce-on-plateau. Settings and state cross as dicts keyed by the core's field names; the
+// Python class (pylrcore/plateau.py) validates names/types first and adds the string modes.
+void bind_plateau(py::module_& m) {
+  m.def("plateau_defaults", [] { return fields_to_dict(PlateauConfig{}); });
+  py::class_<Plateau>(m, "Plateau")
+      .def(py::init([](const py::dict& config, std::vector<double> min_lrs) {
+             return Plateau(fields_from_dict<PlateauConfig>(config, "Plateau"), std::move(min_lrs));
+           }),
+           py::arg("config"), py::arg("min_lrs"))
+      .def("step", &Plateau::step, py::arg("metric"))
+      .def("reset", &Plateau::reset)
+      .def("is_better", &Plateau::is_better, py::arg("a"), py::arg("best"))
+      .def("set_base_lrs", &Plateau::set_base_lrs, py::arg("base_lrs"))
+      .def("scaled_lr", &Plateau::scaled_lr, py::arg("schedule_lr"), py::arg("group"))
+      .def("reduce_lr", &Plateau::reduce_lr, py::arg("old_lr"), py::arg("group"))
+      .def_property_readonly("tracking", &Plateau::tracking)
+      .def_property_readonly("base_lrs", &Plateau::base_lrs)
+      .def_property_readonly("current_lrs", &Plateau::lrs)
+      .def_property_readonly("min_lrs", &Plateau::min_lrs)
+      .def_property_readonly("scale", [](const Plateau& p) { return p.state().scale; })
+      .def_property_readonly("best", [](const Plateau& p) { return p.state().best; })
+      .def_property_readonly("num_bad_epochs", [](const Plateau& p) { return p.state().num_bad_epochs; })
+      .def_property_readonly("cooldown_counter", [](const Plateau& p) { return p.state().cooldown_counter; })
+      .def_property_readonly("last_epoch", [](const Plateau& p) { return p.state().last_epoch; })
+      .def_property_readonly("num_reductions", [](const Plateau& p) { return p.state().num_reductions; })
+      .def_property_readonly("in_cooldown", &Plateau::in_cooldown)
+      .def("_config", [](const Plateau& p) { return fields_to_dict(p.config()); })
+      .def("_get_state", [](const Plateau& p) { return fields_to_dict(p.state()); })
+      .def("_set_state",
+           [](Plateau& p, const py::dict& state, std::vector<double> base_lrs, std::vector<double> lrs) {
+             p.set_state(fields_from_dict<PlateauState>(state, "state", p.state()), std::move(base_lrs),
+                         std::move(lrs));
+           },
+           py::arg("state"), py::arg("base_lrs"), py::arg("lrs"));
+}
+
 // @@bind-functions@@
 
 }  // namespace
@@ -465,5 +502,6 @@ PYBIND11_MODULE(_core, m) {
   bind_diagnose(m);
   bind_scan(m);
   bind_schedule(m);
+  bind_plateau(m);
   // @@bind-calls@@
 }

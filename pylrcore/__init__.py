@@ -15,6 +15,8 @@ from .diagnosis import Diagnosis, Finding, Symptom, diagnose
 from .nonfinite import ScanResult, all_finite, scan
 from . import schedules
 from .schedules import Schedule
+from .plateau import Plateau
+from .rules import StartingLR, scale_lr_for_batch, starting_lr
 # @@exports@@
 
 __version__ = "0.1.0"
@@ -39,5 +41,9 @@ __all__ = [
     "scan",
     "schedules",
     "Schedule",
+    "Plateau",
+    "scale_lr_for_batch",
+    "starting_lr",
+    "StartingLR",
     # @@all@@
 ]

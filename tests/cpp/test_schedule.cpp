@@ -1,0 +1,71 @@
+#include <cmath>
+#include <vector>
+
+#include "check.hpp"
+#include "pylrcore/schedule.hpp"
+
+using namespace pylrcore;
+
+namespace {
+Node leaf(Family f, std::vector<double> p, std::vector<std::int64_t> ints = {}) { return Node{f, std::move(p), std::move(ints), {}}; }
+}  // namespace
+
+TEST(schedule_cosine_endpoints_floor_and_hold) {
+  Program prog({leaf(Family::Cosine, {100, 0.01})});
+  CHECK_CLOSE(prog.at(0).a * 1.0 + prog.at(0).c, 1.0, 1e-15);
+  CHECK_CLOSE(prog.at(50).a * 1.0 + prog.at(50).c, 0.505, 1e-14);
+  const Affine end = prog.at(100), after = prog.at(10'000);
+  CHECK_CLOSE(end.a + end.c, 0.01, 1e-12);
+  CHECK(after.a == end.a && after.c == end.c);  // held past T_max
+}
+
+TEST(schedule_warmup_then_sequence_and_product) {
+  std::vector<Node> nodes{leaf(Family::Cosine, {10, 0.0})};
+  nodes.push_back(Node{Family::Warmup, {5, 0.2, 0}, {}, {0}});
+  Program warm(nodes);
+  CHECK_CLOSE(warm.at(0).a, 0.2, 1e-15);
+  CHECK_CLOSE(warm.at(5).a, 1.0, 1e-15);  // the cosine's own step 0
+  nodes = {leaf(Family::Constant, {1.0}), leaf(Family::Step, {2, 0.5})};
+  nodes.push_back(Node{Family::Sequence, {}, {3}, {0, 1}});
+  Program seq(nodes);
+  CHECK(seq.at(2).a == 1.0 && seq.at(3).a == 1.0 && seq.at(5).a == 0.5);
+  nodes = {leaf(Family::Cosine, {10, 0.1}), leaf(Family::Exponential, {0.5, 1, 0})};
+  nodes.push_back(Node{Family::Product, {}, {}, {0, 1}});
+  Program prod(nodes);
+  const Affine c = Program({leaf(Family::Cosine, {10, 0.1})}).at(3), p = prod.at(3);
+  CHECK_CLOSE(p.a * 2.0 + p.c, (c.a * 2.0 + c.c) * 0.125, 1e-14);
+}
+
+TEST(schedule_warm_restarts_cycle_lengths) {
+  Program prog({leaf(Family::WarmRestarts, {3, 2, 0.0})});  // cycles of 3, 6, 12 steps
+  for (std::int64_t t : {0, 3, 9, 21}) CHECK_CLOSE(prog.at(t).a, 1.0, 1e-15);
+  CHECK(prog.at(8).a < prog.at(4).a);
+}
+
+TEST(schedule_evaluate_threads_agree_and_never_negative) {
+  Program prog({leaf(Family::OneCycle, {std::nan(""), 1000, 0.3, 0, 25, 1e4, 0})});
+  std::vector<std::int64_t> steps(300'000);
+  for (std::size_t i = 0; i < steps.size(); ++i) steps[i] = static_cast<std::int64_t>(i % 5000);
+  std::vector<double> base{1e-3, 1e-1}, one(steps.size() * 2), many(steps.size() * 2);
+  prog.evaluate(steps.data(), steps.size(), base.data(), 2, one.data(), 1);
+  prog.evaluate(steps.data(), steps.size(), base.data(), 2, many.data(), 4);
+  CHECK(one == many);
+  for (double v : one) CHECK(v >= 0 && std::isfinite(v));
+}
+
+TEST(schedule_validation_names_the_parameter) {
+  CHECK_THROWS(Program({leaf(Family::Cosine, {0, 0.0})}), std::invalid_argument);
+  CHECK_THROWS(Program({leaf(Family::OneCycle, {1.0, 100, 1.5, 0, 25, 1e4, 0})}), std::invalid_argument);
+  CHECK_THROWS(Program({leaf(Family::MultiStep, {0.1}, {30, 10})}), std::invalid_argument);
+  CHECK_THROWS(Program({leaf(Family::Cyclic, {0.001, 0.01, 10, 10, 0, 1.0})}), std::invalid_argument);
+  CHECK_THROWS(Program({leaf(Family::Step, {2.5, 0.1})}), std::invalid_argument);
+  CHECK_THROWS(Program(std::vector<Node>{}), std::invalid_argument);
+  std::vector<Node> two_floors{leaf(Family::Cosine, {10, 0.1}), leaf(Family::Cosine, {10, 0.1})};
+  two_floors.push_back(Node{Family::Product, {}, {}, {0, 1}});
+  CHECK_THROWS(Program(two_floors), std::invalid_argument);
+  Program ok({leaf(Family::Constant, {1.0})});
+  std::vector<std::int64_t> bad_step{-1};
+  double out;
+  double base = 1.0;
+  CHECK_THROWS(ok.evaluate(bad_step.data(), 1, &base, 1, &out), std::invalid_argument);
+}
