@@ -450,7 +450,39 @@ void bind_schedule(py::module_& m) {
             }
             return out;
           },
-          py::arg("steps"), py::arg("base_lrs"), py::arg("threads") = 0);
+          py::arg("steps"), py::arg("base_lrs"), py::arg("threads") = 0)
+      .def(
+          "step_values",
+          [](const Program& prog, std::int64_t t, py::array_t<double, py::array::c_style> base,
+             py::array_t<double, py::array::c_style> min_lr, py::array_t<double, py::array::c_style> scale,
+             py::array_t<double, py::array::c_style> out) {
+            const auto n = static_cast<std::size_t>(base.size());
+            if (min_lr.size() != base.size() || scale.size() != base.size() || out.size() != base.size())
+              throw py::value_error("base_lrs, min_lrs, scales and out must have one entry per param group");
+            prog.step_values(t, base.data(), min_lr.data(), scale.data(), n, out.mutable_data());
+          },
+          py::arg("t"), py::arg("base_lrs"), py::arg("min_lrs"), py::arg("scale"), py::arg("out"));
+
+  // Writes lrs into 0-d CPU tensors in place (float32 = 0, float64 = 1), by address: the tensor keeps
+  // its identity, so compiled/captured optimizer steps that read it see the new value. The caller
+  // (pylrcore/torch.py) checks device, dtype, shape and keeps the tensors alive.
+  m.def(
+      "write_scalars",
+      [](const std::vector<std::uintptr_t>& addresses, const std::vector<int>& kinds,
+         py::array_t<double, py::array::c_style> values) {
+        if (addresses.size() != kinds.size() || static_cast<py::ssize_t>(addresses.size()) > values.size())
+          throw py::value_error("addresses, kinds and values do not match");
+        const double* v = values.data();
+        for (std::size_t i = 0; i < addresses.size(); ++i) {
+          if (kinds[i] == 0)
+            *reinterpret_cast<float*>(addresses[i]) = static_cast<float>(v[i]);
+          else if (kinds[i] == 1)
+            *reinterpret_cast<double*>(addresses[i]) = v[i];
+          else
+            throw py::value_error("kinds must be 0 (float32) or 1 (float64)");
+        }
+      },
+      py::arg("addresses"), py::arg("kinds"), py::arg("values"));
 }
 
 // Reduce-on-plateau. Settings and state cross as dicts keyed by the core's field names; the

@@ -94,6 +94,15 @@ class Program {
 
   Affine at(std::int64_t t) const { return eval(nodes_.size() - 1, t); }
 
+  // One step for a live optimizer: out[g] = max(min_lr[g], max(0, a*base[g] + c) * scale[g]).
+  void step_values(std::int64_t t, const double* base, const double* min_lr, const double* scale, std::size_t n_groups,
+                   double* out) const {
+    if (t < 0) fail("step must be >= 0, got " + std::to_string(t));
+    const Affine f = at(t);
+    for (std::size_t g = 0; g < n_groups; ++g)
+      out[g] = std::max(min_lr[g], std::max(0.0, f.a * base[g] + f.c) * scale[g]);
+  }
+
   // out[i * n_groups + g] = lr of group g at steps[i]. Steps are validated (>= 0) first.
   void evaluate(const std::int64_t* steps, std::size_t n_steps, const double* base, std::size_t n_groups, double* out,
                 unsigned threads = 0) const {

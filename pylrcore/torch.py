@@ -1,0 +1,247 @@
+"""PyTorch integration: a real ``torch.optim.lr_scheduler.LRScheduler`` driven by a pylrcore
+:class:`~pylrcore.schedules.Schedule`, and :func:`attach` for loops that never call ``scheduler.step()``.
+
+>>> import torch
+>>> from pylrcore import schedules as S
+>>> from pylrcore.torch import Scheduler
+>>> model = torch.nn.Linear(4, 1)
+>>> opt = torch.optim.SGD([{"params": [model.weight], "lr": 1e-3}, {"params": [model.bias], "lr": 1e-2}])
+>>> sched = Scheduler(opt, S.warmup(10) >> S.cosine(90))
+>>> for _ in range(10):
+...     opt.step(); sched.step()
+>>> [round(lr, 6) for lr in sched.get_last_lr()]
+[0.001, 0.01]
+
+Each ``step()`` is one native call that evaluates every param group's lr in closed form at the new
+step (so resuming from ``state_dict()`` continues the identical trajectory), then one write per
+group. A group whose ``lr`` is a 0-d CPU tensor (capturable / fused / compiled optimizers) is updated
+in place, keeping the tensor's identity, so ``torch.compile`` does not recompile; other tensors are
+filled in place with ``fill_``.
+
+With ``plateau=Plateau(...)`` a per-group scale multiplies the schedule:
+``lr_g = max(min_lr_g, schedule_g(t) * scale_g)``. At each reduction the plateau decides, each
+group's scale is multiplied by ``factor`` unless that would change its lr by no more than ``eps``
+(torch's rule), so with a constant schedule the lrs are exactly ``ReduceLROnPlateau``'s. ``step(metric)`` reports the metric to the plateau and then
+advances the schedule (a drop-in for ``ReduceLROnPlateau.step(metric)``); ``report(metric)`` only
+reports it (for a per-iteration schedule with a per-epoch metric).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+from torch.optim.lr_scheduler import LRScheduler
+
+from ._native import _core
+from .plateau import Plateau
+from .schedules import Schedule
+
+__all__ = ["Scheduler", "attach"]
+
+_SCALAR_KINDS = {torch.float32: 0, torch.float64: 1}
+
+
+class Scheduler(LRScheduler):
+    """``LRScheduler`` whose lrs come from a pylrcore schedule; per-group base lrs from the optimizer."""
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        schedule: Union[Schedule, str],
+        *,
+        plateau: Optional[Plateau] = None,
+        last_epoch: int = -1,
+    ) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if isinstance(schedule, str):
+            schedule = Schedule.parse(schedule)
+        if not isinstance(schedule, Schedule):
+            raise TypeError(
+                f"schedule must be a pylrcore Schedule or its text form, got {type(schedule).__name__}; "
+                "build one with pylrcore.schedules (e.g. warmup(500) >> cosine(10000))"
+            )
+        if plateau is not None and not isinstance(plateau, Plateau):
+            raise TypeError(f"plateau must be a pylrcore.Plateau, got {type(plateau).__name__}")
+        if isinstance(last_epoch, bool) or not isinstance(last_epoch, int) or last_epoch < -1:
+            raise ValueError(f"last_epoch must be an integer >= -1, got {last_epoch!r}")
+        self.schedule = schedule
+        self.plateau = plateau
+        self._program = schedule._compile()
+        self._values = np.zeros(len(optimizer.param_groups))
+        self._scales = np.ones(len(optimizer.param_groups))  # plateau reductions, per group
+        self._hook: Optional[Any] = None
+        super().__init__(optimizer, last_epoch)  # sets initial_lr/base_lrs, then the initial step()
+
+    # -- the per-step path --
+    def _prepare(self) -> None:
+        """Per-group arrays for the native call, rebuilt when the groups change."""
+        groups = self.optimizer.param_groups
+        self._base = np.array([float(b) for b in self.base_lrs], dtype=np.float64)
+        if len(self._base) != len(groups):
+            raise ValueError(
+                f"the optimizer has {len(groups)} param groups but the scheduler knows {len(self._base)} base lrs; "
+                "create the Scheduler after adding every param group"
+            )
+        min_lr = 0.0 if self.plateau is None else self.plateau.min_lr
+        mins = np.broadcast_to(np.asarray(min_lr, dtype=np.float64), self._base.shape)
+        self._min = np.ascontiguousarray(mins)
+        if len(self._scales) != len(groups):
+            self._scales = np.ones(len(groups))
+        self._values = np.zeros(len(groups))
+        self._float_groups: List[int] = []
+        self._native: List[int] = []  # tensor groups written by address
+        self._native_tensors: List[torch.Tensor] = []
+        self._filled: List[int] = []  # other tensors: fill_
+        for i, g in enumerate(groups):
+            lr = g["lr"]
+            if not isinstance(lr, torch.Tensor):
+                self._float_groups.append(i)
+            elif lr.device.type == "cpu" and lr.dim() == 0 and lr.dtype in _SCALAR_KINDS and not lr.requires_grad:
+                self._native.append(i)
+                self._native_tensors.append(lr)
+            else:
+                self._filled.append(i)
+        self._addresses = [t.data_ptr() for t in self._native_tensors]
+        self._kinds = [_SCALAR_KINDS[t.dtype] for t in self._native_tensors]
+        self._native_values = np.zeros(len(self._native))
+
+    def _layout_changed(self) -> bool:
+        groups = self.optimizer.param_groups
+        if len(groups) != len(self._values):
+            return True
+        return any(groups[i]["lr"] is not t for i, t in zip(self._native, self._native_tensors))
+
+    def _write(self) -> None:
+        if not hasattr(self, "_base") or self._layout_changed():
+            self._prepare()
+        self._program.step_values(self.last_epoch, self._base, self._min, self._scales, self._values)
+        groups = self.optimizer.param_groups
+        values = self._values.tolist()
+        for i in self._float_groups:
+            groups[i]["lr"] = values[i]
+        if self._native:
+            self._native_values[:] = self._values[self._native]
+            _core.write_scalars(self._addresses, self._kinds, self._native_values)
+        for i in self._filled:
+            groups[i]["lr"].fill_(values[i])
+
+    def step(self, metrics: Any = None, epoch: Optional[int] = None) -> None:  # type: ignore[override]
+        """Advance one step. With ``metrics``, report it to the plateau first (``ReduceLROnPlateau`` style)."""
+        if epoch is not None:
+            raise TypeError("step(epoch) is deprecated in torch and not supported: call step() once per step")
+        if metrics is not None:
+            self.report(metrics)
+        if self._step_count == 1 and not getattr(self.optimizer, "_opt_called", False):
+            warnings.warn(
+                "Detected call of `scheduler.step()` before `optimizer.step()`: call them in the order "
+                "optimizer.step(), scheduler.step(), or the first value of the schedule is skipped",
+                UserWarning,
+                stacklevel=2,
+            )
+        self._step_count += 1
+        self.last_epoch += 1
+        self._write()
+
+    def report(self, metric: Any) -> bool:
+        """Report a metric to the plateau (without advancing the schedule); True if it reduced the lr."""
+        if self.plateau is None:
+            raise ValueError("this Scheduler has no plateau: pass plateau=pylrcore.Plateau(...) to use metrics")
+        reduced = self.plateau.step(metric)
+        if reduced:
+            if not hasattr(self, "_base") or self._layout_changed():
+                self._prepare()
+            unscaled = np.zeros_like(self._base)
+            self._program.step_values(max(self.last_epoch, 0), self._base, np.zeros_like(self._base),
+                                      np.ones_like(self._base), unscaled)
+            old = np.maximum(self._min, unscaled * self._scales)
+            new = np.maximum(self._min, unscaled * self._scales * self.plateau.factor)
+            self._scales = np.where(old - new > self.plateau.eps, self._scales * self.plateau.factor, self._scales)
+            self._write()  # the new scale applies at once, as ReduceLROnPlateau's does
+        return reduced
+
+    def get_lr(self) -> List[Union[float, torch.Tensor]]:  # the LRScheduler contract: lrs at last_epoch
+        if not hasattr(self, "_base"):
+            self._prepare()
+        out = np.zeros_like(self._base)
+        self._program.step_values(max(self.last_epoch, 0), self._base, self._min, self._scales, out)
+        return [float(v) for v in out]
+
+    def get_last_lr(self) -> List[Union[float, torch.Tensor]]:
+        """The lrs of the last step, typed like each group's ``lr`` (tensors are copies)."""
+        out: List[Union[float, torch.Tensor]] = []
+        for value, group in zip(self._values.tolist(), self.optimizer.param_groups):
+            lr = group["lr"]
+            out.append(lr.detach().clone() if isinstance(lr, torch.Tensor) else value)
+        return out
+
+    @property
+    def _last_lr(self) -> List[Union[float, torch.Tensor]]:  # read by torch utilities and Lightning
+        return self.get_last_lr()
+
+    @_last_lr.setter
+    def _last_lr(self, value: Any) -> None:  # LRScheduler internals may assign it; values live in _values
+        pass
+
+    # -- checkpoints --
+    _TRANSIENT = (
+        "optimizer", "_program", "_base", "_min", "_values", "_float_groups", "_native", "_native_tensors",
+        "_filled", "_addresses", "_kinds", "_native_values", "_hook", "schedule", "plateau",
+    )
+
+    def state_dict(self) -> Dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
+        state["base_lrs"] = [float(b) for b in self.base_lrs]
+        state["_scales"] = [float(v) for v in self._scales]
+        state["schedule"] = self.schedule.to_dict()
+        if self.plateau is not None:
+            state["plateau"] = {"config": self.plateau.to_dict(), "state": self.plateau.state_dict()}
+        return state
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        state = dict(state_dict)
+        saved = state.pop("schedule", None)
+        if saved is not None and Schedule.from_dict(saved) != self.schedule:
+            raise ValueError(
+                f"the state was saved from schedule {Schedule.from_dict(saved)!r}, not {self.schedule!r}; "
+                "build the Scheduler with the same schedule before loading"
+            )
+        plateau = state.pop("plateau", None)
+        if plateau is not None:
+            if self.plateau is None:
+                self.plateau = Plateau.from_dict(plateau["config"])
+            self.plateau.load_state_dict(plateau["state"])
+        self.__dict__.update(state)
+        self._scales = np.asarray(state.get("_scales", np.ones(len(self.optimizer.param_groups))), dtype=np.float64)
+        if hasattr(self, "_base"):
+            del self._base  # rebuilt from the loaded base_lrs at the next write
+        self._write()  # the optimizer gets the lrs of the restored step
+
+    # -- attach --
+    def detach(self) -> None:
+        """Stop advancing automatically after ``optimizer.step()`` (see :func:`attach`)."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+
+def attach(
+    optimizer: torch.optim.Optimizer, schedule: Union[Schedule, str], *, plateau: Optional[Plateau] = None
+) -> Scheduler:
+    """Drive ``optimizer``'s lrs with ``schedule``, advancing after every ``optimizer.step()``.
+
+    For loops that never call ``scheduler.step()``. Returns the :class:`Scheduler`; ``.detach()``
+    stops it. A step that a ``GradScaler`` skips (inf/NaN gradients) never calls ``optimizer.step()``,
+    so the schedule does not advance on it.
+    """
+    sched = Scheduler(optimizer, schedule, plateau=plateau)
+    optimizer._opt_called = True  # type: ignore[attr-defined]  # the hook runs after each real step
+
+    def advance(_opt: Any, _args: Any, _kwargs: Any) -> None:
+        sched.step()
+
+    sched._hook = optimizer.register_step_post_hook(advance)
+    return sched

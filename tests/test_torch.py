@@ -1,0 +1,221 @@
+"""pylrcore.torch: the Scheduler is a real LRScheduler that drives optimizers exactly like torch's
+schedulers do, updates tensor lrs in place, resumes identically, works inside Lightning, and
+attach() advances it after each optimizer step."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from pylrcore import Plateau  # noqa: E402
+from pylrcore import schedules as S  # noqa: E402
+from pylrcore.torch import Scheduler, attach  # noqa: E402
+
+lr_scheduler = torch.optim.lr_scheduler
+BASE = [1e-4, 3e-3, 0.05]
+
+
+def make_opt(base=BASE, tensor=False, cls=torch.optim.SGD, **kw):
+    params = [torch.nn.Parameter(torch.randn(3)) for _ in base]
+    groups = [{"params": [p], "lr": torch.tensor(b, dtype=torch.float64) if tensor else b} for p, b in zip(params, base)]
+    return cls(groups, **kw)
+
+
+def lrs(opt):
+    return [float(g["lr"]) for g in opt.param_groups]
+
+
+CASES = [
+    (S.cosine(2000, eta_min=1e-6), lambda o: lr_scheduler.CosineAnnealingLR(o, 2000, eta_min=1e-6)),
+    (S.one_cycle(2000, pct_start=0.25), lambda o: lr_scheduler.OneCycleLR(o, max_lr=BASE, total_steps=2000, pct_start=0.25,
+                                                                         cycle_momentum=False)),
+    (S.warmup(100, start_factor=0.01) >> S.cosine(1900),
+     lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.LinearLR(o, 0.01, 1.0, 100), lr_scheduler.CosineAnnealingLR(o, 1900)],
+                                         milestones=[100])),
+    (S.multistep([300, 900, 900], gamma=0.3), lambda o: lr_scheduler.MultiStepLR(o, [300, 900, 900], gamma=0.3)),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_drives_an_optimizer_like_the_torch_scheduler(case):
+    ours_s, make = CASES[case]
+    a, b = make_opt(), make_opt()
+    ours, ref = Scheduler(a, ours_s), make(b)
+    assert isinstance(ours, lr_scheduler.LRScheduler)
+    for _ in range(1999):
+        np.testing.assert_allclose(lrs(a), lrs(b), rtol=1e-12, atol=1e-14 * max(BASE))
+        np.testing.assert_allclose(ours.get_last_lr(), ref.get_last_lr(), rtol=1e-12, atol=1e-14 * max(BASE))
+        a.step(), b.step()
+        ours.step(), ref.step()
+
+
+def test_tensor_lrs_are_updated_in_place_and_train_like_float_lrs():
+    torch.manual_seed(0)
+    sched = S.warmup(20) >> S.cosine(200)
+    a = make_opt(tensor=True, cls=torch.optim.Adam, foreach=False)
+    b = make_opt(tensor=False, cls=torch.optim.Adam, foreach=False)
+    for pa, pb in zip(a.param_groups, b.param_groups):
+        pb["params"][0].data.copy_(pa["params"][0].data)
+    tensors = [g["lr"] for g in a.param_groups]
+    sa, sb = Scheduler(a, sched), Scheduler(b, sched)
+    for _ in range(150):
+        for opt in (a, b):
+            opt.zero_grad()
+            sum((g["params"][0] ** 2).sum() for g in opt.param_groups).backward()
+            opt.step()
+        sa.step(), sb.step()
+        assert all(g["lr"] is t for g, t in zip(a.param_groups, tensors))  # identity kept
+    np.testing.assert_allclose(lrs(a), lrs(b), rtol=1e-15)
+    for ga, gb in zip(a.param_groups, b.param_groups):
+        torch.testing.assert_close(ga["params"][0], gb["params"][0], rtol=1e-6, atol=1e-7)
+    last = sa.get_last_lr()
+    assert isinstance(last[0], torch.Tensor) and last[0] is not tensors[0]  # a copy, as torch documents
+
+
+def test_float32_tensor_lr():
+    opt = make_opt([0.1], tensor=False)
+    opt.param_groups[0]["lr"] = torch.tensor(0.1, dtype=torch.float32)
+    sched = Scheduler(opt, S.step(1, gamma=0.5))
+    opt.step(), sched.step()
+    assert opt.param_groups[0]["lr"].item() == pytest.approx(0.05)
+
+
+def test_state_dict_resume_gives_the_identical_trajectory():
+    sched = S.warmup(30) >> S.one_cycle(500)
+    a = make_opt()
+    sa = Scheduler(a, sched)
+    for _ in range(123):
+        a.step(), sa.step()
+    buf = io.BytesIO()
+    torch.save({"opt": a.state_dict(), "sched": sa.state_dict()}, buf)
+    expected = []
+    for _ in range(300):
+        a.step(), sa.step()
+        expected.append(lrs(a))
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=False)
+    b = make_opt()
+    sb = Scheduler(b, sched)  # construct before loading the optimizer, as torch advises
+    b.load_state_dict(ckpt["opt"])
+    sb.load_state_dict(ckpt["sched"])
+    got = []
+    for _ in range(300):
+        b.step(), sb.step()
+        got.append(lrs(b))
+    assert got == expected
+
+
+def test_load_state_dict_refuses_another_schedule():
+    a = make_opt()
+    state = Scheduler(a, S.cosine(10)).state_dict()
+    with pytest.raises(ValueError, match="saved from schedule cosine"):
+        Scheduler(make_opt(), S.cosine(20)).load_state_dict(state)
+
+
+def test_plateau_alone_matches_reduce_lr_on_plateau():
+    rng = np.random.default_rng(0)
+    metrics = np.r_[np.linspace(1, 0.5, 30), 0.5 + 0.01 * rng.random(70)]
+    a, b = make_opt(), make_opt()
+    ours = Scheduler(a, S.constant(), plateau=Plateau(factor=0.5, patience=3, min_lr=[0, 1e-4, 0]))
+    ref = lr_scheduler.ReduceLROnPlateau(b, factor=0.5, patience=3, min_lr=[0, 1e-4, 0])
+    for m in metrics:
+        a.step(), b.step()
+        ours.step(float(m)), ref.step(float(m))
+        np.testing.assert_allclose(lrs(a), lrs(b), rtol=1e-12)
+    assert lrs(a)[1] == 1e-4 or lrs(a)[1] < BASE[1]
+
+
+def test_plateau_scales_a_schedule():
+    opt = make_opt()
+    sched = Scheduler(opt, S.cosine(100), plateau=Plateau(factor=0.1, patience=0))
+    sched.report(1.0)
+    assert sched.report(2.0) is True  # not better: reduced, at once
+    np.testing.assert_allclose(lrs(opt), np.array(BASE) * 0.1)
+    for _ in range(50):
+        opt.step(), sched.step()
+    np.testing.assert_allclose(lrs(opt), S.cosine(100)(50, BASE) * 0.1, rtol=1e-14)
+
+
+def test_attach_advances_after_each_optimizer_step_and_detaches():
+    opt = make_opt()
+    sched = attach(opt, "step(2, gamma=0.5)")
+    for _ in range(4):
+        opt.step()
+    assert sched.last_epoch == 4
+    np.testing.assert_allclose(lrs(opt), np.array(BASE) * 0.25)
+    sched.detach()
+    opt.step()
+    assert sched.last_epoch == 4
+
+
+def test_attach_does_not_advance_on_a_step_grad_scaler_skips():
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = attach(opt, S.exponential(0.5))
+    scaler = torch.amp.GradScaler("cpu")
+    for bad in (False, True, False):
+        opt.zero_grad()
+        loss = model(torch.ones(1, 2)).sum() * (float("inf") if bad else 1.0)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    assert sched.last_epoch == 2  # the inf step was skipped by the scaler, and so by the schedule
+
+
+def test_lightning_accepts_it_from_configure_optimizers():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pl = pytest.importorskip("pytorch_lightning")
+    seen = []
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, _):
+            seen.append(self.trainer.optimizers[0].param_groups[0]["lr"])
+            return self.layer(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=0.1)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": Scheduler(opt, S.warmup(5) >> S.cosine(15)),
+                                                        "interval": "step"}}
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(64, 4)), batch_size=4)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=20, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Module(), data)
+    np.testing.assert_allclose(seen, (S.warmup(5) >> S.cosine(15))(np.arange(20), 0.1), rtol=1e-12)
+
+
+def test_bad_input():
+    opt = make_opt()
+    with pytest.raises(TypeError, match="torch.optim.Optimizer"):
+        Scheduler(object(), S.cosine(5))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="pylrcore Schedule"):
+        Scheduler(opt, lambda t: 1.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cannot parse schedule"):
+        Scheduler(opt, "cosine(")
+    with pytest.raises(TypeError, match="plateau must be"):
+        Scheduler(opt, S.cosine(5), plateau=0.1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="last_epoch"):
+        Scheduler(opt, S.cosine(5), last_epoch=-2)
+    sched = Scheduler(make_opt(), S.cosine(5))
+    with pytest.raises(ValueError, match="no plateau"):
+        sched.report(1.0)
+    with pytest.raises(TypeError, match="step\\(epoch\\)"):
+        sched.step(epoch=3)
+
+
+def test_warns_when_stepped_before_the_optimizer():
+    sched = Scheduler(make_opt(), S.cosine(5))
+    with pytest.warns(UserWarning, match="before `optimizer.step\\(\\)`"):
+        sched.step()
