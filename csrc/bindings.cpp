@@ -463,6 +463,26 @@ void bind_schedule(py::module_& m) {
           },
           py::arg("t"), py::arg("base_lrs"), py::arg("min_lrs"), py::arg("scale"), py::arg("out"));
 
+  // group["lr"] = values[i] for a list of param-group dicts, in one call (the per-step write of a
+  // Scheduler with float lrs; a Python loop over 100 groups costs more than everything else).
+  m.def(
+      "write_group_lrs",
+      [](const py::list& groups, py::array_t<double, py::array::c_style> values) {
+        if (static_cast<py::ssize_t>(groups.size()) > values.size())
+          throw py::value_error("one value per param group is needed");
+        static PyObject* key = PyUnicode_InternFromString("lr");
+        const double* v = values.data();
+        for (std::size_t i = 0; i < groups.size(); ++i) {
+          PyObject* group = PyList_GET_ITEM(groups.ptr(), static_cast<Py_ssize_t>(i));
+          if (!PyDict_Check(group)) throw py::type_error("param groups must be dicts");
+          PyObject* value = PyFloat_FromDouble(v[i]);
+          const int rc = value ? PyDict_SetItem(group, key, value) : -1;
+          Py_XDECREF(value);
+          if (rc != 0) throw py::error_already_set();
+        }
+      },
+      py::arg("groups"), py::arg("values"));
+
   // Writes lrs into 0-d CPU tensors in place (float32 = 0, float64 = 1), by address: the tensor keeps
   // its identity, so compiled/captured optimizer steps that read it see the new value. The caller
   // (pylrcore/torch.py) checks device, dtype, shape and keeps the tensors alive.

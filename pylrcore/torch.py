@@ -105,6 +105,8 @@ class Scheduler(LRScheduler):
                 self._native_tensors.append(lr)
             else:
                 self._filled.append(i)
+        self._float_dicts = [groups[i] for i in self._float_groups]  # zip-able with their values
+        self._all_float = len(self._float_groups) == len(groups)
         self._addresses = [t.data_ptr() for t in self._native_tensors]
         self._kinds = [_SCALAR_KINDS[t.dtype] for t in self._native_tensors]
         self._native_values = np.zeros(len(self._native))
@@ -113,14 +115,20 @@ class Scheduler(LRScheduler):
         groups = self.optimizer.param_groups
         if len(groups) != len(self._values):
             return True
-        return any(groups[i]["lr"] is not t for i, t in zip(self._native, self._native_tensors))
+        for i, t in zip(self._native, self._native_tensors):
+            if groups[i]["lr"] is not t:
+                return True
+        return False
 
     def _write(self) -> None:
         if not hasattr(self, "_base") or self._layout_changed():
             self._prepare()
         self._program.step_values(self.last_epoch, self._base, self._min, self._scales, self._values)
-        groups = self.optimizer.param_groups
+        if self._all_float:  # the common case: one native call evaluates and writes every group
+            _core.write_group_lrs(self._float_dicts, self._values)
+            return
         values = self._values.tolist()
+        groups = self.optimizer.param_groups
         for i in self._float_groups:
             groups[i]["lr"] = values[i]
         if self._native:
@@ -189,7 +197,8 @@ class Scheduler(LRScheduler):
     # -- checkpoints --
     _TRANSIENT = (
         "optimizer", "_program", "_base", "_min", "_values", "_float_groups", "_native", "_native_tensors",
-        "_filled", "_addresses", "_kinds", "_native_values", "_hook", "schedule", "plateau",
+        "_filled", "_addresses", "_kinds", "_native_values", "_hook", "schedule", "plateau", "_float_dicts",
+        "_all_float",
     )
 
     def state_dict(self) -> Dict[str, Any]:

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["smoothing", "suggestion", "detect", "diagnosis", "nonfinite"]
+MODULES = ["smoothing", "suggestion", "detect", "diagnosis", "nonfinite", "schedules", "plateau", "rules", "torch"]
 
 
 @pytest.mark.parametrize("name", MODULES)
