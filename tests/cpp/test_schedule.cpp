@@ -69,3 +69,30 @@ TEST(schedule_validation_names_the_parameter) {
   double base = 1.0;
   CHECK_THROWS(ok.evaluate(bad_step.data(), 1, &base, 1, &out), std::invalid_argument);
 }
+
+TEST(schedule_half_cos_polynomial_matches_std_cos) {
+  for (int i = 0; i <= 100000; ++i) {
+    const double x = i / 100000.0;
+    CHECK(std::fabs(sched::half_cos(x) - 0.5 * (1.0 + std::cos(sched::kPi * x))) <= 4e-16);
+  }
+}
+
+TEST(schedule_block_evaluation_equals_per_step_evaluation) {
+  // warmup(7) >> sequence([cosine(50, eta_min=0.01) * exponential(0.99), linear(...)], [40]), scaled
+  std::vector<Node> nodes{leaf(Family::Cosine, {50, 0.01}), leaf(Family::Exponential, {0.99, 1, 0})};
+  nodes.push_back(Node{Family::Product, {}, {}, {0, 1}});
+  nodes.push_back(leaf(Family::Linear, {1.0, 0.1, 30}));
+  nodes.push_back(Node{Family::Sequence, {}, {40}, {2, 3}});
+  nodes.push_back(Node{Family::Warmup, {7, 0.05, 1}, {}, {4}});
+  nodes.push_back(Node{Family::Scale, {0.5}, {}, {5}});
+  Program prog(nodes);
+  std::vector<std::int64_t> steps;
+  for (std::int64_t t = 0; t < 1000; ++t) steps.push_back((t * 7919) % 130);  // unsorted, repeats
+  const double base = 0.3;
+  std::vector<double> out(steps.size());
+  prog.evaluate(steps.data(), steps.size(), &base, 1, out.data(), 1);
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    const Affine f = prog.at(steps[i]);
+    CHECK(out[i] == std::max(0.0, f.a * base + f.c));
+  }
+}
