@@ -299,3 +299,34 @@ def test_bad_steps(steps):
 def test_bad_base_lr(base):
     with pytest.raises(ValueError, match="base_lr"):
         S.cosine(10)(0, base)
+
+
+# ---- against transformers' own functions (installed with the test extras; skipped without) -------
+
+
+def _transformers():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pytest.importorskip("transformers.optimization")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_inverse_sqrt_matches_transformers(seed):
+    tr = _transformers()
+    rng, base = rng_for(seed)
+    W = int(rng.integers(0, 500))
+    ts = None if seed % 2 else int(rng.integers(1, 5000))
+    check(S.inverse_sqrt(W, timescale=ts), lambda o: tr.get_inverse_sqrt_schedule(o, W, timescale=ts), base)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("decay", ["linear", "cosine", "1-sqrt"])
+def test_wsd_matches_transformers(seed, decay):
+    tr = _transformers()
+    rng, base = rng_for(seed)
+    W, St, D = int(rng.integers(1, 300)), int(rng.integers(0, 1000)), int(rng.integers(1, 1000))
+    m = float(rng.uniform(0, 0.5))
+    check(S.wsd(W, St, D, decay_type=decay, min_lr_ratio=m),
+          lambda o: tr.get_wsd_schedule(o, W, D, num_stable_steps=St, decay_type=decay, min_lr_ratio=m), base)

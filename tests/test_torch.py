@@ -219,3 +219,27 @@ def test_warns_when_stepped_before_the_optimizer():
     sched = Scheduler(make_opt(), S.cosine(5))
     with pytest.warns(UserWarning, match="before `optimizer.step\\(\\)`"):
         sched.step()
+
+
+def test_compiled_code_reading_a_tensor_lr_is_not_recompiled_as_it_changes():
+    """The point of writing tensor lrs in place: torch.compile guards on the tensor, not its value."""
+    dynamo = pytest.importorskip("torch._dynamo")
+    dynamo.reset()
+    opt = make_opt([0.1], tensor=True)
+    sched = Scheduler(opt, S.exponential(0.5))
+    lr = opt.param_groups[0]["lr"]
+    frames = []
+
+    def count_frames(gm, example_inputs):
+        frames.append(gm)
+        return gm.forward
+
+    step = torch.compile(lambda x, rate: x - rate * x, backend=count_frames)
+    x = torch.ones(3, dtype=torch.float64)
+    seen = []
+    for _ in range(5):
+        seen.append(float(step(x, lr)[0]))
+        opt.step()
+        sched.step()
+    assert len(frames) == 1  # one graph, whatever the lr
+    np.testing.assert_allclose(seen, [1 - 0.1 * 0.5**k for k in range(5)], rtol=1e-15)
