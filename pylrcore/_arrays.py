@@ -90,13 +90,17 @@ def check_beta(beta: Any, name: str = "beta") -> float:
     return value
 
 
-def check_int(value: Any, name: str, *, minimum: int = 0) -> int:
+def check_int(value: Any, name: str, *, minimum: int = 0, hint: str = "") -> int:
+    """An integer (not a bool, not a float) >= minimum; ``hint`` says what the number means."""
+    what = f" ({hint})" if hint else ""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer{what}, got {value!r}")
     try:
         out = operator.index(value)
     except TypeError:
-        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+        raise TypeError(f"{name} must be an integer{what}, got {value!r}") from None
     if out < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {out}")
+        raise ValueError(f"{name} must be >= {minimum}{what}, got {out}")
     return out
 
 

@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from typing import Any, Dict, List, Optional, Sequence, Union
 
+from ._arrays import check_int
 from ._native import _core
 
 __all__ = ["Plateau", "MODES", "THRESHOLD_MODES"]
@@ -50,18 +50,6 @@ def _real(value: Any, name: str, hint: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number ({hint}), got {value!r}")
     return float(value)
-
-
-def _nonneg_int(value: Any, name: str, hint: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer ({hint}), got {value!r}")
-    try:
-        out = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer ({hint}), got {value!r}") from None
-    if out < 0:
-        raise ValueError(f"{name} must be >= 0 ({hint}), got {out}")
-    return out
 
 
 def _choice(value: Any, name: str, choices: Sequence[str]) -> str:
@@ -124,8 +112,8 @@ class Plateau:
                 f"factor must be in the open interval (0, 1), got {factor!r}: the lr is multiplied by it "
                 "at each reduction (e.g. 0.1 or 0.5)"
             )
-        patience_i = _nonneg_int(patience, "patience", "the number of bad epochs tolerated, e.g. 10")
-        cooldown_i = _nonneg_int(cooldown, "cooldown", "epochs to wait after a reduction, e.g. 0")
+        patience_i = check_int(patience, "patience", hint="the number of bad epochs tolerated, e.g. 10")
+        cooldown_i = check_int(cooldown, "cooldown", hint="epochs to wait after a reduction, e.g. 0")
         threshold_f = _real(threshold, "threshold", "e.g. 1e-4")
         if not (math.isfinite(threshold_f) and threshold_f >= 0.0):
             raise ValueError(f"threshold must be a finite number >= 0 (e.g. 1e-4), got {threshold!r}")

@@ -20,27 +20,16 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from dataclasses import dataclass
 from typing import Any, Dict, Tuple
+
+from ._arrays import check_int
 
 __all__ = ["scale_lr_for_batch", "starting_lr", "StartingLR", "OPTIMIZERS", "SETTINGS", "BATCH_RULES"]
 
 BATCH_RULES = ("linear", "sqrt")
 OPTIMIZERS = ("adam", "adamw", "sgd", "sgd_momentum")
 SETTINGS = ("default", "cnn", "transformer", "fine_tuning")
-
-
-def _batch(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a positive integer (examples per step), got {value!r}")
-    try:
-        out = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a positive integer (examples per step), got {value!r}") from None
-    if out <= 0:
-        raise ValueError(f"{name} must be a positive integer (examples per step), got {out}")
-    return out
 
 
 def scale_lr_for_batch(lr: float, old_batch: int, new_batch: int, rule: str = "linear") -> float:
@@ -68,8 +57,8 @@ def scale_lr_for_batch(lr: float, old_batch: int, new_batch: int, rule: str = "l
     lr_f = float(lr)
     if not (math.isfinite(lr_f) and lr_f > 0.0):
         raise ValueError(f"lr must be a finite number > 0 (the lr tuned at old_batch), got {lr!r}")
-    old = _batch(old_batch, "old_batch")
-    new = _batch(new_batch, "new_batch")
+    old = check_int(old_batch, "old_batch", minimum=1, hint="examples per step")
+    new = check_int(new_batch, "new_batch", minimum=1, hint="examples per step")
     if rule == "linear":
         return lr_f * new / old
     if rule == "sqrt":
