@@ -20,6 +20,43 @@ def _load_curve(path: str) -> "tuple[np.ndarray, np.ndarray]":
     return np.ascontiguousarray(np.atleast_1d(data["lr"])), np.ascontiguousarray(np.atleast_1d(data["loss"]))
 
 
+def _schedule_command(specs: List[str], steps: int, base_lr: float, png: str) -> int:
+    from .schedules import Schedule
+
+    try:
+        schedules = [Schedule.parse(spec) for spec in specs]
+        if steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {steps}")
+        curves = [s(np.arange(steps), base_lr) for s in schedules]
+    except (ValueError, TypeError) as exc:
+        print(f"pylrcore: {exc}", file=sys.stderr)
+        return 2
+    marks = sorted({0, steps // 4, steps // 2, 3 * steps // 4, steps - 1})
+    for schedule, curve in zip(schedules, curves):
+        print(repr(schedule))
+        print("  " + "  ".join(f"step {t}: {curve[t]:.4g}" for t in marks))
+    if png:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            print("pylrcore: --png needs matplotlib (pip install 'pylrcore[plot]')", file=sys.stderr)
+            return 2
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for schedule, curve in zip(schedules, curves):
+            ax.plot(np.arange(steps), curve, label=repr(schedule), lw=1.6)
+        ax.set_xlabel("step")
+        ax.set_ylabel("learning rate")
+        ax.legend(fontsize=7, loc="upper right")
+        fig.tight_layout()
+        fig.savefig(png, dpi=110)
+        plt.close(fig)
+        print(f"plot written to {png}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="pylrcore", description="Learning-rate toolkit")
     parser.add_argument("--version", action="version", version=f"pylrcore {__version__}")
@@ -33,7 +70,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     sug.add_argument("csv")
     sug.add_argument("--method", default="steepest")
 
+    sch = sub.add_parser("schedule", help="evaluate (and plot) schedules given in pylrcore's text form")
+    sch.add_argument("specs", nargs="+", help='e.g. "warmup(500) >> cosine(9500, eta_min=1e-5)"')
+    sch.add_argument("--steps", type=int, default=10_000, help="number of steps to evaluate")
+    sch.add_argument("--base-lr", type=float, default=1e-3)
+    sch.add_argument("--png", default="", help="write a plot of all the schedules to this file")
+
     args = parser.parse_args(argv)
+    if args.command == "schedule":
+        return _schedule_command(args.specs, args.steps, args.base_lr, args.png)
     if args.command == "demo":
         from .demo import run
 

@@ -48,3 +48,18 @@ def test_cli_suggest_rejects_a_csv_without_the_columns(tmp_path: Path) -> None:
     path.write_text("a,b\n1,2\n3,4\n")
     with pytest.raises(SystemExit, match="'lr' and 'loss'"):
         main(["suggest", str(path)])
+
+
+def test_cli_schedule_prints_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    png = tmp_path / "schedules.png"
+    specs = ["warmup(500) >> cosine(9500, eta_min=1e-5)", "one_cycle(10000)", "wsd(500, 7000, 2500)"]
+    assert main(["schedule", *specs, "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "warmup(500) >> cosine(9500, eta_min=1e-05)" in out and "step 9999" in out
+    pytest.importorskip("matplotlib")
+    assert png.stat().st_size > 10_000
+
+
+def test_cli_schedule_bad_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schedule", "cosine(0)"]) == 2
+    assert "T_max must be >= 1" in capsys.readouterr().err
