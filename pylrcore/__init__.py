@@ -21,6 +21,15 @@ from .rules import StartingLR, scale_lr_for_batch, starting_lr
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # The finder needs torch; ``import pylrcore`` must not import it.
+    if name in ("LRFinder", "FinderResult"):
+        from . import finder
+
+        return getattr(finder, name)
+    raise AttributeError(f"module 'pylrcore' has no attribute {name!r}")
+
 __all__ = [
     "EMA",
     "ema",
@@ -45,5 +54,7 @@ __all__ = [
     "scale_lr_for_batch",
     "starting_lr",
     "StartingLR",
+    "LRFinder",
+    "FinderResult",
     # @@all@@
 ]

@@ -1,0 +1,561 @@
+"""The LR range test: sweep the lr up over a short run, smooth the loss, stop on divergence or NaN,
+suggest an lr and the usable range, and leave the model exactly as it was.
+
+>>> import torch
+>>> from pylrcore import LRFinder
+>>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+<torch._C.Generator object at ...>
+>>> x = torch.randn(256, 8); y = x @ torch.randn(8, 1)
+>>> loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+>>> model = torch.nn.Linear(8, 1)
+>>> finder = LRFinder(model, torch.optim.SGD(model.parameters(), lr=1e-5), torch.nn.MSELoss())
+>>> result = finder.range_test(loader, end_lr=10, num_iter=60, progress=False)
+>>> result.stopped_early and result.suggestion is not None
+True
+
+Calling conventions follow torch-lr-finder (``range_test(train_loader, val_loader=None, start_lr=None,
+end_lr=10, num_iter=100, step_mode="exp", smooth_f=0.05, diverge_th=5, accumulation_steps=1)``,
+``history``, ``plot()``, ``reset()``), so switching is one import. Differences, on purpose: the model,
+optimizer, buffers, ``model.training`` and the RNG states are restored automatically (also after an
+exception or Ctrl-C); a NaN/inf loss stops the sweep (the peers run on); the lr comes back without
+plotting; discriminative lrs keep their ratios; the recorded loss of an accumulated step is the mean
+over its micro-batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from . import schedules as S
+from .smoothing import EMA
+from .suggestion import METHODS, COMPAT_METHODS, Suggestion, suggest
+
+__all__ = ["LRFinder", "FinderResult"]
+
+
+# ---- the result ----------------------------------------------------------------------------------
+
+
+@dataclass
+class FinderResult:
+    """What a range test found. ``losses`` are raw; ``smoothed`` is the EMA the stop rule used."""
+
+    lrs: np.ndarray
+    losses: np.ndarray
+    smoothed: np.ndarray
+    suggestion: Optional[float]
+    zone: Optional[Tuple[float, float]]
+    method: str
+    diagnosis: str
+    stopped_early: bool
+    stop_reason: str
+    details: Suggestion = field(repr=False)
+
+    def apply(self, optimizer: torch.optim.Optimizer) -> None:
+        """Set the suggested lr on ``optimizer``, keeping its groups' lr ratios (group 0 gets it)."""
+        if self.suggestion is None:
+            raise ValueError(f"no lr to apply: {self.details.reason}")
+        _set_lrs(optimizer, self.suggestion, _ratios(optimizer))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "lrs": self.lrs.tolist(),
+            "losses": [_json_float(v) for v in self.losses],
+            "smoothed": [_json_float(v) for v in self.smoothed],
+            "suggestion": self.suggestion,
+            "zone": list(self.zone) if self.zone else None,
+            "method": self.method,
+            "diagnosis": self.diagnosis,
+            "stopped_early": self.stopped_early,
+            "stop_reason": self.stop_reason,
+        }
+
+    def to_json(self, path: Optional[str] = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        return text
+
+    def to_csv(self, path: Optional[str] = None) -> str:
+        rows = ["lr,loss,smoothed"] + [f"{lr!r},{loss!r},{s!r}" for lr, loss, s in zip(self.lrs, self.losses, self.smoothed)]
+        text = "\n".join(rows) + "\n"
+        if path:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        return text
+
+    def plot(self, path: Optional[str] = None, ax: Any = None) -> Any:
+        """Loss vs lr (log x): raw and smoothed, the suggestion, the usable range shaded, and where the
+        loss diverged. Returns the matplotlib Axes; writes a PNG to ``path`` when given."""
+        try:
+            import matplotlib
+
+            if ax is None and path is not None:
+                matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ImportError("plotting needs matplotlib: pip install 'pylrcore[plot]'") from None
+        fig = None
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(7, 4.5))
+        ax.plot(self.lrs, self.losses, color="0.75", lw=1, label="loss")
+        ax.plot(self.lrs, self.smoothed, color="C0", lw=2, label="smoothed")
+        if self.zone:
+            ax.axvspan(*self.zone, color="C2", alpha=0.15, label="usable range")
+        if self.suggestion is not None:
+            ax.axvline(self.suggestion, color="C3", ls="--", label=f"suggested lr {self.suggestion:.2g} ({self.method})")
+        if self.stopped_early:
+            ax.axvline(self.lrs[-1], color="k", ls=":", label="stopped: " + self.stop_reason.split(" (")[0])
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("loss")
+        finite = self.losses[np.isfinite(self.losses)]
+        if finite.size:
+            top = min(float(finite.max()), float(finite[0]) * 2.5 if finite[0] > 0 else float(finite.max()))
+            ax.set_ylim(float(finite.min()) - 0.05 * abs(float(finite.min())), top * 1.05 if top > 0 else top + 1)
+        ax.legend(loc="best", fontsize=8)
+        if fig is not None:
+            fig.tight_layout()
+        if path is not None:
+            ax.figure.savefig(path, dpi=110)
+            if fig is not None:
+                plt.close(fig)
+        return ax
+
+
+def _json_float(v: float) -> Optional[float]:
+    return float(v) if math.isfinite(v) else None
+
+
+# ---- state: snapshot and exact restore -------------------------------------------------------------
+
+
+class _Snapshot:
+    """Everything a range test changes: parameters and buffers (bitwise), optimizer state and param
+    group settings, model.training (per module), and the RNG states (torch CPU/CUDA)."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, to_cpu: bool) -> None:
+        def keep(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().to("cpu", copy=True) if to_cpu else t.detach().clone()
+
+        self.tensors = [(t, keep(t)) for t in _model_tensors(model)]
+        # Optimizer state per parameter, restored in place later (the tensors keep their identity).
+        self.optimizer_state = {
+            p: {n: keep(v) if torch.is_tensor(v) else copy.deepcopy(v) for n, v in s.items()}
+            for p, s in optimizer.state.items()
+        }
+        self.groups = [{k: (v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v))
+                        for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        self.group_lr_tensors = [g["lr"] if torch.is_tensor(g["lr"]) else None for g in optimizer.param_groups]
+        self.training = [(m, m.training) for m in model.modules()]
+        self.cpu_rng = torch.get_rng_state()
+        cuda_in_use = torch.cuda.is_available() and torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+        self.cuda_rng = torch.cuda.get_rng_state_all() if cuda_in_use else None
+
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        with torch.no_grad():
+            for live, kept in self.tensors:
+                live.copy_(kept)
+        with torch.no_grad():
+            for p in list(optimizer.state.keys()):
+                if p not in self.optimizer_state:  # state the sweep created
+                    del optimizer.state[p]
+            for p, saved_state in self.optimizer_state.items():
+                live_state = optimizer.state[p]
+                for name in list(live_state):
+                    if name not in saved_state:
+                        del live_state[name]
+                for name, v in saved_state.items():
+                    live = live_state.get(name)
+                    if torch.is_tensor(v) and torch.is_tensor(live) and live.shape == v.shape and live.dtype == v.dtype:
+                        live.copy_(v)
+                    else:
+                        live_state[name] = v.clone() if torch.is_tensor(v) else copy.deepcopy(v)
+        for group, settings, lr_tensor in zip(optimizer.param_groups, self.groups, self.group_lr_tensors):
+            for k in list(group):
+                if k != "params" and k not in settings:
+                    del group[k]
+            for k, v in settings.items():
+                if k == "lr" and lr_tensor is not None:
+                    lr_tensor.copy_(v)  # keep the tensor's identity (compiled/captured steps hold it)
+                    group["lr"] = lr_tensor
+                else:
+                    group[k] = copy.deepcopy(v)
+        for module, training in self.training:
+            module.training = training
+        torch.set_rng_state(self.cpu_rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self.cuda_rng)
+
+
+def _model_tensors(model: torch.nn.Module) -> List[torch.Tensor]:
+    seen: Dict[int, torch.Tensor] = {}
+    for t in list(model.parameters()) + list(model.buffers()):
+        seen.setdefault(id(t), t)
+    return list(seen.values())
+
+
+def _ratios(optimizer: torch.optim.Optimizer) -> List[float]:
+    base = [float(g["lr"]) for g in optimizer.param_groups]
+    if base[0] <= 0:
+        return [1.0] * len(base)
+    return [b / base[0] for b in base]
+
+
+def _set_lrs(optimizer: torch.optim.Optimizer, lr: float, ratios: Sequence[float]) -> None:
+    for group, r in zip(optimizer.param_groups, ratios):
+        if torch.is_tensor(group["lr"]):
+            group["lr"].fill_(lr * r)
+        else:
+            group["lr"] = lr * r
+
+
+# ---- data ----------------------------------------------------------------------------------------
+
+
+def _to_device(batch: Any, device: Optional[torch.device], non_blocking: bool = True) -> Any:
+    if device is None:
+        return batch
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device, non_blocking) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        moved = [_to_device(v, device, non_blocking) for v in batch]
+        return type(batch)(moved) if not hasattr(batch, "_fields") else type(batch)(*moved)
+    return batch
+
+
+class _Cycle:
+    """Iterates a loader, starting it again when it ends (a short loader still gives num_iter batches)."""
+
+    def __init__(self, loader: Any, name: str) -> None:
+        self.loader, self.name = loader, name
+        self.it: Optional[Iterator[Any]] = None
+
+    def next(self) -> Any:
+        if self.it is None:
+            self.it = iter(self.loader)
+        try:
+            return next(self.it)
+        except StopIteration:
+            self.it = iter(self.loader)
+            try:
+                return next(self.it)
+            except StopIteration:
+                raise ValueError(f"{self.name} is empty: it yielded no batch") from None
+
+
+def _loss_from(output: Any, batch: Any, criterion: Optional[Callable[..., torch.Tensor]]) -> torch.Tensor:
+    if criterion is None:  # models that compute their own loss (Hugging Face style)
+        loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", output)
+        if not torch.is_tensor(loss) or (loss is output and loss.numel() != 1):
+            raise ValueError(
+                "criterion is None but the model did not return a loss (a tensor, a dict with 'loss', or an "
+                "object with .loss); pass criterion=..., or train_step=..."
+            )
+        return loss
+    if isinstance(batch, (list, tuple)) and len(batch) >= 2:
+        return criterion(output, batch[1])
+    raise ValueError(
+        "with a criterion, batches must be (inputs, targets, ...); for other batch structures pass "
+        "train_step=lambda model, batch: loss"
+    )
+
+
+def _forward(model: torch.nn.Module, batch: Any) -> Any:
+    if isinstance(batch, dict):
+        return model(**batch)
+    if isinstance(batch, (list, tuple)):
+        return model(batch[0])
+    return model(batch)
+
+
+# ---- the finder ----------------------------------------------------------------------------------
+
+
+class LRFinder:
+    """LR range test over ``model`` trained by ``optimizer`` (torch-lr-finder's calling conventions).
+
+    Args:
+        model, optimizer: what to test. Both are restored exactly after every ``range_test``.
+        criterion: ``loss = criterion(model(inputs), targets)``; None when the model returns its loss.
+        device: where to run (default: where the model's parameters are).
+        snapshot: ``"device"`` (default) keeps the restore copy next to the model, ``"cpu"`` in host memory.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        criterion: Optional[Callable[..., torch.Tensor]] = None,
+        device: Any = None,
+        *,
+        snapshot: str = "device",
+    ) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if not optimizer.param_groups or not any(g["params"] for g in optimizer.param_groups):
+            raise ValueError("optimizer has no parameters to train: build it from model.parameters()")
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ValueError("model has no trainable parameters (all requires_grad=False): nothing to sweep")
+        if snapshot not in ("device", "cpu"):
+            raise ValueError(f"snapshot must be 'device' or 'cpu', got {snapshot!r}")
+        self.model, self.optimizer, self.criterion = model, optimizer, criterion
+        first = next(model.parameters())
+        self.device = torch.device(device) if device is not None else first.device
+        self.snapshot = snapshot
+        self.result: Optional[FinderResult] = None
+
+    @property
+    def history(self) -> Dict[str, List[float]]:
+        """torch-lr-finder's ``history``: ``{"lr": [...], "loss": [...]}`` with the smoothed loss."""
+        if self.result is None:
+            return {"lr": [], "loss": []}
+        return {"lr": self.result.lrs.tolist(), "loss": self.result.smoothed.tolist()}
+
+    def reset(self) -> None:
+        """Kept for torch-lr-finder users: the state is already restored after every range test."""
+
+    def plot(self, path: Optional[str] = None, ax: Any = None) -> Any:
+        if self.result is None:
+            raise RuntimeError("run range_test() before plot()")
+        return self.result.plot(path=path, ax=ax)
+
+    def range_test(
+        self,
+        train_loader: Any,
+        val_loader: Any = None,
+        start_lr: Optional[float] = None,
+        end_lr: float = 10.0,
+        num_iter: int = 100,
+        step_mode: str = "exp",
+        smooth_f: float = 0.05,
+        diverge_th: float = 5.0,
+        accumulation_steps: int = 1,
+        *,
+        method: str = "steepest",
+        train_step: Optional[Callable[[torch.nn.Module, Any], torch.Tensor]] = None,
+        amp: bool = False,
+        grad_scaler: Any = None,
+        clip_grad_norm: Optional[float] = None,
+        sync_every: Optional[int] = None,
+        progress: Optional[bool] = None,
+    ) -> FinderResult:
+        """Run the sweep and return a :class:`FinderResult` (also kept as ``self.result``).
+
+        ``train_step(model, batch) -> loss`` replaces forward + criterion for custom loops. ``amp``
+        runs the forward under autocast (with ``grad_scaler``, e.g. ``torch.amp.GradScaler()``, for
+        float16 on CUDA). ``clip_grad_norm`` clips before each step. Losses are read back every
+        ``sync_every`` iterations (default 1 on the CPU, 10 on CUDA: no host sync per iteration).
+        """
+        start, end, n = self._check(start_lr, end_lr, num_iter, step_mode, smooth_f, diverge_th, accumulation_steps, method)
+        sync = sync_every if sync_every is not None else (10 if self.device.type == "cuda" else 1)
+        if isinstance(sync, bool) or not isinstance(sync, int) or sync < 1:
+            raise ValueError(f"sync_every must be an integer >= 1, got {sync_every!r}")
+        sweep = (S.exponential(decay_rate=end / start, decay_steps=n - 1) if step_mode == "exp"
+                 else S.linear(1.0, end / start, n - 1))
+        lr_ladder = sweep(np.arange(n), start)
+        ratios = _ratios(self.optimizer)
+
+        saved = _Snapshot(self.model, self.optimizer, to_cpu=self.snapshot == "cpu")
+        try:
+            raw, smoothed, stop = self._sweep(train_loader, val_loader, lr_ladder, ratios, smooth_f, diverge_th,
+                                              accumulation_steps, train_step, amp, grad_scaler, clip_grad_norm, sync,
+                                              progress)
+        finally:
+            saved.restore(self.model, self.optimizer)
+
+        k = len(raw)
+        lrs = lr_ladder[:k]
+        if method in COMPAT_METHODS:
+            details = suggest(lrs, smoothed, method)
+        else:
+            details = suggest(lrs, raw, method, diverge_factor=diverge_th)
+        self.result = FinderResult(
+            lrs=lrs,
+            losses=np.asarray(raw, dtype=np.float64),
+            smoothed=np.asarray(smoothed, dtype=np.float64),
+            suggestion=details.lr,
+            zone=details.zone,
+            method=method,
+            diagnosis=_diagnose_sweep(details, stop, lrs),
+            stopped_early=bool(stop),
+            stop_reason=stop,
+            details=details,
+        )
+        return self.result
+
+    # -- internals --
+    def _check(self, start_lr: Any, end_lr: Any, num_iter: Any, step_mode: Any, smooth_f: Any, diverge_th: Any,
+               accumulation_steps: Any, method: Any) -> Tuple[float, float, int]:
+        start = float(self.optimizer.param_groups[0]["lr"]) if start_lr is None else _number(start_lr, "start_lr")
+        end = _number(end_lr, "end_lr")
+        if not (start > 0 and end > 0):
+            raise ValueError(f"start_lr and end_lr must be > 0, got {start} and {end}")
+        if start >= end:
+            raise ValueError(f"start_lr ({start:g}) must be smaller than end_lr ({end:g}): the test sweeps the lr up")
+        if isinstance(num_iter, bool) or not isinstance(num_iter, int) or num_iter < 2:
+            raise ValueError(f"num_iter must be an integer >= 2, got {num_iter!r}")
+        if step_mode not in ("exp", "linear"):
+            raise ValueError(f"step_mode must be 'exp' or 'linear', got {step_mode!r}")
+        f = _number(smooth_f, "smooth_f")
+        if not 0 <= f < 1:
+            raise ValueError(f"smooth_f must be in [0, 1) (0 disables smoothing), got {smooth_f!r}")
+        if not _number(diverge_th, "diverge_th") > 1:
+            raise ValueError(f"diverge_th must be > 1, got {diverge_th!r}")
+        if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, int) or accumulation_steps < 1:
+            raise ValueError(f"accumulation_steps must be an integer >= 1, got {accumulation_steps!r}")
+        if method not in METHODS + COMPAT_METHODS:
+            raise ValueError(f"method must be one of {', '.join(map(repr, METHODS + COMPAT_METHODS))}; got {method!r}")
+        return start, end, num_iter
+
+    def _sweep(self, train_loader: Any, val_loader: Any, lr_ladder: np.ndarray, ratios: List[float], smooth_f: float,
+               diverge_th: float, accumulation: int, train_step: Any, amp: bool, scaler: Any,
+               clip: Optional[float], sync: int, progress: Optional[bool]) -> Tuple[List[float], List[float], str]:
+        model, opt = self.model, self.optimizer
+        batches = _Cycle(train_loader, "train_loader")
+        ema = EMA(1.0 - smooth_f, kind="plain") if smooth_f > 0 else None
+        raw: List[float] = []
+        smoothed: List[float] = []
+        pending: List[torch.Tensor] = []
+        best = math.inf
+        stop = ""
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        bar = _progress(len(lr_ladder), progress)
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16 if self.device.type == "cpu" else torch.float16)
+                    if amp else contextlib.nullcontext())
+        try:
+            for i, lr in enumerate(lr_ladder.tolist()):
+                _set_lrs(opt, lr, ratios)
+                model.train()
+                opt.zero_grad(set_to_none=True)
+                total = torch.zeros((), device=self.device)
+                for _ in range(accumulation):
+                    batch = _to_device(batches.next(), self.device)
+                    with autocast:
+                        loss = train_step(model, batch) if train_step is not None else _loss_from(
+                            _forward(model, batch), batch, self.criterion)
+                    if not torch.is_tensor(loss) or loss.numel() != 1:
+                        raise ValueError(
+                            f"the loss must be a scalar tensor, got {type(loss).__name__}"
+                            + (f" of shape {tuple(loss.shape)}" if torch.is_tensor(loss) else "")
+                            + "; reduce it (e.g. criterion with reduction='mean')"
+                        )
+                    loss = loss.reshape(()) / accumulation
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
+                    total = total + loss.detach().float()
+                if clip is not None:
+                    if scaler is not None:
+                        scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
+                if val_loader is not None:
+                    total = self._validate(val_loader, train_step).to(self.device)
+                pending.append(total)
+                if len(pending) < sync and i + 1 < len(lr_ladder):
+                    continue
+                values = torch.stack(pending)
+                if distributed:  # every rank records the same (mean) curve and stops on the same step
+                    torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.SUM)
+                    values /= torch.distributed.get_world_size()
+                pending.clear()
+                for value in values.tolist():  # the one host read per `sync` iterations
+                    if not math.isfinite(value):
+                        if not raw:
+                            raise ValueError(
+                                f"the loss is {value} at the first step (lr {lr_ladder[0]:.3g}): start_lr is too "
+                                "large, or the model/data produce non-finite values; the model was restored"
+                            )
+                        raw.append(value)
+                        smoothed.append(value)
+                        stop = f"non-finite loss ({value}) at lr {lr_ladder[len(raw) - 1]:.3g}"
+                        break
+                    s = ema.update(value) if ema is not None else value
+                    raw.append(value)
+                    smoothed.append(s)
+                    best = min(best, s)  # the first smoothed point is the raw loss, as in torch-lr-finder
+                    if s > diverge_th * best:
+                        stop = f"loss diverged (smoothed {s:.3g} > {diverge_th:g} x best {best:.3g}) at lr {lr_ladder[len(raw) - 1]:.3g}"
+                        break
+                if bar is not None:
+                    bar.update(len(values))
+                if stop:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        return raw, smoothed, stop
+
+    def _validate(self, val_loader: Any, train_step: Any) -> torch.Tensor:
+        model = self.model
+        model.eval()
+        total, count = torch.zeros((), device=self.device), 0
+        with torch.no_grad():
+            for batch in val_loader:
+                batch = _to_device(batch, self.device)
+                loss = train_step(model, batch) if train_step is not None else _loss_from(
+                    _forward(model, batch), batch, self.criterion)
+                size = len(batch[0]) if isinstance(batch, (list, tuple)) else 1
+                total = total + loss.detach().float() * size
+                count += size
+        if count == 0:
+            raise ValueError("val_loader is empty: it yielded no batch")
+        model.train()
+        return total / count
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(out):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return out
+
+
+def _progress(total: int, wanted: Optional[bool]) -> Any:
+    show = sys.stderr.isatty() if wanted is None else wanted
+    if not show:
+        return None
+    try:
+        from tqdm.auto import tqdm  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="LR range test", leave=False)
+
+
+def _diagnose_sweep(s: Suggestion, stop: str, lrs: np.ndarray) -> str:
+    """The range test's verdict in the users' terms."""
+    if s.ok:
+        text = f"use about {s.lr:.2g}"
+        if s.zone:
+            text += f" (usable {s.zone[0]:.2g} to {s.zone[1]:.2g}); above {s.zone[1]:.2g} the loss stops falling"
+        if stop:
+            text += f"; {stop.split(' (')[0]} at lr {lrs[-1]:.2g}: stay well below it"
+        return text
+    if s.status == "never_decreased":
+        return ("the loss never decreased over the sweep: raise end_lr, run more iterations, or check the model, "
+                "the data and the loss")
+    if s.status == "all_nonfinite" or (stop and len(lrs) < 5):
+        return "the loss blew up at once: lower start_lr by 10-100x"
+    return s.reason
