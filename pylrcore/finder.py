@@ -431,18 +431,19 @@ class LRFinder:
         raw: List[float] = []
         smoothed: List[float] = []
         pending: List[torch.Tensor] = []
+        values: List[float]
         best = math.inf
         stop = ""
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         bar = _progress(len(lr_ladder), progress)
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16 if self.device.type == "cpu" else torch.float16)
                     if amp else contextlib.nullcontext())
+        model.train()  # once: model.train() walks every module (~20 us on a small net); _validate sets it back
         try:
             for i, lr in enumerate(lr_ladder.tolist()):
                 _set_lrs(opt, lr, ratios)
-                model.train()
                 opt.zero_grad(set_to_none=True)
-                total = torch.zeros((), device=self.device)
+                total: Any = 0.0
                 for _ in range(accumulation):
                     batch = _to_device(batches.next(), self.device)
                     with autocast:
@@ -454,9 +455,10 @@ class LRFinder:
                             + (f" of shape {tuple(loss.shape)}" if torch.is_tensor(loss) else "")
                             + "; reduce it (e.g. criterion with reduction='mean')"
                         )
-                    loss = loss.reshape(()) / accumulation
+                    if accumulation > 1:
+                        loss = loss / accumulation
                     (scaler.scale(loss) if scaler is not None else loss).backward()
-                    total = total + loss.detach().float()
+                    total = total + loss.detach().reshape(()).float()
                 if clip is not None:
                     if scaler is not None:
                         scaler.unscale_(opt)
@@ -471,12 +473,16 @@ class LRFinder:
                 pending.append(total)
                 if len(pending) < sync and i + 1 < len(lr_ladder):
                     continue
-                values = torch.stack(pending)
-                if distributed:  # every rank records the same (mean) curve and stops on the same step
-                    torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.SUM)
-                    values /= torch.distributed.get_world_size()
+                if len(pending) == 1 and not distributed:
+                    values = [pending[0].item()]  # the CPU default: one cheap read, no stack
+                else:
+                    stacked = torch.stack(pending)
+                    if distributed:  # every rank records the same (mean) curve and stops on the same step
+                        torch.distributed.all_reduce(stacked, op=torch.distributed.ReduceOp.SUM)
+                        stacked /= torch.distributed.get_world_size()
+                    values = stacked.tolist()  # the one host read per `sync` iterations
                 pending.clear()
-                for value in values.tolist():  # the one host read per `sync` iterations
+                for value in values:
                     if not math.isfinite(value):
                         if not raw:
                             raise ValueError(

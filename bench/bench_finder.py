@@ -1,0 +1,121 @@
+"""The finder's own cost, against torch-lr-finder on the same model, data and sweep.
+
+- Per-iteration overhead: (range test over N iterations) - (a bare loop of the same N training steps),
+  on the tiny MLP of the reference measurements (32-64-64-10, batch 64, SGD, 1 thread). The
+  benchmark times whole runs; extra_info holds the overhead per iteration.
+- Fixed cost: snapshot + restore around a 3-iteration test of an 8.4M-parameter model (SGD momentum),
+  minus the bare 3 steps. torch-lr-finder is timed with the reset() its users must call.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from benchutil import size
+
+torch = pytest.importorskip("torch")
+tlf = pytest.importorskip("torch_lr_finder")
+from pylrcore import LRFinder  # noqa: E402
+
+N = size(400, 20)
+
+
+def tiny():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
+                                torch.nn.Linear(64, 10))
+    x = torch.randn(4096, 32)
+    y = torch.randint(0, 10, (4096,))
+    data = torch.utils.data.TensorDataset(x, y)
+    sampler = torch.utils.data.BatchSampler(torch.utils.data.SequentialSampler(data), 64, drop_last=False)
+    loader = torch.utils.data.DataLoader(data, batch_size=None, sampler=sampler)  # one gather per batch
+    return model, loader
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def bare_loop(model, loader, n):
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6)
+    crit = torch.nn.CrossEntropyLoss()
+    it = iter(loader)
+    for _ in range(n):
+        try:
+            xb, yb = next(it)
+        except StopIteration:
+            it = iter(loader)
+            xb, yb = next(it)
+        opt.zero_grad()
+        loss = crit(model(xb), yb)
+        loss.backward()
+        opt.step()
+    return n
+
+
+@pytest.mark.benchmark(group="finder: tiny MLP, N iterations (overhead = run - bare)")
+@pytest.mark.parametrize("impl", ["bare", "pylrcore", "torch-lr-finder"])
+def test_finder_iterations(benchmark, impl):
+    model, batches = tiny()
+    crit = torch.nn.CrossEntropyLoss()
+
+    def run():
+        if impl == "bare":
+            return bare_loop(model, batches, N)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-6)
+        if impl == "pylrcore":
+            r = LRFinder(model, opt, crit).range_test(batches, end_lr=1e-2, num_iter=N, progress=False)
+            return len(r.lrs)
+        finder = tlf.LRFinder(model, opt, crit)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            finder.range_test(batches, end_lr=1e-2, num_iter=N)
+        finder.reset()
+        return len(finder.history["lr"])
+
+    assert benchmark.pedantic(run, rounds=7, iterations=1, warmup_rounds=1) == N
+    benchmark.extra_info["iterations"] = N
+
+
+def big():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2048, 2048), torch.nn.ReLU(), torch.nn.Linear(2048, 2048))  # 8.4M
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
+    x, y = torch.randn(8, 2048), torch.randn(8, 2048)
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    opt.step()  # momentum buffers exist: the snapshot has optimizer state to keep
+    return model, opt
+
+
+@pytest.mark.benchmark(group="finder: fixed cost (snapshot + restore), 8.4M params + momentum")
+@pytest.mark.parametrize("impl", ["pylrcore", "torch-lr-finder"])
+def test_finder_fixed_cost(benchmark, impl):
+    """pylrcore: the snapshot range_test takes and its restore. torch-lr-finder: its state cache
+    (taken when the finder is built) and the reset() its users must call."""
+    from pylrcore.finder import _Snapshot
+
+    if size(1, 0) == 0:
+        pytest.skip("quick mode: the 8.4M model is only timed in full runs")
+    model, opt = big()
+    crit = torch.nn.MSELoss()
+    before = model[0].weight.detach().clone()
+
+    def run():
+        if impl == "pylrcore":
+            snap = _Snapshot(model, opt, to_cpu=False)
+            with torch.no_grad():
+                model[0].weight.add_(1.0)  # what a sweep does to the weights
+            snap.restore(model, opt)
+        else:
+            finder = tlf.LRFinder(model, opt, crit)
+            with torch.no_grad():
+                model[0].weight.add_(1.0)
+            finder.reset()
+        return torch.equal(model[0].weight, before)
+
+    assert benchmark.pedantic(run, rounds=15, iterations=1, warmup_rounds=1)
