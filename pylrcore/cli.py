@@ -1,36 +1,128 @@
-"""The ``pylrcore`` command line (also ``python -m pylrcore``)."""
+"""The ``pylrcore`` command line (also ``python -m pylrcore``).
+
+    pylrcore demo [--quadratic [--steps N]] [--png PATH] [--no-check]
+    pylrcore suggest CSV [--method NAME]
+    pylrcore diagnose FILE [--lr LR] [--column NAME]
+    pylrcore schedule SPEC... [--steps N] [--base-lr LR] [--png/--plot PATH]
+
+A usage error in any subcommand (missing or unreadable file, bad CSV/JSON, unknown column, bad
+schedule spec or method, invalid number) prints one line ``pylrcore: <message>`` on stderr and
+exits with status 2; ``--debug`` (before or after the subcommand) re-raises it with its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import json
 import sys
-from typing import List, Optional
+from typing import Any, Callable, List, NoReturn, Optional
 
 import numpy as np
 
 from . import __version__
 
 
+class _UsageError(ValueError):
+    """A bad command line (argparse's complaint), reported like every other usage error."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
 def _load_curve(path: str) -> "tuple[np.ndarray, np.ndarray]":
     data = np.genfromtxt(path, delimiter=",", names=True)
     names = data.dtype.names or ()
     if "lr" not in names or "loss" not in names:
-        raise SystemExit(f"{path}: expected a CSV with header columns 'lr' and 'loss', got {names}")
+        raise ValueError(f"{path}: expected a CSV with header columns 'lr' and 'loss', got {names}")
     # Fields of a structured array are strided views: copy them into plain contiguous curves.
     return np.ascontiguousarray(np.atleast_1d(data["lr"])), np.ascontiguousarray(np.atleast_1d(data["loss"]))
+
+
+def _number(value: Any, where: str) -> float:
+    """One recorded loss: a number ('nan'/'inf' and JSON NaN/Infinity/null allowed: null is NaN)."""
+    if value is None:
+        return float("nan")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{where}: expected a number, got {value!r}")
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{where}: expected a number, got {value!r}") from None
+
+
+def _load_json_losses(path: str, text: str, column: Optional[str]) -> List[float]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+    if isinstance(data, dict):
+        keys = [column] if column is not None else ["loss", "losses"]
+        found = [k for k in keys if k in data]
+        if not found:
+            want = " or ".join(repr(k) for k in keys)
+            raise ValueError(f"{path}: no {want} key in the JSON object (keys: {', '.join(map(str, data)) or 'none'})")
+        name, data = found[0], data[found[0]]
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: {name!r} must be a list of numbers, got {type(data).__name__}")
+    elif not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of numbers or an object with a 'loss'/'losses' list")
+    elif column is not None:
+        raise ValueError(f"{path}: --column {column} needs a JSON object with that key; this file is a plain list")
+    return [_number(v, f"{path}: item {i}") for i, v in enumerate(data)]
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _load_csv_losses(path: str, text: str, column: Optional[str]) -> List[float]:
+    rows = [row for row in csv.reader(io.StringIO(text)) if row and any(c.strip() for c in row)]
+    if not rows:
+        raise ValueError(f"{path}: the file holds no rows")
+    header = [c.strip() for c in rows[0]]
+    if all(_is_number(c) for c in header):  # no header: a single unnamed column
+        if column is not None:
+            raise ValueError(f"{path}: --column {column} needs a header row; this CSV has none")
+        if len(header) != 1:
+            raise ValueError(f"{path}: {len(header)} unnamed columns; add a header row and pick one with --column")
+        index, body, first_line = 0, rows, 1
+    else:
+        name = "loss" if column is None else column
+        if name not in header:
+            raise ValueError(f"{path}: no column {name!r} (columns: {', '.join(header)}); pick one with --column")
+        index, body, first_line = header.index(name), rows[1:], 2
+    losses = []
+    for i, row in enumerate(body):
+        if index >= len(row):
+            raise ValueError(f"{path}: row {i + first_line} has {len(row)} fields, the column is field {index + 1}")
+        losses.append(_number(row[index].strip(), f"{path}: row {i + first_line}"))
+    return losses
+
+
+def _load_losses(path: str, column: Optional[str]) -> List[float]:
+    """A recorded loss history: JSON (by the .json suffix or a leading '[' / '{') or CSV."""
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    if path.lower().endswith(".json") or text.lstrip()[:1] in ("[", "{"):
+        return _load_json_losses(path, text, column)
+    return _load_csv_losses(path, text, column)
 
 
 def _schedule_command(specs: List[str], steps: int, base_lr: float, png: str) -> int:
     from .schedules import Schedule
 
-    try:
-        schedules = [Schedule.parse(spec) for spec in specs]
-        if steps < 1:
-            raise ValueError(f"--steps must be >= 1, got {steps}")
-        curves = [s(np.arange(steps), base_lr) for s in schedules]
-    except (ValueError, TypeError) as exc:
-        print(f"pylrcore: {exc}", file=sys.stderr)
-        return 2
+    schedules = [Schedule.parse(spec) for spec in specs]
+    if steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {steps}")
+    curves = [s(np.arange(steps), base_lr) for s in schedules]
     marks = sorted({0, steps // 4, steps // 2, 3 * steps // 4, steps - 1})
     for schedule, curve in zip(schedules, curves):
         print(repr(schedule))
@@ -42,7 +134,7 @@ def _schedule_command(specs: List[str], steps: int, base_lr: float, png: str) ->
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
         except ImportError:
-            print("pylrcore: --png needs matplotlib (pip install 'pylrcore[plot]')", file=sys.stderr)
+            print("pylrcore: --png/--plot needs matplotlib (pip install 'pylrcore[plot]')", file=sys.stderr)
             return 2
         fig, ax = plt.subplots(figsize=(8, 4.5))
         for schedule, curve in zip(schedules, curves):
@@ -57,45 +149,102 @@ def _schedule_command(specs: List[str], steps: int, base_lr: float, png: str) ->
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="pylrcore", description="Learning-rate toolkit")
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pylrcore", description="Learning-rate toolkit")
     parser.add_argument("--version", action="version", version=f"pylrcore {__version__}")
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
+    # --debug is accepted after the subcommand too; SUPPRESS keeps a subparser from resetting it.
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run a real LR range test on a built-in problem")
+    demo = sub.add_parser("demo", parents=[common], help="run a real LR range test on a built-in problem")
     demo.add_argument("--png", default="lr_finder.png", help="where to write the plot ('' for none)")
     demo.add_argument("--no-check", action="store_true", help="skip the short training runs that check the pick")
+    demo.add_argument("--quadratic", action="store_true",
+                      help="instead: gradient descent on f(x) = x^2 at lr 0.001, 0.1 and 1.1, and their diagnoses")
+    demo.add_argument("--steps", type=int, default=50, help="steps of the --quadratic runs (>= 9)")
 
-    sug = sub.add_parser("suggest", help="suggest an lr from a recorded range test (CSV with lr,loss columns)")
+    sug = sub.add_parser("suggest", parents=[common], help="suggest an lr from a recorded range test (CSV with lr,loss columns)")
     sug.add_argument("csv")
     sug.add_argument("--method", default="steepest")
 
-    sch = sub.add_parser("schedule", help="evaluate (and plot) schedules given in pylrcore's text form")
+    dia = sub.add_parser("diagnose", parents=[common], help="diagnose a recorded training-loss history (CSV or JSON)")
+    dia.add_argument("file", help="CSV with a 'loss' column (or one unnamed column), or JSON: a list of "
+                                  "numbers or an object with a 'loss'/'losses' list")
+    dia.add_argument("--lr", type=float, default=None, help="the LR the history was trained with")
+    dia.add_argument("--column", default=None, help="the CSV column (or JSON key) holding the losses")
+
+    sch = sub.add_parser("schedule", parents=[common], help="evaluate (and plot) schedules given in pylrcore's text form")
     sch.add_argument("specs", nargs="+", help='e.g. "warmup(500) >> cosine(9500, eta_min=1e-5)"')
     sch.add_argument("--steps", type=int, default=10_000, help="number of steps to evaluate")
     sch.add_argument("--base-lr", type=float, default=1e-3)
-    sch.add_argument("--png", default="", help="write a plot of all the schedules to this file")
+    sch.add_argument("--png", "--plot", dest="png", default="", help="write a plot of all the schedules to this file")
+    return parser
 
-    args = parser.parse_args(argv)
-    if args.command == "schedule":
-        return _schedule_command(args.specs, args.steps, args.base_lr, args.png)
-    if args.command == "demo":
-        from .demo import run
 
-        s = run(png=args.png or None, check=not args.no_check)
-        return 0 if s.ok else 1
-    if args.command == "suggest":
-        from .suggestion import suggest
+def _demo_command(args: argparse.Namespace) -> int:
+    if args.quadratic:
+        from .quadratic import compare, format_table
 
-        lrs, losses = _load_curve(args.csv)
-        try:
-            s = suggest(lrs, losses, args.method)
-        except (ValueError, TypeError) as exc:
-            print(f"pylrcore: {exc}", file=sys.stderr)
-            return 2
-        print(s)
-        return 0 if s.ok else 1
-    return 2  # pragma: no cover
+        print(format_table(compare(steps=args.steps)))
+        return 0
+    from .demo import run
+
+    s = run(png=args.png or None, check=not args.no_check)
+    return 0 if s.ok else 1
+
+
+def _suggest_command(args: argparse.Namespace) -> int:
+    from .suggestion import suggest
+
+    lrs, losses = _load_curve(args.csv)
+    s = suggest(lrs, losses, args.method)
+    print(s)
+    return 0 if s.ok else 1
+
+
+def _diagnose_command(args: argparse.Namespace) -> int:
+    from .diagnosis import diagnose
+
+    print(diagnose(_load_losses(args.file, args.column), lr=args.lr))
+    return 0
+
+
+def _schedule_args(args: argparse.Namespace) -> int:
+    return _schedule_command(args.specs, args.steps, args.base_lr, args.png)
+
+
+_COMMANDS: "dict[str, Callable[[argparse.Namespace], int]]" = {
+    "demo": _demo_command,
+    "suggest": _suggest_command,
+    "diagnose": _diagnose_command,
+    "schedule": _schedule_args,
+}
+
+#: What a usage error raises (bad file, CSV, JSON, column, spec, method or number): reported as one
+#: line ``pylrcore: <message>`` on stderr with exit status 2, or re-raised under ``--debug``.
+USAGE_ERRORS = (ValueError, TypeError, OSError, csv.Error)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}"
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run one subcommand; returns the exit status (2 and one line on stderr for a usage error)."""
+    args: Optional[argparse.Namespace] = None
+    try:
+        args = _build_parser().parse_args(argv)
+        return _COMMANDS[args.command](args)
+    except USAGE_ERRORS as exc:
+        if args is not None and args.debug:  # a bad command line itself is always one line
+            raise
+        print(f"pylrcore: {_one_line(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import List
 
 import numpy as np
 import pytest
@@ -43,11 +48,11 @@ def test_cli_suggest_from_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "method must be one of" in capsys.readouterr().err
 
 
-def test_cli_suggest_rejects_a_csv_without_the_columns(tmp_path: Path) -> None:
+def test_cli_suggest_rejects_a_csv_without_the_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("a,b\n1,2\n3,4\n")
-    with pytest.raises(SystemExit, match="'lr' and 'loss'"):
-        main(["suggest", str(path)])
+    assert main(["suggest", str(path)]) == 2
+    assert "'lr' and 'loss'" in capsys.readouterr().err
 
 
 def test_cli_schedule_prints_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -63,3 +68,140 @@ def test_cli_schedule_prints_and_plots(tmp_path: Path, capsys: pytest.CaptureFix
 def test_cli_schedule_bad_spec(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schedule", "cosine(0)"]) == 2
     assert "T_max must be >= 1" in capsys.readouterr().err
+
+
+def test_cli_schedule_plot_is_an_alias_of_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "plot.png"
+    assert main(["schedule", "cosine(100)", "--steps", "100", "--plot", str(png)]) == 0
+    assert f"plot written to {png}" in capsys.readouterr().out and png.stat().st_size > 1000
+
+
+def test_cli_demo_quadratic(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--quadratic"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.split()[0] in ("0.001", "0.1", "1.1")}
+    assert "too slow" in rows["0.001"] and "slow:" in rows["0.001"]
+    assert "converges" in rows["0.1"] and "healthy:" in rows["0.1"]
+    # lr 1.1: f(x_1) = 36 > 25 = f(x0) at step 1; |x| > 1000 first at step 30 (5 * 1.2^30 = 1187).
+    assert rows["1.1"].split()[3:6] == ["diverges", "1", "30"] and "exploding:" in rows["1.1"]
+    assert "f(x_k) > f(x0)" in out
+    assert main(["demo", "--quadratic", "--steps", "100"]) == 0
+    assert "100 steps" in capsys.readouterr().out
+
+
+def test_python_m_pylrcore_demo_quadratic() -> None:
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-m", "pylrcore", "demo", "--quadratic"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "diverges" in done.stdout and done.stderr == ""
+
+
+def _history(n: int = 200) -> np.ndarray:
+    return 0.1 + 2.0 * np.exp(-np.arange(n) / 30.0)
+
+
+@pytest.mark.parametrize("fmt", ["csv_loss", "csv_unnamed", "csv_column", "json_list", "json_loss", "json_losses",
+                                 "json_column"])
+def test_cli_diagnose_reads_csv_and_json(fmt: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pylrcore.diagnosis import diagnose
+
+    losses = _history()
+    extra: List[str] = []
+    if fmt == "csv_loss":
+        path = tmp_path / "h.csv"
+        np.savetxt(path, np.c_[np.arange(len(losses)), losses], delimiter=",", header="step,loss", comments="")
+    elif fmt == "csv_unnamed":
+        path = tmp_path / "h.txt"
+        np.savetxt(path, losses)
+    elif fmt == "csv_column":
+        path = tmp_path / "h.csv"
+        np.savetxt(path, np.c_[losses, -losses], delimiter=",", header="train_loss,other", comments="")
+        extra = ["--column", "train_loss"]
+    else:
+        path = tmp_path / "h.json"
+        values = [float(v) for v in losses]
+        doc = {"json_list": values, "json_loss": {"loss": values, "step": list(range(len(values)))},
+               "json_losses": {"losses": values}, "json_column": {"val": values}}[fmt]
+        path.write_text(json.dumps(doc))
+        extra = ["--column", "val"] if fmt == "json_column" else []
+    assert main(["diagnose", str(path), "--lr", "0.1", *extra]) == 0
+    assert capsys.readouterr().out.strip() == str(diagnose(losses, lr=0.1))
+
+
+def test_cli_diagnose_nan_and_exit_0_for_a_bad_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "boom.json"
+    path.write_text("[" + ", ".join(["2.0"] * 30 + ["3.0", "NaN", "null"]) + "]")  # JSON null reads as NaN
+    assert main(["diagnose", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("exploding: loss became non-finite at step 31")
+    from pylrcore.diagnosis import diagnose
+
+    assert out.strip() == str(diagnose([2.0] * 30 + [3.0, float("nan"), float("nan")]))
+
+
+def _bad_cases(tmp: Path) -> "dict[str, tuple[List[str], str]]":
+    (tmp / "nocol.csv").write_text("step,val\n" + "".join(f"{i},{i}\n" for i in range(20)))
+    (tmp / "two.csv").write_text("".join(f"{i},{i}\n" for i in range(20)))
+    (tmp / "word.csv").write_text("loss\n1\n2\nabc\n")
+    (tmp / "bad.json").write_text("[1, 2,")
+    (tmp / "obj.json").write_text('{"acc": [1, 2]}')
+    (tmp / "str.json").write_text('{"loss": [1, "x"]}')
+    (tmp / "short.json").write_text("[1, 2, 3]")
+    (tmp / "ok.json").write_text(json.dumps([1.0] * 20))
+    (tmp / "latin1.csv").write_bytes(b"loss\n\xff\xfe\n")
+    (tmp / "empty.csv").write_text("")
+    return {
+        "missing file": (["diagnose", str(tmp / "nope.csv")], "No such file"),
+        "a directory": (["diagnose", str(tmp)], str(tmp)),
+        "unknown column": (["diagnose", str(tmp / "nocol.csv")], "no column 'loss' (columns: step, val)"),
+        "unknown --column": (["diagnose", str(tmp / "nocol.csv"), "--column", "x"], "no column 'x'"),
+        "unnamed columns": (["diagnose", str(tmp / "two.csv")], "2 unnamed columns"),
+        "bad number in csv": (["diagnose", str(tmp / "word.csv")], "row 4: expected a number, got 'abc'"),
+        "bad json": (["diagnose", str(tmp / "bad.json")], "not valid JSON"),
+        "json without loss": (["diagnose", str(tmp / "obj.json")], "no 'loss' or 'losses' key"),
+        "json string": (["diagnose", str(tmp / "str.json")], "item 1: expected a number, got 'x'"),
+        "too short": (["diagnose", str(tmp / "short.json")], "at least 10 are needed"),
+        "bad lr": (["diagnose", str(tmp / "ok.json"), "--lr", "-1"], "lr must be a finite number > 0"),
+        "lr not a number": (["diagnose", str(tmp / "ok.json"), "--lr", "abc"], "invalid float value: 'abc'"),
+        "not utf-8": (["diagnose", str(tmp / "latin1.csv")], "codec can't decode"),
+        "empty csv": (["diagnose", str(tmp / "empty.csv")], "holds no rows"),
+        "suggest missing": (["suggest", str(tmp / "nope.csv")], "not found"),
+        "suggest columns": (["suggest", str(tmp / "nocol.csv")], "'lr' and 'loss'"),
+        "schedule spec": (["schedule", "cosine(0)"], "T_max must be >= 1"),
+        "schedule syntax": (["schedule", "warmup(10) >>"], ""),
+        "schedule steps": (["schedule", "cosine(10)", "--steps", "0"], "--steps must be >= 1"),
+        "demo steps": (["demo", "--quadratic", "--steps", "3"], "steps must be an integer >= 9"),
+        "unknown command": (["bogus"], "invalid choice: 'bogus'"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_cases(Path("/tmp"))))
+def test_cli_usage_errors_are_one_line_and_exit_2(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv, expected = _bad_cases(tmp_path)[case]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pylrcore: ") and expected in lines[0], captured.err
+    assert "Traceback" not in captured.err + captured.out
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_cli_debug_reraises(where: str, tmp_path: Path) -> None:
+    argv = ["diagnose", str(tmp_path / "nope.csv")]
+    argv = ["--debug", *argv] if where == "before" else [*argv, "--debug"]
+    with pytest.raises(FileNotFoundError):
+        main(argv)
+    with pytest.raises(ValueError, match="T_max must be >= 1"):
+        main(["--debug", "schedule", "cosine(0)"])
+
+
+def test_cli_error_through_the_real_entry_has_no_traceback(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-m", "pylrcore", "diagnose", str(tmp_path / "nope.csv")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and "No such file" in done.stderr
