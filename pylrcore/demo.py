@@ -139,6 +139,70 @@ def plot(s: Suggestion, path: str) -> bool:
 
 
 def run(png: Optional[str] = "lr_finder.png", check: bool = True) -> Suggestion:
+    """The range test with pylrcore's torch LRFinder when torch is installed, else the numpy loop."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("(torch is not installed: running the numpy range test; pip install torch==2.13.0 for the LRFinder)")
+        return run_numpy(png, check)
+    return run_torch(png, check)
+
+
+def run_torch(png: Optional[str] = "lr_finder.png", check: bool = True) -> Suggestion:
+    """pylrcore.LRFinder on the same problem: a 20-32-3 tanh network, SGD, batches of 64."""
+    import torch
+
+    from .finder import LRFinder
+
+    problem = make_problem()
+    x = torch.as_tensor(problem.x, dtype=torch.float32)
+    y = torch.as_tensor(problem.y, dtype=torch.long)
+    data = torch.utils.data.TensorDataset(x, y)
+
+    def network(seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(torch.nn.Linear(x.shape[1], 32), torch.nn.Tanh(), torch.nn.Linear(32, 3))
+
+    torch.manual_seed(0)
+    loader = torch.utils.data.DataLoader(data, batch_size=64, shuffle=True)
+    model = network(0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-5)
+    finder = LRFinder(model, optimizer, torch.nn.CrossEntropyLoss())
+    result = finder.range_test(loader, end_lr=100, num_iter=120, progress=False)
+    s = result.details
+    print(f"range test (pylrcore.LRFinder, torch): {len(result.lrs)} iterations, lr {result.lrs[0]:.2g} -> "
+          f"{result.lrs[-1]:.2g}" + (f"; stopped: {result.stop_reason}" if result.stopped_early else ""))
+    print(s)
+    print(f"diagnosis: {result.diagnosis}")
+    if png:
+        try:
+            result.plot(png)
+            print(f"plot written to {png}")
+        except ImportError:
+            print("(install matplotlib to get the plot: pip install 'pylrcore[plot]')")
+    if check and s.lr is not None:
+        print("check: 300 SGD steps at fixed lrs; full-data loss at the end, and pylrcore's diagnosis of the run")
+        loss_fn = torch.nn.CrossEntropyLoss()
+        top = s.zone[1] * 1000 if s.zone else s.lr * 10000
+        for label, lr in (("suggested / 100", s.lr / 100), ("suggested", s.lr), ("range top x 1000", top)):
+            net = network(1)
+            opt = torch.optim.SGD(net.parameters(), lr=lr)
+            gen = torch.Generator().manual_seed(1)
+            history = np.empty(300)
+            for step in range(300):
+                idx = torch.randint(0, len(y), (64,), generator=gen)
+                loss = loss_fn(net(x[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                history[step] = loss.item()
+            with torch.no_grad():
+                final = float(loss_fn(net(x), y))
+            print(f"  {label:>16} lr {lr:9.3g}: loss {final:.4f}  | {diagnose(history, lr=lr)}")
+    return s
+
+
+def run_numpy(png: Optional[str] = "lr_finder.png", check: bool = True) -> Suggestion:
     problem = make_problem()
     lrs, losses, stop = range_test(problem)
     s = suggest(lrs, losses)

@@ -109,7 +109,11 @@ class FinderResult:
         if ax is None:
             fig, ax = plt.subplots(figsize=(7, 4.5))
         ax.plot(self.lrs, self.losses, color="0.75", lw=1, label="loss")
-        ax.plot(self.lrs, self.smoothed, color="C0", lw=2, label="smoothed")
+        if self.details.smoothed is not None:  # the lag-free curve the suggestion was read from
+            ax.plot(self.lrs, self.smoothed, color="C0", lw=1, alpha=0.4, label="EMA (stop rule)")
+            ax.plot(self.lrs, self.details.smoothed, color="C0", lw=2, label="smoothed (zero-phase)")
+        else:
+            ax.plot(self.lrs, self.smoothed, color="C0", lw=2, label="smoothed")
         if self.zone:
             ax.axvspan(*self.zone, color="C2", alpha=0.15, label="usable range")
         if self.suggestion is not None:
