@@ -175,6 +175,18 @@ def _build_parser() -> argparse.ArgumentParser:
     dia.add_argument("--lr", type=float, default=None, help="the LR the history was trained with")
     dia.add_argument("--column", default=None, help="the CSV column (or JSON key) holding the losses")
 
+    fnd = sub.add_parser("find", parents=[common],
+                         help="LR range test on your model: MODULE:FACTORY returns (model, optimizer, criterion, loader)")
+    fnd.add_argument("target", help="a module and a function: mypkg.train:make, or path/to/file.py:make")
+    fnd.add_argument("--start-lr", type=float, default=None, help="default: the optimizer's lr")
+    fnd.add_argument("--end-lr", type=float, default=10.0)
+    fnd.add_argument("--num-iter", type=int, default=100)
+    fnd.add_argument("--mode", choices=("exp", "linear"), default="exp")
+    fnd.add_argument("--method", default="steepest", help="suggestion method (steepest, valley, minimum, slide, or a compat mode)")
+    fnd.add_argument("--device", default=None, help="e.g. cpu or cuda (default: where the model is)")
+    fnd.add_argument("--png", default="lr_finder.png", help="where to write the plot ('' for none)")
+    fnd.add_argument("--json", default="", help="also write the result as JSON to this file")
+
     sch = sub.add_parser("schedule", parents=[common], help="evaluate (and plot) schedules given in pylrcore's text form")
     sch.add_argument("specs", nargs="+", help='e.g. "warmup(500) >> cosine(9500, eta_min=1e-5)"')
     sch.add_argument("--steps", type=int, default=10_000, help="number of steps to evaluate")
@@ -215,7 +227,59 @@ def _schedule_args(args: argparse.Namespace) -> int:
     return _schedule_command(args.specs, args.steps, args.base_lr, args.png)
 
 
+def _load_factory(target: str) -> Callable[[], Any]:
+    import importlib
+    import importlib.util
+
+    module_name, sep, func_name = target.rpartition(":")
+    if not sep or not module_name or not func_name:
+        raise ValueError(f"expected MODULE:FACTORY (e.g. mypkg.train:make or train.py:make), got {target!r}")
+    try:
+        if module_name.endswith(".py"):
+            spec = importlib.util.spec_from_file_location("pylrcore_user_factory", module_name)
+            if spec is None or spec.loader is None:
+                raise ValueError(f"cannot load {module_name!r} as a Python file")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except (ImportError, FileNotFoundError) as exc:
+        raise ValueError(f"cannot import {module_name!r}: {exc}") from None
+    factory = getattr(module, func_name, None)
+    if not callable(factory):
+        raise ValueError(f"{module_name!r} has no function {func_name!r}")
+    return factory  # type: ignore[no-any-return]
+
+
+def _find_command(args: argparse.Namespace) -> int:
+    made = _load_factory(args.target)()
+    if not (isinstance(made, (tuple, list)) and len(made) == 4):
+        raise ValueError(
+            f"{args.target} must return (model, optimizer, criterion, train_loader), got {type(made).__name__}"
+            + (f" of length {len(made)}" if isinstance(made, (tuple, list)) else "")
+        )
+    from .finder import LRFinder
+
+    model, optimizer, criterion, loader = made
+    result = LRFinder(model, optimizer, criterion, device=args.device).range_test(
+        loader, start_lr=args.start_lr, end_lr=args.end_lr, num_iter=args.num_iter, step_mode=args.mode,
+        method=args.method)
+    print(result.details)
+    print(f"diagnosis: {result.diagnosis}")
+    if args.png:
+        try:
+            result.plot(args.png)
+            print(f"plot written to {args.png}")
+        except ImportError:
+            print("(install matplotlib to get the plot: pip install 'pylrcore[plot]')")
+    if args.json:
+        result.to_json(args.json)
+        print(f"result written to {args.json}")
+    return 0 if result.suggestion is not None else 1
+
+
 _COMMANDS: "dict[str, Callable[[argparse.Namespace], int]]" = {
+    "find": _find_command,
     "demo": _demo_command,
     "suggest": _suggest_command,
     "diagnose": _diagnose_command,

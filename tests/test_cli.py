@@ -205,3 +205,46 @@ def test_cli_error_through_the_real_entry_has_no_traceback(tmp_path: Path) -> No
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and "No such file" in done.stderr
+
+
+FACTORY = """
+import torch
+
+def make():
+    torch.manual_seed(0)
+    x = torch.randn(256, 8)
+    y = x @ torch.randn(8, 1)
+    model = torch.nn.Linear(8, 1)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+    return model, torch.optim.SGD(model.parameters(), lr=1e-5), torch.nn.MSELoss(), loader
+
+def wrong():
+    return 3
+"""
+
+
+def test_cli_find_runs_the_range_test_on_a_user_factory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch")
+    script = tmp_path / "train.py"
+    script.write_text(FACTORY)
+    out_json = tmp_path / "r.json"
+    code = main(["find", f"{script}:make", "--num-iter", "60", "--png", "", "--json", str(out_json)])
+    text = capsys.readouterr().out
+    assert code == 0 and "suggested lr" in text and "diagnosis:" in text
+    import json
+
+    assert json.loads(out_json.read_text())["suggestion"] is not None
+
+
+@pytest.mark.parametrize(
+    ("target", "words"),
+    [("nothing_here_module:make", "cannot import"), ("{script}:missing", "has no function"),
+     ("{script}:wrong", "must return (model, optimizer, criterion, train_loader)"), ("no-colon", "MODULE:FACTORY")],
+)
+def test_cli_find_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str, words: str) -> None:
+    pytest.importorskip("torch")
+    script = tmp_path / "train.py"
+    script.write_text(FACTORY)
+    assert main(["find", target.format(script=script), "--png", ""]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
