@@ -545,6 +545,8 @@ def _number(value: Any, name: str) -> float:
 
 def _progress(total: int, wanted: Optional[bool]) -> Any:
     show = sys.stderr.isatty() if wanted is None else wanted
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        show = False  # one bar for the job, from rank 0
     if not show:
         return None
     try:

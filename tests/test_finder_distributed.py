@@ -1,0 +1,66 @@
+"""DDP for real: 2 CPU processes on the gloo backend, each with its own data shard. Every rank must
+record the same (all-reduced mean) curve, stop on the same iteration and get the same suggestion."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.distributed.is_available():
+    pytest.skip("torch.distributed is not available", allow_module_level=True)
+
+WORKER = r"""
+import json, sys
+import torch
+import torch.distributed as dist
+from pylrcore import LRFinder
+
+rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+torch.manual_seed(0)
+model = torch.nn.parallel.DistributedDataParallel(torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(),
+                                                                      torch.nn.Linear(16, 1)))
+g = torch.Generator().manual_seed(100 + rank)  # a different shard on every rank
+x = torch.randn(512, 8, generator=g)
+y = x.sum(dim=1, keepdim=True) + 0.1 * torch.randn(512, 1, generator=g)
+loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+before = [p.detach().clone() for p in model.parameters()]
+result = LRFinder(model, torch.optim.SGD(model.parameters(), lr=1e-5), torch.nn.MSELoss()).range_test(
+    loader, end_lr=100, num_iter=100, progress=False)
+restored = all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+json.dump({"result": result.to_dict(), "restored": restored}, open(out, "w"))
+dist.destroy_process_group()
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_gloo_ranks_see_one_curve_stop_together_and_agree(tmp_path: Path) -> None:
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    port = _free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(rank), "2", str(port), str(tmp_path / f"r{rank}.json")],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for rank in range(2)
+    ]
+    outputs = [p.communicate(timeout=240)[0].decode() for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    r0, r1 = (json.loads((tmp_path / f"r{k}.json").read_text()) for k in range(2))
+    a, b = r0["result"], r1["result"]
+    assert a["losses"] == b["losses"] and a["lrs"] == b["lrs"]  # one curve
+    assert a["stopped_early"] and b["stopped_early"] and len(a["lrs"]) == len(b["lrs"]) < 100  # same stop
+    assert a["suggestion"] == b["suggestion"] is not None
+    assert r0["restored"] and r1["restored"]
