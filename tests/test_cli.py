@@ -90,11 +90,17 @@ def test_cli_demo_quadratic(capsys: pytest.CaptureFixture[str]) -> None:
     assert "100 steps" in capsys.readouterr().out
 
 
-def test_python_m_pylrcore_demo_quadratic() -> None:
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    done = subprocess.run([sys.executable, "-m", "pylrcore", "demo", "--quadratic"], env=env,
-                          capture_output=True, text=True, timeout=120)
+def _same_pylrcore_env() -> dict:
+    """The subprocess imports the pylrcore under test (installed, or an in-place build), never an
+    unbuilt source tree: its parent directory goes first on the path, and it runs elsewhere."""
+    import pylrcore
+
+    return {**os.environ, "PYTHONPATH": str(Path(pylrcore.__file__).resolve().parents[1])}
+
+
+def test_python_m_pylrcore_demo_quadratic(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "pylrcore", "demo", "--quadratic"], env=_same_pylrcore_env(),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "diverges" in done.stdout and done.stderr == ""
 
@@ -199,10 +205,8 @@ def test_cli_debug_reraises(where: str, tmp_path: Path) -> None:
 
 
 def test_cli_error_through_the_real_entry_has_no_traceback(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    done = subprocess.run([sys.executable, "-m", "pylrcore", "diagnose", str(tmp_path / "nope.csv")], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "pylrcore", "diagnose", str(tmp_path / "nope.csv")],
+                          env=_same_pylrcore_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr and "No such file" in done.stderr
 
