@@ -78,7 +78,7 @@ def test_finder_iterations(benchmark, impl):
         finder.reset()
         return len(finder.history["lr"])
 
-    assert benchmark.pedantic(run, rounds=7, iterations=1, warmup_rounds=1) == N
+    assert benchmark.pedantic(run, rounds=15, iterations=1, warmup_rounds=2) == N
     benchmark.extra_info["iterations"] = N
 
 

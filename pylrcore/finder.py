@@ -442,6 +442,14 @@ class LRFinder:
         bar = _progress(len(lr_ladder), progress)
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16 if self.device.type == "cpu" else torch.float16)
                     if amp else contextlib.nullcontext())
+        # A CPU run reads CPU batches as they are (.to() per tensor costs ~1 us each, every step).
+        on_cpu = self.device.type == "cpu"
+
+        def compute(batch: Any) -> Any:
+            if train_step is not None:
+                return train_step(model, batch)
+            return _loss_from(_forward(model, batch), batch, self.criterion)
+
         model.train()  # once: model.train() walks every module (~20 us on a small net); _validate sets it back
         try:
             for i, lr in enumerate(lr_ladder.tolist()):
@@ -449,10 +457,12 @@ class LRFinder:
                 opt.zero_grad(set_to_none=True)
                 total: Any = 0.0
                 for _ in range(accumulation):
-                    batch = _to_device(batches.next(), self.device)
-                    with autocast:
-                        loss = train_step(model, batch) if train_step is not None else _loss_from(
-                            _forward(model, batch), batch, self.criterion)
+                    batch = batches.next() if on_cpu else _to_device(batches.next(), self.device)
+                    if amp:
+                        with autocast:
+                            loss = compute(batch)
+                    else:
+                        loss = compute(batch)
                     if not torch.is_tensor(loss) or loss.numel() != 1:
                         raise ValueError(
                             f"the loss must be a scalar tensor, got {type(loss).__name__}"
@@ -462,7 +472,7 @@ class LRFinder:
                     if accumulation > 1:
                         loss = loss / accumulation
                     (scaler.scale(loss) if scaler is not None else loss).backward()
-                    total = total + loss.detach().reshape(()).float()
+                    total = loss.detach() if accumulation == 1 else total + loss.detach().reshape(()).float()
                 if clip is not None:
                     if scaler is not None:
                         scaler.unscale_(opt)
@@ -480,7 +490,7 @@ class LRFinder:
                 if len(pending) == 1 and not distributed:
                     values = [pending[0].item()]  # the CPU default: one cheap read, no stack
                 else:
-                    stacked = torch.stack(pending)
+                    stacked = torch.stack([t.reshape(()).float() for t in pending])
                     if distributed:  # every rank records the same (mean) curve and stops on the same step
                         torch.distributed.all_reduce(stacked, op=torch.distributed.ReduceOp.SUM)
                         stacked /= torch.distributed.get_world_size()
