@@ -6,6 +6,7 @@ They are converted to contiguous float64 (integer and float16/32 inputs convert 
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any
 
@@ -101,6 +102,20 @@ def check_int(value: Any, name: str, *, minimum: int = 0, hint: str = "") -> int
         raise TypeError(f"{name} must be an integer{what}, got {value!r}") from None
     if out < minimum:
         raise ValueError(f"{name} must be >= {minimum}{what}, got {out}")
+    return out
+
+
+def check_real(value: Any, name: str) -> float:
+    """A finite real number: Python or numpy numbers and 0-d tensors (anything with __float__), not
+    bools or strings."""
+    if isinstance(value, (bool, str, bytes)) or not hasattr(type(value), "__float__"):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(out):
+        raise ValueError(f"{name} must be finite, got {value!r}")
     return out
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from . import schedules as S
+from ._arrays import check_real
 from .smoothing import EMA
 from .suggestion import METHODS, COMPAT_METHODS, Suggestion, suggest
 
@@ -405,8 +406,8 @@ class LRFinder:
     # -- internals --
     def _check(self, start_lr: Any, end_lr: Any, num_iter: Any, step_mode: Any, smooth_f: Any, diverge_th: Any,
                accumulation_steps: Any, method: Any) -> Tuple[float, float, int]:
-        start = float(self.optimizer.param_groups[0]["lr"]) if start_lr is None else _number(start_lr, "start_lr")
-        end = _number(end_lr, "end_lr")
+        start = float(self.optimizer.param_groups[0]["lr"]) if start_lr is None else check_real(start_lr, "start_lr")
+        end = check_real(end_lr, "end_lr")
         if not (start > 0 and end > 0):
             raise ValueError(f"start_lr and end_lr must be > 0, got {start} and {end}")
         if start >= end:
@@ -415,10 +416,10 @@ class LRFinder:
             raise ValueError(f"num_iter must be an integer >= 2, got {num_iter!r}")
         if step_mode not in ("exp", "linear"):
             raise ValueError(f"step_mode must be 'exp' or 'linear', got {step_mode!r}")
-        f = _number(smooth_f, "smooth_f")
+        f = check_real(smooth_f, "smooth_f")
         if not 0 <= f < 1:
             raise ValueError(f"smooth_f must be in [0, 1) (0 disables smoothing), got {smooth_f!r}")
-        if not _number(diverge_th, "diverge_th") > 1:
+        if not check_real(diverge_th, "diverge_th") > 1:
             raise ValueError(f"diverge_th must be > 1, got {diverge_th!r}")
         if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, int) or accumulation_steps < 1:
             raise ValueError(f"accumulation_steps must be an integer >= 1, got {accumulation_steps!r}")
@@ -539,18 +540,6 @@ class LRFinder:
             raise ValueError("val_loader is empty: it yielded no batch")
         model.train()
         return total / count
-
-
-def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(out):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return out
 
 
 def _progress(total: int, wanted: Optional[bool]) -> Any:

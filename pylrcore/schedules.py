@@ -33,13 +33,13 @@ It is parsed, never evaluated.
 from __future__ import annotations
 
 import ast
-import math
 import numbers
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
 
+from ._arrays import check_real
 from ._native import _core
 
 __all__ = [
@@ -92,24 +92,15 @@ _WARMUP = {"linear": 0, "cosine": 1, "exponential": 2}
 # ---- argument checks (eager: a bad schedule fails where it is built, not at step 10,000) ------------
 
 
-def _num(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    out = float(value)
-    if not math.isfinite(out):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return out
-
-
 def _nonneg(value: Any, name: str) -> float:
-    out = _num(value, name)
+    out = check_real(value, name)
     if out < 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
     return out
 
 
 def _pos(value: Any, name: str) -> float:
-    out = _num(value, name)
+    out = check_real(value, name)
     if out <= 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return out
@@ -476,7 +467,7 @@ def one_cycle(
     three_phase: bool = False,
 ) -> Schedule:
     """torch ``OneCycleLR`` (Smith & Topin). ``max_lr=None`` uses each group's base lr as the peak."""
-    pct = _num(pct_start, "pct_start")
+    pct = check_real(pct_start, "pct_start")
     if not 0 < pct < 1:
         raise ValueError(f"pct_start must be in (0, 1), got {pct_start!r}")
     if not isinstance(three_phase, bool):
@@ -512,7 +503,7 @@ def wsd(
 ) -> Schedule:
     """Warmup-stable-decay (transformers ``get_wsd_schedule``): linear warmup from ``min_lr_ratio``,
     a constant phase, then a ``linear``/``cosine``/``1-sqrt`` decay to ``min_lr_ratio``."""
-    ratio = _num(min_lr_ratio, "min_lr_ratio")
+    ratio = check_real(min_lr_ratio, "min_lr_ratio")
     if not 0 <= ratio <= 1:
         raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}")
     return Schedule(
