@@ -15,6 +15,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .diagnosis import diagnose
+from .plotting import plot_range_test
 from .smoothing import EMA
 from .suggestion import Suggestion, suggest
 
@@ -107,34 +108,12 @@ def train(problem: Problem, lr: float, steps: int = 300, batch: int = 64, seed: 
     return loss, history
 
 
-def plot(s: Suggestion, path: str) -> bool:
+def plot(s: Suggestion, path: str, stop_reason: str = "") -> bool:
+    """The range-test figure to ``path``; False when matplotlib is not installed."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plot_range_test(s.lrs, s.losses, s, stop_reason=stop_reason, path=path)
     except ImportError:
         return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(s.lrs, s.losses, color="0.75", lw=1, label="raw loss")
-    if s.smoothed is not None:
-        ax.plot(s.lrs, s.smoothed, color="C0", lw=2, label="smoothed")
-    if s.zone:
-        ax.axvspan(*s.zone, color="C2", alpha=0.15, label="usable range")
-    if s.lr is not None:
-        ax.axvline(s.lr, color="C3", ls="--", label=f"suggested lr {s.lr:.2g}")
-    if s.diverged_at is not None:
-        ax.axvline(s.lrs[s.diverged_at], color="k", ls=":", label="divergence")
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("loss")
-    ax.set_title("pylrcore demo: LR range test")
-    finite = s.losses[np.isfinite(s.losses)]
-    ax.set_ylim(finite.min() * 0.9, min(finite.max(), finite[0] * 2.5))
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
     return True
 
 
@@ -208,7 +187,7 @@ def run_numpy(png: Optional[str] = "lr_finder.png", check: bool = True) -> Sugge
     s = suggest(lrs, losses)
     print(f"range test: {len(lrs)} iterations, lr {lrs[0]:.2g} -> {lrs[-1]:.2g}" + (f"; stopped: {stop}" if stop else ""))
     print(s)
-    if png and plot(s, png):
+    if png and plot(s, png, stop or ""):
         print(f"plot written to {png}")
     elif png:
         print("(install matplotlib to get the plot: pip install 'pylrcore[plot]')")

@@ -37,6 +37,7 @@ import torch
 
 from . import schedules as S
 from ._arrays import check_real
+from .plotting import plot_range_test
 from .smoothing import EMA
 from .suggestion import METHODS, COMPAT_METHODS, Suggestion, suggest
 
@@ -98,44 +99,8 @@ class FinderResult:
     def plot(self, path: Optional[str] = None, ax: Any = None) -> Any:
         """Loss vs lr (log x): raw and smoothed, the suggestion, the usable range shaded, and where the
         loss diverged. Returns the matplotlib Axes; writes a PNG to ``path`` when given."""
-        try:
-            import matplotlib
-
-            if ax is None and path is not None:
-                matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            raise ImportError("plotting needs matplotlib: pip install 'pylrcore[plot]'") from None
-        fig = None
-        if ax is None:
-            fig, ax = plt.subplots(figsize=(7, 4.5))
-        ax.plot(self.lrs, self.losses, color="0.75", lw=1, label="loss")
-        if self.details.smoothed is not None:  # the lag-free curve the suggestion was read from
-            ax.plot(self.lrs, self.smoothed, color="C0", lw=1, alpha=0.4, label="EMA (stop rule)")
-            ax.plot(self.lrs, self.details.smoothed, color="C0", lw=2, label="smoothed (zero-phase)")
-        else:
-            ax.plot(self.lrs, self.smoothed, color="C0", lw=2, label="smoothed")
-        if self.zone:
-            ax.axvspan(*self.zone, color="C2", alpha=0.15, label="usable range")
-        if self.suggestion is not None:
-            ax.axvline(self.suggestion, color="C3", ls="--", label=f"suggested lr {self.suggestion:.2g} ({self.method})")
-        if self.stopped_early:
-            ax.axvline(self.lrs[-1], color="k", ls=":", label="stopped: " + self.stop_reason.split(" (")[0])
-        ax.set_xscale("log")
-        ax.set_xlabel("learning rate")
-        ax.set_ylabel("loss")
-        finite = self.losses[np.isfinite(self.losses)]
-        if finite.size:
-            top = min(float(finite.max()), float(finite[0]) * 2.5 if finite[0] > 0 else float(finite.max()))
-            ax.set_ylim(float(finite.min()) - 0.05 * abs(float(finite.min())), top * 1.05 if top > 0 else top + 1)
-        ax.legend(loc="best", fontsize=8)
-        if fig is not None:
-            fig.tight_layout()
-        if path is not None:
-            ax.figure.savefig(path, dpi=110)
-            if fig is not None:
-                plt.close(fig)
-        return ax
+        return plot_range_test(self.lrs, self.losses, self.details, ema=self.smoothed,
+                               stop_reason=self.stop_reason, path=path, ax=ax)
 
 
 def _json_float(v: float) -> Optional[float]:
