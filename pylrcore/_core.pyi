@@ -1,4 +1,5 @@
 # Type stubs for the compiled core (pylrcore._core). Hand-written; keep in sync with csrc/bindings.cpp.
+import enum
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -59,8 +60,6 @@ def suggest(
     skip_end: int,
     num_it: int,
 ) -> Dict[str, Any]: ...
-import enum
-from typing import Any, Dict, List
 
 class Flag(enum.IntFlag):
     NONFINITE = 1

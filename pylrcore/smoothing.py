@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, Union
 
-import numpy as np
-
 from ._arrays import FloatArray, as_curve, check_beta
 from ._native import _core
 

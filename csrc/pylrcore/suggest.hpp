@@ -110,13 +110,12 @@ std::size_t argmin_nan_first(const T* v, std::size_t n) {
   return best;
 }
 
-// Python slice bounds of seq[start:stop] for a sequence of length n (negative stop counts from the
-// end; `-0` is 0), clamped like Python does.
-inline void python_slice(std::int64_t n, std::int64_t start, std::int64_t stop, bool stop_from_end,
-                         std::size_t& lo, std::size_t& hi) {
+// Bounds of seq[start:n - from_end] for a sequence of length n, clamped like a Python slice. (Python's
+// seq[a:-0] is empty, not seq[a:]: callers that mimic a literal `-k` handle k == 0 themselves.)
+inline void python_slice(std::int64_t n, std::int64_t start, std::int64_t from_end, std::size_t& lo, std::size_t& hi) {
   auto clamp = [n](std::int64_t i) { return std::min<std::int64_t>(std::max<std::int64_t>(i, 0), n); };
   const std::int64_t a = clamp(start < 0 ? n + start : start);
-  const std::int64_t b = stop_from_end ? clamp(n - stop) : clamp(stop);
+  const std::int64_t b = clamp(n - from_end);
   lo = static_cast<std::size_t>(a);
   hi = static_cast<std::size_t>(std::max(a, b));
 }
@@ -181,8 +180,7 @@ inline std::string count_reason(const char* what, std::size_t have, std::size_t 
 
 }  // namespace detail
 
-inline void check_curve(const double* lrs, const double* losses, std::size_t n) {
-  (void)losses;
+inline void check_curve(const double* lrs, std::size_t n) {
   require(n > 0, "lrs and losses are empty; record at least a few points of the range test");
   for (std::size_t i = 0; i < n; ++i) {
     if (!(std::isfinite(lrs[i]) && lrs[i] > 0))
@@ -340,8 +338,7 @@ inline Suggestion suggest_torch_lr_finder(const double* lrs, const double* losse
                                  detail::count_reason("torch-lr-finder needs skip_start + skip_end + 2 iterations", n,
                                                       static_cast<std::size_t>(ss + se + 2)));
   std::size_t lo, hi;
-  detail::python_slice(static_cast<std::int64_t>(n), ss, se, /*stop_from_end=*/se != 0, lo, hi);
-  if (se == 0) hi = n;
+  detail::python_slice(static_cast<std::int64_t>(n), ss, se, lo, hi);  // torch-lr-finder handles skip_end=0 as [ss:]
   std::vector<double> g(hi - lo);
   detail::gradient_unit(losses + lo, g.data(), hi - lo);  // np.gradient(np.array(losses)), float64
   const std::size_t k = lo + detail::argmin_nan_first(g.data(), g.size());
@@ -355,7 +352,7 @@ inline Suggestion suggest_lightning(const double* lrs, const double* losses, std
   const std::int64_t sb = opt.skip_start < 0 ? 10 : opt.skip_start, se = opt.skip_end < 0 ? 1 : opt.skip_end;
   s.cut_index = static_cast<std::int64_t>(n);
   std::size_t lo, hi;
-  detail::python_slice(static_cast<std::int64_t>(n), sb, se, /*stop_from_end=*/true, lo, hi);  // [sb:-se]
+  detail::python_slice(static_cast<std::int64_t>(n), sb, se, lo, hi);  // [sb:-se]
   if (se == 0) hi = lo;  // results[sb:-0] is empty: Lightning then returns None
   // torch.tensor(list of floats) is float32; non-finite points (after that rounding) are dropped.
   std::vector<float> x, y;
@@ -397,7 +394,7 @@ inline Suggestion suggest_fastai(const double* lrs, const double* losses, std::s
   const std::int64_t num_it = opt.num_it < 0 ? static_cast<std::int64_t>(n) : opt.num_it;
   std::size_t lo, hi;
   // lr_find: recorder.lrs[num_it//10:-5] (the requested num_it, not the points recorded)
-  detail::python_slice(static_cast<std::int64_t>(n), num_it / 10, 5, /*stop_from_end=*/true, lo, hi);
+  detail::python_slice(static_cast<std::int64_t>(n), num_it / 10, 5, lo, hi);
   std::vector<float> x, y;  // tensor(...) of python floats / float32 losses: float32
   for (std::size_t i = lo; i < hi; ++i) {
     const float l = static_cast<float>(losses[i]);
@@ -458,7 +455,7 @@ inline Suggestion suggest_fastai(const double* lrs, const double* losses, std::s
 }
 
 inline Suggestion suggest(const double* lrs, const double* losses, std::size_t n, const SuggestOptions& opt = {}) {
-  check_curve(lrs, losses, n);
+  check_curve(lrs, n);
   require(opt.zone_lo >= 0 && opt.zone_lo < opt.zone_hi && opt.zone_hi <= 1,
           "zone must satisfy 0 <= zone[0] < zone[1] <= 1 (fractions of the total loss drop)");
   require(opt.slide_lr_diff >= 1, "lr_diff must be >= 1");
