@@ -19,6 +19,7 @@
 #include "pylrcore/scan.hpp"
 #include "pylrcore/schedule.hpp"
 #include "pylrcore/plateau.hpp"
+#include "pylrcore/guard.hpp"
 // @@includes@@
 
 namespace py = pybind11;
@@ -541,6 +542,97 @@ void bind_plateau(py::module_& m) {
            py::arg("state"), py::arg("base_lrs"), py::arg("lrs"));
 }
 
+void bind_guard(py::module_& m) {
+  py::native_enum<GuardEvent>(m, "GuardEvent", "enum.IntFlag", "Events the training guard reports")
+      .value("LOSS_NONFINITE", kLossNonFinite)
+      .value("LOSS_SPIKE", kLossSpike)
+      .value("LOSS_EXPLOSION", kLossExplosion)
+      .value("GRAD_NONFINITE", kGradNonFinite)
+      .value("GRAD_SPIKE", kGradSpike)
+      .value("AMP_OVERFLOW", kAmpOverflow)
+      .value("SKIP_LIMIT", kSkipLimit)
+      .finalize();
+  py::native_enum<GuardAction>(m, "GuardAction", "enum.IntEnum", "Responses, in order of severity")
+      .value("RECORD", GuardAction::Record)
+      .value("SKIP", GuardAction::Skip)
+      .value("SCALE_LR", GuardAction::ScaleLR)
+      .value("ROLLBACK", GuardAction::Rollback)
+      .value("RAISE", GuardAction::Raise)
+      .finalize();
+
+  // Plain fields only: the Python guard reads `action_code` and `events` every step.
+  py::class_<GuardDecision>(m, "GuardDecision")
+      .def_readonly("step", &GuardDecision::step)
+      .def_readonly("events", &GuardDecision::events)
+      .def_property_readonly("action_code", [](const GuardDecision& d) { return static_cast<int>(d.action); })
+      .def_readonly("consecutive_skips", &GuardDecision::consecutive_skips)
+      .def_readonly("loss_z", &GuardDecision::loss_z)
+      .def_readonly("smoothed", &GuardDecision::smoothed)
+      .def_readonly("explode_at", &GuardDecision::explode_at)
+      .def_readonly("grad_norm", &GuardDecision::grad_norm)
+      .def_readonly("norm_z", &GuardDecision::norm_z);
+
+  auto policy_from = [](const std::vector<int>& actions, std::int64_t max_skips) {
+    GuardPolicy p;
+    if (actions.size() != static_cast<std::size_t>(kGuardEventKinds))
+      throw py::value_error("policy: expected " + std::to_string(kGuardEventKinds) + " action codes");
+    for (std::size_t i = 0; i < actions.size(); ++i) {
+      if (actions[i] < 0 || actions[i] > static_cast<int>(GuardAction::Raise))
+        throw py::value_error("policy: unknown action code " + std::to_string(actions[i]));
+      p.action[i] = static_cast<GuardAction>(actions[i]);
+    }
+    p.max_consecutive_skips = max_skips;
+    return p;
+  };
+  auto state_to_dict = [](const GuardState& s) {
+    py::dict out;
+    out["step"] = s.step;
+    out["consecutive_skips"] = s.consecutive_skips;
+    out["log_spikes"] = s.log_spikes;
+    out["loss"] = fields_to_dict(s.loss);
+    out["log_loss"] = fields_to_dict(s.log_loss);
+    out["norm"] = fields_to_dict(s.norm);
+    return out;
+  };
+  auto state_from_dict = [](const py::dict& d) {
+    GuardState s;
+    try {
+      s.step = d["step"].cast<std::int64_t>();
+      s.consecutive_skips = d["consecutive_skips"].cast<std::int64_t>();
+      s.log_spikes = d["log_spikes"].cast<bool>();
+      s.loss = fields_from_dict<DetectorState>(d["loss"].cast<py::dict>(), "state['loss']");
+      s.log_loss = fields_from_dict<DetectorState>(d["log_loss"].cast<py::dict>(), "state['log_loss']");
+      s.norm = fields_from_dict<DetectorState>(d["norm"].cast<py::dict>(), "state['norm']");
+    } catch (const py::error_already_set&) {
+      throw py::value_error("state must be a dict from Guard.state_dict()['core']");
+    } catch (const py::cast_error&) {
+      throw py::value_error("state must be a dict from Guard.state_dict()['core']");
+    }
+    return s;
+  };
+
+  py::class_<GuardCore>(m, "GuardCore")
+      .def(py::init([policy_from](const py::dict& loss, const py::dict& norm, const std::vector<int>& actions,
+                                  std::int64_t max_skips) {
+             return GuardCore(fields_from_dict<DetectorConfig>(loss, "loss detector"),
+                              fields_from_dict<DetectorConfig>(norm, "norm detector"), policy_from(actions, max_skips));
+           }),
+           py::arg("loss_config"), py::arg("norm_config"), py::arg("actions"), py::arg("max_consecutive_skips"))
+      .def(
+          "check",
+          [](GuardCore& g, double loss, bool has_loss, bool grads_checked, std::int64_t grad_nonfinite,
+             double grad_sumsq, bool amp_active) {
+            return g.check(GuardInput{has_loss, loss, grads_checked, grad_nonfinite, grad_sumsq, amp_active});
+          },
+          py::arg("loss"), py::arg("has_loss"), py::arg("grads_checked"), py::arg("grad_nonfinite"),
+          py::arg("grad_sumsq"), py::arg("amp_active"))
+      .def_property_readonly("step", &GuardCore::step)
+      .def("_get_state", [state_to_dict](const GuardCore& g) { return state_to_dict(g.state()); })
+      .def("_set_state", [state_from_dict](GuardCore& g, const py::dict& d) { g.set_state(state_from_dict(d)); })
+      .def("_restore_detectors",
+           [state_from_dict](GuardCore& g, const py::dict& d) { g.restore_detectors(state_from_dict(d)); });
+}
+
 // @@bind-functions@@
 
 }  // namespace
@@ -555,5 +647,6 @@ PYBIND11_MODULE(_core, m) {
   bind_scan(m);
   bind_schedule(m);
   bind_plateau(m);
+  bind_guard(m);
   // @@bind-calls@@
 }

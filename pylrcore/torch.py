@@ -39,7 +39,7 @@ from ._native import _core
 from .plateau import Plateau
 from .schedules import Schedule
 
-__all__ = ["Scheduler", "attach"]
+__all__ = ["Scheduler", "attach", "Guard", "GuardEvent", "TrainingDiverged"]
 
 _SCALAR_KINDS = {torch.float32: 0, torch.float64: 1}
 
@@ -171,6 +171,18 @@ class Scheduler(LRScheduler):
             self._write()  # the new scale applies at once, as ReduceLROnPlateau's does
         return reduced
 
+    def scale(self, factor: float) -> None:
+        """Multiply every group's lr by ``factor`` from now on: the schedule itself is scaled (the
+        factor is kept with the plateau's in ``state_dict()``), so the next ``step()`` does not
+        overwrite it. Used by the training guard's ``scale_lr`` response."""
+        value = float(factor)
+        if not (value > 0 and np.isfinite(value)):
+            raise ValueError(f"factor must be a finite number > 0, got {factor!r}")
+        if not hasattr(self, "_base") or self._layout_changed():
+            self._prepare()
+        self._scales = self._scales * value
+        self._write()  # applies at once, like a plateau reduction
+
     def get_lr(self) -> List[Union[float, torch.Tensor]]:  # the LRScheduler contract: lrs at last_epoch
         if not hasattr(self, "_base"):
             self._prepare()
@@ -254,3 +266,7 @@ def attach(
 
     sched._hook = optimizer.register_step_post_hook(advance)
     return sched
+
+
+# The guard lives in its own module (pylrcore.guard); it is part of the torch-facing API.
+from .guard import Guard, GuardEvent, TrainingDiverged  # noqa: E402

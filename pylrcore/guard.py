@@ -1,0 +1,751 @@
+"""The training guard: watch every step's loss and gradients, and respond to a bad step before it
+reaches the weights.
+
+Two ways to use it:
+
+* explicitly, ``guard.check(loss)`` after ``backward()`` and before ``optimizer.step()``;
+* as an optimizer step pre-hook, ``guard.install()``: every ``optimizer.step()`` checks the
+  gradients first (and the loss, if the loop passes it to ``guard.observe(loss)``), without any
+  other change to the loop.
+
+A step the guard does not let through has its gradients set to None, so ``optimizer.step()`` leaves
+parameters and optimizer state bitwise unchanged (torch optimizers skip parameters without a
+gradient), and the loop can call it as usual (a ``GradScaler`` loop keeps calling
+``scaler.step(opt); scaler.update()``).
+
+Checks: the loss (non-finite, spike, explosion, from the core's streaming detector), and every
+gradient in one native pass (non-finite elements and the global norm, whose spikes are detected on
+ln(norm) like loss spikes). Responses per event kind (``policy``): ``record``, ``skip``,
+``scale_lr`` (skip, and multiply the lr of every group by ``lr_factor`` from the next step on; with a
+pylrcore ``Scheduler`` the schedule is scaled), ``rollback`` (restore the last good in-memory
+snapshot, taken every ``snapshot_every`` clean steps, and scale the lr) and ``raise``
+(:class:`TrainingDiverged`, with the diagnosis of the loss history). More than
+``max_consecutive_skips`` steps in a row not applied raises too.
+
+Under ``torch.distributed`` every rank takes the same decision at the same step: the loss, the
+sum of squares and the non-finite counts of all ranks are combined by one all-reduce per step
+before the (deterministic) decision.
+
+>>> import torch
+>>> model = torch.nn.Linear(3, 1)
+>>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+>>> guard = Guard(opt, model)
+>>> loss = model(torch.ones(2, 3)).pow(2).mean()
+>>> loss.backward()
+>>> model.weight.grad[0, 1] = float("nan")
+>>> guard.check(loss)
+False
+>>> opt.step()  # a no-op: the gradients were cleared
+>>> [(e.step, e.kind, e.action) for e in guard.events]
+[(0, 'nonfinite_grad', 'skip')]
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import weakref
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from ._native import _core
+from .detect import DEFAULTS as DETECTOR_DEFAULTS
+from .detect import as_settings
+from .diagnosis import Diagnosis, diagnose
+from .nonfinite import _describe, _torch_codes
+
+__all__ = ["Guard", "GuardEvent", "TrainingDiverged", "KINDS", "ACTIONS", "DEFAULT_POLICY"]
+
+#: Event kinds, in the order of the core's bits (csrc/pylrcore/guard.hpp).
+KINDS = ("nonfinite_loss", "loss_spike", "explosion", "nonfinite_grad", "grad_spike", "amp_overflow", "skip_limit")
+#: Responses, from the mildest.
+ACTIONS = ("record", "skip", "scale_lr", "rollback", "raise")
+#: What happens when ``policy`` does not say otherwise.
+DEFAULT_POLICY: Dict[str, str] = {
+    "nonfinite_loss": "skip",
+    "loss_spike": "record",
+    "explosion": "raise",
+    "nonfinite_grad": "skip",
+    "grad_spike": "record",
+}
+_SETTABLE = tuple(DEFAULT_POLICY)
+_FIXED = {"amp_overflow": "record", "skip_limit": "raise"}
+_NAN = float("nan")
+_RECORD, _SKIP, _SCALE, _ROLLBACK, _RAISE = range(5)
+
+
+@dataclass(frozen=True)
+class GuardEvent:
+    """One event: at guard step ``step``, ``kind`` (one of :data:`KINDS`) was seen; ``value`` crossed
+    ``threshold`` and ``action`` was taken. ``lr`` is the first param group's lr at the time;
+    ``loss`` and ``grad_norm`` are the step's (NaN when not checked).
+
+    ``value``/``threshold``: the loss for nonfinite_loss; the z-score and its limit for loss_spike
+    and grad_spike; the smoothed loss and the explosion level for explosion; the number of
+    non-finite gradient elements for nonfinite_grad/amp_overflow; consecutive skips and the limit for
+    skip_limit.
+    """
+
+    step: int
+    kind: str
+    value: float
+    threshold: float
+    lr: float
+    action: str
+    loss: float
+    grad_norm: float
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised by a guard whose policy says ``raise`` (or after too many consecutive skips).
+
+    ``event`` is the event that decided it, ``diagnosis`` the :func:`pylrcore.diagnose` result on the
+    guard's loss history (None when no loss was checked), ``summary`` the guard's summary text.
+    """
+
+    def __init__(self, message: str, event: GuardEvent, diagnosis: Optional[Diagnosis], summary: str) -> None:
+        super().__init__(message)
+        self.event = event
+        self.diagnosis = diagnosis
+        self.summary = summary
+
+
+def _policy_codes(policy: Union[None, str, Mapping[str, str]]) -> Dict[str, str]:
+    chosen = dict(DEFAULT_POLICY)
+    if policy is None:
+        pass
+    elif isinstance(policy, str):
+        if policy not in ACTIONS:
+            raise ValueError(f"policy must be one of {', '.join(map(repr, ACTIONS))} or a dict per kind, got {policy!r}")
+        for kind in _SETTABLE:
+            # A NaN update would poison the weights: "record" everywhere still skips non-finite steps.
+            chosen[kind] = "skip" if policy == "record" and kind.startswith("nonfinite") else policy
+    elif isinstance(policy, Mapping):
+        for kind, action in policy.items():
+            if kind not in _SETTABLE:
+                hint = " (fixed: the GradScaler handles it)" if kind == "amp_overflow" else ""
+                hint = " (fixed: always raises)" if kind == "skip_limit" else hint
+                raise ValueError(f"policy has an unknown or fixed event kind {kind!r}{hint}; kinds: {', '.join(_SETTABLE)}")
+            if action not in ACTIONS:
+                raise ValueError(f"policy[{kind!r}] must be one of {', '.join(map(repr, ACTIONS))}, got {action!r}")
+            if action == "record" and kind.startswith("nonfinite"):
+                raise ValueError(
+                    f"policy[{kind!r}] cannot be 'record': the update would write NaN/Inf into the weights; "
+                    "use 'skip' (the default), 'scale_lr', 'rollback' or 'raise'"
+                )
+            chosen[kind] = action
+    else:
+        raise TypeError(f"policy must be None, an action name or a dict {{kind: action}}, got {type(policy).__name__}")
+    chosen.update(_FIXED)
+    return chosen
+
+
+class _GradTable:
+    """Where the gradients are, kept between steps.
+
+    Reading 160 ``p.grad``, ``data_ptr()`` and layout attributes in Python costs tens of µs, so the
+    table of (address, count, dtype) is reused while every gradient is still the same tensor object
+    (weak references: the table never keeps a gradient alive). ``zero_grad(set_to_none=True)``
+    makes new tensors each step, and the table is rebuilt for those. Gradients the native scan
+    cannot read in place (other devices, sparse, unusual dtypes) go to a torch fallback.
+    """
+
+    def __init__(self) -> None:
+        self.refs: List[Any] = []
+        self.pointers: List[int] = []
+        self.counts: List[int] = []
+        self.codes: List[int] = []
+        self.others: List[torch.Tensor] = []
+        self.valid = False
+
+    def refresh(self, grads: List[Optional[torch.Tensor]]) -> bool:
+        """Bring the table up to date with ``grads``; True when it was rebuilt."""
+        if self.valid and len(grads) == len(self.refs):
+            current = [None if r is None else r() for r in self.refs]
+            if all(map(operator.is_, grads, current)):
+                return False
+        self._rebuild(grads)
+        return True
+
+    def _rebuild(self, grads: List[Optional[torch.Tensor]]) -> None:
+        self.refs, self.pointers, self.counts, self.codes, self.others = [], [], [], [], []
+        codes = _torch_codes(torch)
+        for i, g in enumerate(grads):
+            if g is None:
+                self.refs.append(None)
+                continue
+            self.refs.append(weakref.ref(g))
+            code = codes.get(g.dtype)
+            dense = g.layout is torch.strided and _dense(g)
+            if g.is_cpu and dense and code is not None and type(g) in (torch.Tensor, torch.nn.Parameter):
+                # A dense tensor in any dimension order (channels_last too) occupies numel() elements
+                # from data_ptr(): the scan's order does not matter for NaN/Inf and the sum of squares.
+                self.pointers.append(g.data_ptr() if g.numel() else 0)
+                self.counts.append(g.numel())
+                self.codes.append(code)
+            else:
+                self.others.append(g)
+        self.valid = True
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """True when ``t`` covers exactly numel() elements from data_ptr(), in some dimension order
+    (contiguous, channels_last, any permutation of a contiguous tensor)."""
+    if t.is_contiguous():
+        return True
+    expected = 1
+    for stride, size in sorted((st, sz) for st, sz in zip(t.stride(), t.shape) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _fallback_summary(tensors: Sequence[torch.Tensor]) -> Tuple[int, float]:
+    """(non-finite count, sum of squares) of gradients the native scan does not read, with torch ops
+    (one device sync per step; the CUDA path of pylrcore.cuda replaces this for device tensors)."""
+    bad = 0
+    total = 0.0
+    for g in tensors:
+        if g.is_sparse:
+            g = g.coalesce()._values()  # duplicates summed first: the norm is that of the dense gradient
+        elif g.layout is not torch.strided:
+            raise ValueError(f"gradient layout {g.layout} is not supported by the guard; use dense or sparse COO gradients")
+        values = g.detach()
+        if not values.is_floating_point():
+            raise TypeError(f"a gradient has dtype {values.dtype}; the guard checks floating-point gradients")
+        wide = values.double() if values.dtype != torch.float64 else values
+        finite = torch.isfinite(wide)
+        n_bad = int((~finite).sum())
+        bad += n_bad
+        total += float(wide.square().sum()) if n_bad == 0 else _NAN
+    return bad, total
+
+
+class Guard:
+    """Guard the optimizer's steps. See the module docstring for the checks and responses.
+
+    ``optimizer``: whose parameters' gradients are checked and whose steps are guarded.
+    ``model``: needed for ``rollback`` (its buffers are restored with the weights); otherwise optional.
+    ``policy``: an action for every kind, or ``{kind: action}`` over :data:`DEFAULT_POLICY`.
+    ``scheduler``: a pylrcore ``Scheduler`` (``scale_lr`` scales its schedule) or a torch
+    ``LRScheduler`` (its ``base_lrs`` are scaled with the groups' lrs).
+    ``scaler``: the ``GradScaler`` of an AMP loop; its overflow steps are recorded as ``amp_overflow``,
+    not as divergence, and ``check`` unscales the gradients first if the loop has not.
+    ``check_loss`` / ``check_grads``: turn either family of checks off (``check_grads=False`` costs
+    under 2 µs per step). ``spike_z``, ``explode_factor``, ``warmup``: the loss detector's settings
+    (``loss_detector`` takes any other :class:`pylrcore.Detector` setting); ``grad_spike_z`` the norm's.
+    ``grads``: ``"replicated"`` (DDP: every rank has the same reduced gradients) or ``"sharded"``
+    (FSDP/ZeRO: the global sum of squares is the sum over ranks).
+    ``on_event``: called with each :class:`GuardEvent` as it happens (loggers, TensorBoard).
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        model: Optional[torch.nn.Module] = None,
+        *,
+        policy: Union[None, str, Mapping[str, str]] = None,
+        scheduler: Any = None,
+        scaler: Any = None,
+        check_loss: bool = True,
+        check_grads: bool = True,
+        lr_factor: float = 0.5,
+        snapshot_every: int = 100,
+        max_rollbacks: int = 3,
+        max_consecutive_skips: int = 25,
+        spike_z: float = 6.0,
+        explode_factor: float = 4.0,
+        warmup: int = 50,
+        grad_spike_z: float = 6.0,
+        loss_detector: Optional[Mapping[str, Any]] = None,
+        grads: str = "replicated",
+        process_group: Any = None,
+        history: int = 10_000,
+        max_events: int = 10_000,
+        on_event: Optional[Callable[[GuardEvent], None]] = None,
+    ) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if model is not None and not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module or None, got {type(model).__name__}")
+        self.optimizer = optimizer
+        self.model = model
+        self.policy = _policy_codes(policy)
+        if "rollback" in self.policy.values() and model is None:
+            raise ValueError("policy 'rollback' restores the model's weights and buffers: pass model=... to Guard")
+        self.scheduler = scheduler
+        self.scaler = scaler
+        self.check_loss = bool(check_loss)
+        self.check_grads = bool(check_grads)
+        if not (self.check_loss or self.check_grads):
+            raise ValueError("check_loss and check_grads are both False: the guard would check nothing")
+        self.lr_factor = _fraction(lr_factor, "lr_factor")
+        self.snapshot_every = _count(snapshot_every, "snapshot_every", 1)
+        self.max_rollbacks = _count(max_rollbacks, "max_rollbacks", 0)
+        if grads not in ("replicated", "sharded"):
+            raise ValueError(f"grads must be 'replicated' (DDP) or 'sharded' (FSDP/ZeRO), got {grads!r}")
+        self.grads_mode = grads
+        self.process_group = process_group
+        self.on_event = on_event
+        self.max_events = _count(max_events, "max_events", 0)
+
+        loss_settings = dict(loss_detector or {})
+        loss_settings.update(spike_z=spike_z, explode_factor=explode_factor, warmup=warmup)
+        norm_settings = dict(spike_z=grad_spike_z, warmup=warmup)
+        self._loss_config = as_settings(loss_settings, DETECTOR_DEFAULTS, "Guard loss_detector")
+        self._norm_config = as_settings(norm_settings, DETECTOR_DEFAULTS, "Guard")
+        self.max_consecutive_skips = _count(max_consecutive_skips, "max_consecutive_skips", 1)
+        codes = [ACTIONS.index(self.policy[k]) for k in KINDS]
+        self._core = _core.GuardCore(self._loss_config, self._norm_config, codes, self.max_consecutive_skips)
+
+        self.events: List[GuardEvent] = []
+        self.events_dropped = 0
+        self.losses: Deque[float] = deque(maxlen=_count(history, "history", 1))
+        self.skipped = 0
+        self.lr_scale = 1.0
+        self.rollbacks = 0
+        self._table = _GradTable()
+        self._params: List[torch.nn.Parameter] = []
+        self._groups_key: Tuple[Any, ...] = ()
+        self._pending_loss: Any = None
+        self._hook: Any = None
+        self._snapshot: Optional[_Snapshot] = None
+        self._since_snapshot = 0
+        self._wants_snapshot = "rollback" in self.policy.values()
+
+    # -- the per-step path ------------------------------------------------------------------------
+    def check(self, loss: Any = None) -> bool:
+        """Check this step (call after ``backward()``, before ``optimizer.step()``); True if it may be applied.
+
+        ``loss``: the step's loss (a 1-element tensor or a float; only its value is read, so a
+        detached loss is fine), or None to check the gradients only. On False the gradients are
+        cleared, so ``optimizer.step()`` changes nothing. Raises :class:`TrainingDiverged` when the
+        policy says so.
+        """
+        has_loss = loss is not None and self.check_loss
+        value = _loss_value(loss) if has_loss else _NAN
+        bad = 0
+        sumsq = 0.0
+        grads_checked = self.check_grads
+        amp = False
+        if grads_checked:
+            amp = self._unscale_for_scaler()
+            bad, sumsq = self._scan_grads()
+        if self._distributed():
+            value, bad, sumsq, has_loss = self._agree(value, bad, sumsq, has_loss)
+        d = self._core.check(value, has_loss, grads_checked, bad, sumsq, amp)
+        if has_loss:
+            self.losses.append(value)
+        if d.events:
+            return self._respond(d, value, bad)
+        if self._wants_snapshot:
+            self._maybe_snapshot(d)
+        return True
+
+    def observe(self, loss: Any) -> None:
+        """With :meth:`install`: the loss the next ``optimizer.step()`` will be checked with."""
+        self._pending_loss = loss
+
+    def install(self) -> "Guard":
+        """Check every ``optimizer.step()`` first (an optimizer step pre-hook); returns the guard.
+
+        The hook checks the gradients (and the loss given to :meth:`observe`, if any) and clears
+        the gradients of a step that must not be applied. Not for closure-based optimizers (LBFGS),
+        whose gradients only exist inside ``step``.
+        """
+        if self._hook is not None:
+            raise RuntimeError("this guard is already installed on its optimizer")
+
+        def pre_step(_opt: Any, _args: Any, _kwargs: Any) -> None:
+            loss, self._pending_loss = self._pending_loss, None
+            self.check(loss)
+
+        self._hook = self.optimizer.register_step_pre_hook(pre_step)
+        return self
+
+    def remove(self) -> None:
+        """Undo :meth:`install`."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    @property
+    def step(self) -> int:
+        """Steps checked so far."""
+        return int(self._core.step)
+
+    # -- gradients ----------------------------------------------------------------------------------
+    def _parameters(self) -> List[torch.nn.Parameter]:
+        groups = self.optimizer.param_groups
+        key = tuple((id(g["params"]), len(g["params"])) for g in groups)
+        if key != self._groups_key:
+            self._params = [p for g in groups for p in g["params"]]
+            self._groups_key = key
+            self._table.valid = False
+            if not self._params:
+                raise ValueError("the optimizer has no parameters yet; add them (add_param_group) before the first check")
+        return self._params
+
+    def _scan_grads(self) -> Tuple[int, float]:
+        params = self._parameters()
+        grads = [p.grad for p in params]
+        table = self._table
+        if table.refresh(grads):
+            self._check_table(grads)
+        # `grads` keeps every gradient alive until the native scan (which runs without the GIL) returns.
+        finite, _, _, bad, sumsq = _core.scan(table.pointers, table.counts, table.codes, True, 0)
+        if table.others:
+            more_bad, more_sumsq = _fallback_summary(table.others)
+            bad += more_bad
+            sumsq += more_sumsq
+        del grads
+        return int(bad), float(sumsq)
+
+    def _check_table(self, grads: List[Optional[torch.Tensor]]) -> None:
+        for g in self._table.others:
+            if g.is_floating_point() or g.is_sparse:
+                continue
+            index = next(i for i, h in enumerate(grads) if h is g)
+            _describe(g, index)  # raises the error that names the gradient
+
+    def _unscale_for_scaler(self) -> bool:
+        """True when a GradScaler owns non-finite gradients this step (after unscaling them if needed)."""
+        scaler = self.scaler
+        if scaler is None or not scaler.is_enabled():
+            return False
+        state = scaler._per_optimizer_states[id(self.optimizer)]
+        if state["stage"].name == "READY":
+            scaler.unscale_(self.optimizer)  # the loop's scaler.step() will not unscale twice
+        return True
+
+    # -- distributed --------------------------------------------------------------------------------
+    def _distributed(self) -> bool:
+        dist = torch.distributed
+        return dist.is_available() and dist.is_initialized()
+
+    def _agree(self, value: float, bad: int, sumsq: float, has_loss: bool) -> Tuple[float, int, float, bool]:
+        """One all-reduce: [loss, has_loss, non-finite count, sum of squares], the same on every rank after."""
+        dist = torch.distributed
+        device = _collective_device(dist.get_backend(self.process_group))
+        world = dist.get_world_size(self.process_group)
+        loss = value if has_loss else 0.0
+        numbers = torch.tensor([loss, float(has_loss), float(bad), sumsq], dtype=torch.float64, device=device)
+        dist.all_reduce(numbers, group=self.process_group)
+        total_loss, n_loss, total_bad, total_sumsq = numbers.tolist()
+        agreed_sumsq = total_sumsq if self.grads_mode == "sharded" else total_sumsq / world
+        # A NaN on one rank makes the sum NaN on all of them: every rank sees the same non-finite loss.
+        agreed_loss = total_loss / n_loss if n_loss > 0 else _NAN
+        return agreed_loss, int(total_bad) if math.isfinite(total_bad) else 1, agreed_sumsq, n_loss > 0
+
+    # -- responses ----------------------------------------------------------------------------------
+    def _respond(self, d: Any, loss: float, bad: int) -> bool:
+        action = d.action_code
+        lr = _first_lr(self.optimizer)
+        name = ACTIONS[action]
+        decisive: Optional[GuardEvent] = None
+        for bit, kind in enumerate(KINDS):
+            if not d.events & (1 << bit):
+                continue
+            value, threshold = self._evidence(kind, d, loss, bad)
+            event = GuardEvent(int(d.step), kind, value, threshold, lr, name, loss, float(d.grad_norm))
+            self._log(event)
+            if ACTIONS.index(self.policy[kind]) == action or kind == "skip_limit":
+                decisive = event
+        if action == _RECORD:
+            if self._wants_snapshot:
+                self._maybe_snapshot(d)
+            return True
+        self._clear_grads()
+        self.skipped += 1
+        if action == _SCALE:
+            self._scale_lr()
+        elif action == _ROLLBACK:
+            self._rollback(decisive)
+        elif action == _RAISE:
+            assert decisive is not None
+            self._raise(decisive)
+        return False
+
+    def _evidence(self, kind: str, d: Any, loss: float, bad: int) -> Tuple[float, float]:
+        if kind == "nonfinite_loss":
+            return loss, _NAN
+        if kind == "loss_spike":
+            return float(d.loss_z), float(self._loss_config["spike_z"])
+        if kind == "explosion":
+            return float(d.smoothed), float(d.explode_at)
+        if kind == "grad_spike":
+            return float(d.norm_z), float(self._norm_config["spike_z"])
+        if kind == "skip_limit":
+            return float(d.consecutive_skips), float(self.max_consecutive_skips)
+        return float(bad), 0.0  # nonfinite_grad, amp_overflow: how many elements
+
+    def _log(self, event: GuardEvent) -> None:
+        if self.max_events == 0:
+            self.events_dropped += 1
+        else:
+            if len(self.events) >= self.max_events:
+                del self.events[0]
+                self.events_dropped += 1
+            self.events.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _clear_grads(self) -> None:
+        for p in self._parameters():
+            p.grad = None
+
+    def _scale_lr(self) -> None:
+        f = self.lr_factor
+        sched = self.scheduler
+        scales_schedule = sched is not None and hasattr(sched, "scale") and hasattr(sched, "schedule")
+        if scales_schedule:
+            sched.scale(f)  # pylrcore Scheduler: the schedule is scaled and written at once
+        else:
+            for group in self.optimizer.param_groups:
+                lr = group["lr"]
+                if isinstance(lr, torch.Tensor):
+                    with torch.no_grad():
+                        lr.mul_(f)  # keeps the tensor's identity (compiled/captured steps hold it)
+                else:
+                    group["lr"] = lr * f
+            if sched is not None and hasattr(sched, "base_lrs"):  # torch schedulers recompute from base_lrs
+                sched.base_lrs = [b * f for b in sched.base_lrs]
+        self.lr_scale *= f
+
+    def _rollback(self, event: Optional[GuardEvent]) -> None:
+        if self._snapshot is None or self.rollbacks >= self.max_rollbacks:
+            why = "no snapshot was taken yet" if self._snapshot is None else f"{self.rollbacks} rollbacks already"
+            assert event is not None
+            self._raise(event, f"rollback impossible ({why})")
+        assert self._snapshot is not None
+        self._snapshot.restore(self.optimizer)
+        self._core._restore_detectors(self._snapshot.core_state)
+        self.rollbacks += 1
+        self._scale_lr()  # the lr that blew up would blow up again
+
+    def _maybe_snapshot(self, d: Any) -> None:
+        self._since_snapshot += 1
+        due = self._snapshot is None or self._since_snapshot >= self.snapshot_every
+        exploding = d.smoothed > d.explode_at  # never keep weights from inside an explosion
+        if due and not exploding:
+            if self._snapshot is None:
+                self._snapshot = _Snapshot(self.model, self.optimizer)
+            self._snapshot.take(self.optimizer, self._core._get_state())
+            self._since_snapshot = 0
+
+    def _raise(self, event: GuardEvent, prefix: str = "") -> None:
+        diagnosis = diagnose(np.asarray(self.losses, dtype=np.float64)) if len(self.losses) >= 2 else None
+        what = _describe_event(event)
+        message = f"{prefix + ': ' if prefix else ''}{what} at step {event.step} (lr {event.lr:.3g})"
+        if diagnosis is not None and diagnosis.code != "healthy":
+            message += f". {diagnosis.message}"
+        raise TrainingDiverged(message, event, diagnosis, self.summary())
+
+    # -- reports and checkpoints --------------------------------------------------------------------
+    def summary(self) -> str:
+        """The events in a few lines: counts per kind, the steps they span, the responses and what to try."""
+        return _summarise(self)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Counters, detector states, the event log and the loss history (plain Python values).
+        The lr scaling itself lives in the optimizer's/scheduler's own state dicts."""
+        return {
+            "core": self._core._get_state(),
+            "policy": dict(self.policy),
+            "loss_detector": dict(self._loss_config),
+            "norm_detector": dict(self._norm_config),
+            "events": [asdict(e) for e in self.events],
+            "events_dropped": self.events_dropped,
+            "losses": list(self.losses),
+            "skipped": self.skipped,
+            "lr_scale": self.lr_scale,
+            "rollbacks": self.rollbacks,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (the guard must have the same policy and detector settings)."""
+        try:
+            mismatched = [k for k, mine in (("policy", self.policy), ("loss_detector", self._loss_config),
+                                            ("norm_detector", self._norm_config)) if dict(state[k]) != mine]
+        except (KeyError, TypeError):
+            raise ValueError("state must be a dict returned by Guard.state_dict()") from None
+        if mismatched:
+            raise ValueError(f"the state was saved from a Guard with other settings ({', '.join(mismatched)}); "
+                             "create the Guard with the same policy and detector settings")
+        self._core._set_state(state["core"])
+        self.events = [GuardEvent(**e) for e in state["events"]]
+        self.events_dropped = int(state["events_dropped"])
+        self.losses.clear()
+        self.losses.extend(float(v) for v in state["losses"])
+        self.skipped = int(state["skipped"])
+        self.lr_scale = float(state["lr_scale"])
+        self.rollbacks = int(state["rollbacks"])
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self.policy.items() if DEFAULT_POLICY.get(k, v) != v}
+        return (f"Guard(step={self.step}, events={len(self.events) + self.events_dropped}, skipped={self.skipped}, "
+                f"lr_scale={self.lr_scale:g}{', policy=' + repr(changed) if changed else ''})")
+
+
+class _Snapshot:
+    """The last good weights, buffers and optimizer state, in buffers allocated once and refilled in
+    place every ``snapshot_every`` steps (a rollback copies them back, keeping every live tensor's
+    identity)."""
+
+    def __init__(self, model: Optional[torch.nn.Module], optimizer: torch.optim.Optimizer) -> None:
+        live: Dict[int, torch.Tensor] = {}
+        sources = list(model.parameters()) + list(model.buffers()) if model is not None else []
+        sources += [p for g in optimizer.param_groups for p in g["params"]]
+        for t in sources:
+            live.setdefault(id(t), t)
+        self.live = list(live.values())
+        self.kept = [torch.empty_like(t, memory_format=torch.preserve_format) for t in self.live]
+        self.optimizer_state: Dict[Any, Dict[str, Any]] = {}
+        self.core_state: Dict[str, Any] = {}
+
+    def take(self, optimizer: torch.optim.Optimizer, core_state: Dict[str, Any]) -> None:
+        with torch.no_grad():
+            for kept, t in zip(self.kept, self.live):
+                kept.copy_(t)
+            state: Dict[Any, Dict[str, Any]] = {}
+            for p, s in optimizer.state.items():
+                old = self.optimizer_state.get(p, {})
+                entry: Dict[str, Any] = {}
+                for name, v in s.items():
+                    if isinstance(v, torch.Tensor):
+                        buf = old.get(name)
+                        if not (isinstance(buf, torch.Tensor) and buf.shape == v.shape and buf.dtype == v.dtype
+                                and buf.device == v.device):
+                            buf = torch.empty_like(v)
+                        buf.copy_(v)
+                        entry[name] = buf
+                    else:
+                        entry[name] = v
+                state[p] = entry
+        self.optimizer_state = state
+        self.core_state = core_state
+
+    def restore(self, optimizer: torch.optim.Optimizer) -> None:
+        with torch.no_grad():
+            for kept, t in zip(self.kept, self.live):
+                t.copy_(kept)
+            for p in list(optimizer.state):
+                if p not in self.optimizer_state:
+                    del optimizer.state[p]
+            for p, saved in self.optimizer_state.items():
+                live = optimizer.state[p]
+                for name in list(live):
+                    if name not in saved:
+                        del live[name]
+                for name, v in saved.items():
+                    current = live.get(name)
+                    if isinstance(v, torch.Tensor) and isinstance(current, torch.Tensor) and current.shape == v.shape:
+                        current.copy_(v)
+                    else:
+                        live[name] = v.clone() if isinstance(v, torch.Tensor) else v
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+def _loss_value(loss: Any) -> float:
+    if isinstance(loss, torch.Tensor):
+        if loss.numel() != 1:
+            raise ValueError(
+                f"loss must have one element, got shape {tuple(loss.shape)}; reduce it first (e.g. loss.mean()), "
+                "or pass the value you call backward() on"
+            )
+        return float(loss.detach().item())
+    if isinstance(loss, (float, int, np.floating, np.integer)) and not isinstance(loss, bool):
+        return float(loss)
+    raise TypeError(f"loss must be a 1-element tensor or a real number, got {type(loss).__name__}")
+
+
+def _first_lr(optimizer: torch.optim.Optimizer) -> float:
+    lr = optimizer.param_groups[0]["lr"]
+    return float(lr.detach().item()) if isinstance(lr, torch.Tensor) else float(lr)
+
+
+def _collective_device(backend: str) -> torch.device:
+    if backend == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _fraction(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ValueError(f"{name} must be a number in (0, 1) (the lr is multiplied by it), got {value!r}")
+    return float(value)
+
+
+def _count(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+_PLURALS = {
+    "nonfinite_loss": ("non-finite loss", "non-finite losses"),
+    "loss_spike": ("loss spike", "loss spikes"),
+    "explosion": ("loss explosion", "loss explosions"),
+    "nonfinite_grad": ("step with non-finite gradients", "steps with non-finite gradients"),
+    "grad_spike": ("gradient-norm spike", "gradient-norm spikes"),
+    "amp_overflow": ("AMP overflow skipped by the GradScaler", "AMP overflows skipped by the GradScaler"),
+    "skip_limit": ("stop after too many consecutive skips", "stops after too many consecutive skips"),
+}
+
+
+def _describe_event(e: GuardEvent) -> str:
+    if e.kind == "nonfinite_loss":
+        return f"non-finite loss ({e.value})"
+    if e.kind == "loss_spike":
+        return f"loss spike (loss {e.loss:.4g}, z = {e.value:.1f} > {e.threshold:g})"
+    if e.kind == "explosion":
+        return f"loss explosion (smoothed loss {e.value:.4g} above {e.threshold:.4g})"
+    if e.kind == "nonfinite_grad":
+        return f"{int(e.value)} non-finite gradient element(s)"
+    if e.kind == "grad_spike":
+        return f"gradient-norm spike (norm {e.grad_norm:.4g}, z = {e.value:.1f} > {e.threshold:g})"
+    if e.kind == "skip_limit":
+        return f"{int(e.value)} consecutive steps not applied (limit {int(e.threshold)})"
+    return f"AMP overflow ({int(e.value)} non-finite gradient elements, skipped by the GradScaler)"
+
+
+def _summarise(guard: Guard) -> str:
+    events = guard.events
+    if not events:
+        return f"{guard.step} steps checked, no events."
+    counts: Dict[str, int] = {}
+    for e in events:
+        counts[e.kind] = counts.get(e.kind, 0) + 1
+    parts = []
+    for kind in KINDS:
+        n = counts.get(kind, 0)
+        if n:
+            one, many = _PLURALS[kind]
+            action = guard.policy[kind]
+            done = {"skip": "skipped", "scale_lr": "lr scaled", "rollback": "rolled back", "raise": "raised"}.get(action)
+            parts.append(f"{n} {one if n == 1 else many}" + (f" ({done})" if done and kind != "amp_overflow" else ""))
+    first, last = events[0].step, events[-1].step
+    span = f"at step {first}" if first == last else f"between steps {first}–{last}"
+    lrs = [e.lr for e in events if e.kind != "amp_overflow"]
+    text = f"{', '.join(parts)} {span}" + (f" ({guard.events_dropped} older not kept)" if guard.events_dropped else "")
+    text += f"; {guard.step} steps checked, {guard.skipped} not applied"
+    if guard.lr_scale != 1.0:
+        text += f", lr scaled to {guard.lr_scale:g}x"
+    if guard.rollbacks:
+        text += f", {guard.rollbacks} rollback(s)"
+    text += "."
+    divergence = sum(counts.get(k, 0) for k in ("nonfinite_loss", "nonfinite_grad", "explosion"))
+    spikes = counts.get("loss_spike", 0) + counts.get("grad_spike", 0)
+    if lrs and (divergence or spikes >= 3):
+        lr = lrs[-1]
+        text += f" LR {lr:.3g} is likely too high; try ÷10 ({lr / 10:.3g}) or a longer warmup."
+    elif spikes:
+        text += " Isolated spikes: usually bad batches; if they recur, lower the LR or clip gradients."
+    elif counts.get("amp_overflow", 0) and len(counts) == 1:
+        text += " Only GradScaler overflows: normal while the scale calibrates; persistent ones mean divergence."
+    return text

@@ -1,0 +1,40 @@
+"""TensorBoard: guard events (and, optionally, the step's loss and gradient norm) into a
+``torch.utils.tensorboard.SummaryWriter``.
+
+>>> from torch.utils.tensorboard import SummaryWriter                # doctest: +SKIP
+>>> guard = Guard(opt, model, on_event=GuardWriter(SummaryWriter()))  # doctest: +SKIP
+
+Each event becomes a scalar ``guard/<kind>`` at its step (value = the statistic that crossed the
+threshold: z-score, smoothed loss, number of non-finite elements) and a text line
+``guard/events`` with the description and the response, so spikes and skips line up with the
+loss curve in the TensorBoard UI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import require
+
+require(("tensorboard",), "tensorboard", "pylrcore.integrations.tensorboard")
+
+from ..guard import GuardEvent, _describe_event  # noqa: E402
+
+__all__ = ["GuardWriter"]
+
+
+class GuardWriter:
+    """An ``on_event`` callable for :class:`pylrcore.torch.Guard` writing to ``writer`` (a SummaryWriter)."""
+
+    def __init__(self, writer: Any, *, prefix: str = "guard", step_offset: int = 0) -> None:
+        if not (hasattr(writer, "add_scalar") and hasattr(writer, "add_text")):
+            raise TypeError(f"writer must be a torch.utils.tensorboard.SummaryWriter, got {type(writer).__name__}")
+        self.writer = writer
+        self.prefix = prefix
+        self.step_offset = int(step_offset)  # when guard steps and the loop's global step differ
+
+    def __call__(self, event: GuardEvent) -> None:
+        step = event.step + self.step_offset
+        self.writer.add_scalar(f"{self.prefix}/{event.kind}", event.value, step)
+        self.writer.add_text(f"{self.prefix}/events",
+                             f"step {step}: {_describe_event(event)}, lr {event.lr:.3g} -> {event.action}", step)
