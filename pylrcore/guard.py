@@ -539,7 +539,10 @@ class Guard:
             self._since_snapshot = 0
 
     def _raise(self, event: GuardEvent, prefix: str = "") -> None:
-        diagnosis = diagnose(np.asarray(self.losses, dtype=np.float64)) if len(self.losses) >= 2 else None
+        try:
+            diagnosis: Optional[Diagnosis] = diagnose(np.asarray(self.losses, dtype=np.float64))
+        except ValueError:  # too short a history to diagnose
+            diagnosis = None
         what = _describe_event(event)
         message = f"{prefix + ': ' if prefix else ''}{what} at step {event.step} (lr {event.lr:.3g})"
         if diagnosis is not None and diagnosis.code != "healthy":

@@ -1,0 +1,83 @@
+"""The guard under DDP for real: 2 CPU processes on the gloo backend, different data shards. A NaN
+injected on one rank only (a gradient element after the all-reduce on rank 1; a loss on rank 0) makes
+both ranks skip that same step, and the replicas stay bitwise identical."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.distributed.is_available():
+    pytest.skip("torch.distributed is not available", allow_module_level=True)
+
+WORKER = r"""
+import json, sys
+import torch
+import torch.distributed as dist
+from pylrcore.torch import Guard
+
+rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+model = torch.nn.parallel.DistributedDataParallel(net)
+opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+guard = Guard(opt, model)
+g = torch.Generator().manual_seed(100 + rank)  # a different shard on every rank
+unchanged = {}
+for step in range(20):
+    x = torch.randn(32, 8, generator=g)
+    y = x.sum(dim=1, keepdim=True)
+    opt.zero_grad()
+    loss = torch.nn.functional.mse_loss(model(x), y)
+    loss.backward()
+    if step == 7 and rank == 1:
+        net[0].weight.grad[3, 2] = float("nan")  # after DDP's all-reduce: only this rank sees it
+    reported = float("nan") if (step == 12 and rank == 0) else loss
+    before = [p.detach().clone() for p in net.parameters()]
+    guard.check(reported)
+    opt.step()
+    if step in (7, 12):
+        unchanged[step] = all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+flat = torch.cat([p.detach().flatten() for p in net.parameters()])
+gathered = [torch.empty_like(flat) for _ in range(world)]
+dist.all_gather(gathered, flat)
+json.dump({"events": [[e.step, e.kind, e.action] for e in guard.events], "unchanged": unchanged,
+           "identical": all(torch.equal(gathered[0], t) for t in gathered), "finite": bool(torch.isfinite(flat).all()),
+           "skipped": guard.skipped, "losses": list(guard.losses)}, open(out, "w"))
+dist.destroy_process_group()
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_nan_on_one_rank_is_skipped_by_both_ranks_on_the_same_step(tmp_path: Path) -> None:
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    port = _free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(rank), "2", str(port), str(tmp_path / f"r{rank}.json")],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for rank in range(2)
+    ]
+    outputs = [p.communicate(timeout=240)[0].decode() for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    r0, r1 = (json.loads((tmp_path / f"r{k}.json").read_text()) for k in range(2))
+    expected = [[7, "nonfinite_grad", "skip"], [12, "nonfinite_loss", "skip"]]
+    assert r0["events"] == r1["events"] == expected
+    assert r0["unchanged"] == r1["unchanged"] == {"7": True, "12": True}
+    assert r0["identical"] and r1["identical"] and r0["finite"]
+    assert r0["skipped"] == r1["skipped"] == 2
+    assert r0["losses"][:7] == r1["losses"][:7]  # the agreed (all-reduced mean) loss, the same on both ranks
