@@ -76,6 +76,7 @@ _SETTABLE = tuple(DEFAULT_POLICY)
 _FIXED = {"amp_overflow": "record", "skip_limit": "raise"}
 _NAN = float("nan")
 _RECORD, _SKIP, _SCALE, _ROLLBACK, _RAISE = range(5)
+_DIST_AVAILABLE = torch.distributed.is_available()
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ class _GradTable:
         self.codes: List[int] = []
         self.others: List[torch.Tensor] = []
         self.valid = False
+        self.simple = False  # every gradient was a plain, contiguous CPU tensor: _repoint applies
 
     def refresh(self, grads: List[Optional[torch.Tensor]]) -> bool:
         """Bring the table up to date with ``grads``; True when it was rebuilt."""
@@ -168,11 +170,29 @@ class _GradTable:
             current = [None if r is None else r() for r in self.refs]
             if all(map(operator.is_, grads, current)):
                 return False
+            if self._repoint(grads):
+                return True
         self._rebuild(grads)
+        return True
+
+    def _repoint(self, grads: List[Optional[torch.Tensor]]) -> bool:
+        """The set_to_none=True case, half the cost of a rebuild: the same parameters got new
+        gradient tensors. torch ties a gradient's dtype, shape and device to its parameter (assigning
+        another raises), so when the new ones are plain contiguous tensors again, only the addresses
+        changed."""
+        if not self.simple:
+            return False
+        plain = torch.Tensor  # (a None gradient fails the type test)
+        if not all(type(g) is plain and g.is_contiguous() for g in grads):
+            return False
+        self.pointers = [g.data_ptr() for g in grads]  # type: ignore[union-attr]
+        self.refs = list(map(weakref.ref, grads))
         return True
 
     def _rebuild(self, grads: List[Optional[torch.Tensor]]) -> None:
         self.refs, self.pointers, self.counts, self.codes, self.others = [], [], [], [], []
+        self.simple = all(type(g) is torch.Tensor and g.is_cpu and g.is_contiguous() and g.numel() > 0
+                          and g.dtype in _torch_codes(torch) for g in grads)
         codes = _torch_codes(torch)
         for i, g in enumerate(grads):
             if g is None:
@@ -425,8 +445,7 @@ class Guard:
 
     # -- distributed --------------------------------------------------------------------------------
     def _distributed(self) -> bool:
-        dist = torch.distributed
-        return dist.is_available() and dist.is_initialized()
+        return _DIST_AVAILABLE and torch.distributed.is_initialized()
 
     def _agree(self, value: float, bad: int, sumsq: float, has_loss: bool) -> Tuple[float, int, float, bool]:
         """One all-reduce: [loss, has_loss, non-finite count, sum of squares], the same on every rank after."""
@@ -661,7 +680,7 @@ def _loss_value(loss: Any) -> float:
                 f"loss must have one element, got shape {tuple(loss.shape)}; reduce it first (e.g. loss.mean()), "
                 "or pass the value you call backward() on"
             )
-        return float(loss.detach().item())
+        return float(loss.item())  # .item() reads the value without a new (detached) tensor
     if isinstance(loss, (float, int, np.floating, np.integer)) and not isinstance(loss, bool):
         return float(loss)
     raise TypeError(f"loss must be a 1-element tensor or a real number, got {type(loss).__name__}")
