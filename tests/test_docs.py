@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["smoothing", "suggestion", "detect", "diagnosis", "nonfinite", "schedules", "plateau", "rules", "torch", "finder", "quadratic"]
+MODULES = ["smoothing", "suggestion", "detect", "diagnosis", "nonfinite", "schedules", "plateau", "rules", "torch", "guard", "finder", "quadratic"]
 
 
 @pytest.mark.parametrize("name", MODULES)
