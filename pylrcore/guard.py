@@ -761,13 +761,15 @@ def _summarise(guard: Guard) -> str:
     if guard.rollbacks:
         text += f", {guard.rollbacks} rollback(s)"
     text += "."
-    divergence = sum(counts.get(k, 0) for k in ("nonfinite_loss", "nonfinite_grad", "explosion"))
+    # One or two isolated bad steps are usually a bad batch or an overflow; a pattern is the lr.
+    nonfinite_steps = len({e.step for e in events if e.kind in ("nonfinite_loss", "nonfinite_grad")})
     spikes = counts.get("loss_spike", 0) + counts.get("grad_spike", 0)
-    if lrs and (divergence or spikes >= 3):
+    severe = counts.get("explosion", 0) + counts.get("skip_limit", 0)
+    if lrs and (severe or nonfinite_steps >= 3 or spikes >= 3):
         lr = lrs[-1]
         text += f" LR {lr:.3g} is likely too high; try ÷10 ({lr / 10:.3g}) or a longer warmup."
-    elif spikes:
-        text += " Isolated spikes: usually bad batches; if they recur, lower the LR or clip gradients."
+    elif nonfinite_steps or spikes:
+        text += " Isolated: usually a bad batch; if it recurs, lower the LR or clip gradients."
     elif counts.get("amp_overflow", 0) and len(counts) == 1:
         text += " Only GradScaler overflows: normal while the scale calibrates; persistent ones mean divergence."
     return text

@@ -1,4 +1,12 @@
-"""Lightning: :class:`GuardCallback` guards every optimizer step of a ``Trainer``.
+"""Lightning: :class:`FinderCallback` runs pylrcore's LR range test inside ``fit`` and applies the
+suggestion; :class:`GuardCallback` guards every optimizer step of a ``Trainer``.
+
+>>> trainer = Trainer(callbacks=[FinderCallback(end_lr=1.0, num_iter=100)])  # doctest: +SKIP
+
+Unlike Lightning's own ``LearningRateFinder``, the range test uses correct bias correction, stops
+on NaN, restores the model, optimizer and RNG exactly, and records a full curve also when it runs
+mid-training (``milestones=(3,)``: at the start of epoch 3; Lightning's records nothing once
+``global_step > 0``).
 
 >>> from pylrcore.integrations.lightning import GuardCallback        # doctest: +SKIP
 >>> trainer = Trainer(callbacks=[GuardCallback(policy={"loss_spike": "skip"})])  # doctest: +SKIP
@@ -15,7 +23,7 @@ Works with ``lightning.pytorch`` or ``pytorch_lightning``, whichever is installe
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -25,7 +33,151 @@ _pl = require(("lightning.pytorch", "pytorch_lightning"), "lightning", "pylrcore
 
 from ..guard import Guard, GuardEvent  # noqa: E402  (after the framework check: its error names the extra)
 
-__all__ = ["GuardCallback"]
+__all__ = ["GuardCallback", "FinderCallback"]
+
+
+class FinderCallback(_pl.Callback):  # type: ignore[misc,name-defined]
+    """Run a range test at the start of training (``milestones=(0,)``) and/or at the start of the
+    given epochs, on the Trainer's model, first optimizer and training data, through the module's
+    own ``training_step``; then apply the suggestion.
+
+    Applying sets the optimizer's lr (group ratios kept), scales the ``base_lrs`` of the optimizer's
+    lr schedulers (a pylrcore ``Scheduler`` rescales its schedule) and sets the module's ``lr`` or
+    ``learning_rate`` attribute (or ``hparams`` entry) when it has one. ``apply=False`` only
+    records. The curve figure goes to a TensorBoard logger (``add_figure``) or to
+    ``<log_dir>/lr_finder_<step>.png``; the suggestion is logged as ``lr_finder/suggestion``.
+    Results are in ``callback.results`` (one :class:`~pylrcore.FinderResult` per run).
+
+    Other keyword arguments go to :meth:`pylrcore.LRFinder.range_test` (``start_lr``, ``end_lr``,
+    ``num_iter``, ``method``, ...). ``self.log`` calls inside ``training_step`` are silenced during
+    the test (they would be logged as training metrics).
+    """
+
+    def __init__(self, *, milestones: Tuple[int, ...] = (0,), apply: bool = True, plot: bool = True,
+                 **range_test_options: Any) -> None:
+        super().__init__()
+        if not milestones or any(isinstance(m, bool) or not isinstance(m, int) or m < 0 for m in milestones):
+            raise ValueError(f"milestones must be epochs (integers >= 0), got {milestones!r}")
+        range_test_options.setdefault("progress", False)
+        self.milestones = tuple(sorted(set(milestones)))
+        self.apply = apply
+        self.plot = plot
+        self.options = range_test_options
+        self.results: List[Any] = []
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if 0 in self.milestones and trainer.current_epoch == 0:
+            self._run(trainer, pl_module)
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        epoch = trainer.current_epoch
+        if epoch > 0 and epoch in self.milestones:
+            self._run(trainer, pl_module)
+
+    def _run(self, trainer: Any, pl_module: Any) -> None:
+        from ..finder import LRFinder
+
+        optimizer = _real_optimizer(trainer.optimizers[0]) if trainer.optimizers else None
+        if optimizer is None:
+            raise ValueError("FinderCallback: the Trainer has no optimizer (configure_optimizers returned none)")
+        loader = trainer.train_dataloader
+        if isinstance(loader, (list, tuple, dict)):
+            raise ValueError("FinderCallback: the range test needs one training dataloader, got several")
+        counter = [0]
+
+        def train_step(model: Any, batch: Any) -> torch.Tensor:
+            batch = pl_module._apply_batch_transfer_handler(batch)
+            out = pl_module.training_step(batch, counter[0])
+            counter[0] += 1
+            loss = out["loss"] if isinstance(out, dict) else out
+            if not isinstance(loss, torch.Tensor):
+                raise ValueError("FinderCallback: training_step must return the loss (a tensor or a dict with 'loss')")
+            return loss
+
+        with _silenced_logging(pl_module):
+            result = LRFinder(pl_module, optimizer).range_test(loader, train_step=train_step, **self.options)
+        self.results.append(result)
+        step = trainer.global_step
+        if result.suggestion is not None:
+            for logger in trainer.loggers:
+                logger.log_metrics({"lr_finder/suggestion": float(result.suggestion)}, step=step)
+            if self.apply:
+                self._apply(trainer, pl_module, optimizer, result)
+        if self.plot and trainer.is_global_zero:
+            self._plot(trainer, result, step)
+
+    def _apply(self, trainer: Any, pl_module: Any, optimizer: torch.optim.Optimizer, result: Any) -> None:
+        groups = optimizer.param_groups
+        before = [float(g["lr"]) for g in groups]
+        result.apply(optimizer)  # the suggestion on group 0, the groups' ratios kept
+        schedulers = [c.scheduler for c in getattr(trainer, "lr_scheduler_configs", []) or []
+                      if getattr(c.scheduler, "optimizer", None) is optimizer and hasattr(c.scheduler, "base_lrs")]
+        for sched in schedulers:
+            # A schedule multiplies its base lr: the suggestion (a constant-lr measurement) replaces the
+            # base, and the current lr keeps the schedule's factor at this step (warmup included).
+            factor = result.suggestion / float(sched.base_lrs[0])
+            sched.base_lrs = [float(b) * factor for b in sched.base_lrs]
+            for group, base, lr in zip(groups, sched.base_lrs, before):
+                group["initial_lr"] = base
+                if isinstance(group["lr"], torch.Tensor):
+                    with torch.no_grad():
+                        group["lr"].fill_(lr * factor)
+                else:
+                    group["lr"] = lr * factor
+            if hasattr(sched, "schedule"):  # pylrcore Scheduler: rebuild its per-group arrays, write now
+                sched.load_state_dict(sched.state_dict())
+        value = float(result.suggestion)
+        for name in ("lr", "learning_rate"):
+            if hasattr(pl_module, name) and isinstance(getattr(pl_module, name), (int, float)):
+                setattr(pl_module, name, value)
+            hparams = getattr(pl_module, "hparams", None)
+            if hparams is not None and name in hparams:
+                hparams[name] = value
+
+    def _plot(self, trainer: Any, result: Any, step: int) -> None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg", force=False)
+        except ImportError:
+            return  # plotting is optional (pip install 'pylrcore[plot]')
+        import os
+
+        import matplotlib.pyplot as plt
+
+        ax = result.plot()
+        figure = ax.figure
+        experiment = getattr(trainer.logger, "experiment", None)
+        if experiment is not None and hasattr(experiment, "add_figure"):
+            experiment.add_figure("lr_finder", figure, global_step=step)
+        else:
+            folder = trainer.log_dir or trainer.default_root_dir
+            os.makedirs(folder, exist_ok=True)
+            figure.savefig(os.path.join(folder, f"lr_finder_{step}.png"), dpi=100)
+        plt.close(figure)
+
+
+class _silenced_logging:
+    """Turn the module's self.log/self.log_dict into no-ops while the range test calls training_step."""
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+
+    def __enter__(self) -> None:
+        self.saved = {name: self.module.__dict__.get(name) for name in ("log", "log_dict")}
+        self.module.log = lambda *a, **k: None
+        self.module.log_dict = lambda *a, **k: None
+
+    def __exit__(self, *exc: Any) -> None:
+        for name, value in self.saved.items():
+            if value is None:
+                self.module.__dict__.pop(name, None)
+            else:
+                self.module.__dict__[name] = value
+
+
+def _real_optimizer(optimizer: Any) -> Any:
+    return getattr(optimizer, "optimizer", optimizer)  # Lightning's wrappers keep the real one here
 
 
 class GuardCallback(_pl.Callback):  # type: ignore[misc,name-defined]
@@ -52,8 +204,7 @@ class GuardCallback(_pl.Callback):  # type: ignore[misc,name-defined]
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.optimizers:
             raise ValueError("GuardCallback: the Trainer has no optimizer (configure_optimizers returned none)")
-        optimizer = trainer.optimizers[0]
-        optimizer = getattr(optimizer, "optimizer", optimizer)  # Lightning's wrappers keep the real one here
+        optimizer = _real_optimizer(trainer.optimizers[0])
         scheduler = None
         for config in getattr(trainer, "lr_scheduler_configs", []) or []:
             if getattr(config.scheduler, "optimizer", None) is optimizer:

@@ -1,5 +1,4 @@
-"""TensorBoard: guard events (and, optionally, the step's loss and gradient norm) into a
-``torch.utils.tensorboard.SummaryWriter``.
+"""TensorBoard: guard events and range-test curves into a ``torch.utils.tensorboard.SummaryWriter``.
 
 >>> from torch.utils.tensorboard import SummaryWriter                # doctest: +SKIP
 >>> guard = Guard(opt, model, on_event=GuardWriter(SummaryWriter()))  # doctest: +SKIP
@@ -20,7 +19,7 @@ require(("tensorboard",), "tensorboard", "pylrcore.integrations.tensorboard")
 
 from ..guard import GuardEvent, _describe_event  # noqa: E402
 
-__all__ = ["GuardWriter"]
+__all__ = ["GuardWriter", "log_range_test"]
 
 
 class GuardWriter:
@@ -38,3 +37,27 @@ class GuardWriter:
         self.writer.add_scalar(f"{self.prefix}/{event.kind}", event.value, step)
         self.writer.add_text(f"{self.prefix}/events",
                              f"step {step}: {_describe_event(event)}, lr {event.lr:.3g} -> {event.action}", step)
+
+
+def log_range_test(writer: Any, result: Any, *, tag: str = "lr_finder", step: int = 0) -> None:
+    """Write a :class:`~pylrcore.FinderResult`: the curve as scalars indexed by iteration
+    (``<tag>/loss``, ``<tag>/smoothed``, ``<tag>/lr``; TensorBoard's x axis is an integer step), the
+    suggestion as ``<tag>/suggestion`` at ``step``, a text summary, and the figure when matplotlib
+    is installed."""
+    for i, (lr, loss, smooth) in enumerate(zip(result.lrs, result.losses, result.smoothed)):
+        writer.add_scalar(f"{tag}/lr", float(lr), i)
+        writer.add_scalar(f"{tag}/loss", float(loss), i)
+        writer.add_scalar(f"{tag}/smoothed", float(smooth), i)
+    if result.suggestion is not None:
+        writer.add_scalar(f"{tag}/suggestion", float(result.suggestion), step)
+    writer.add_text(f"{tag}/summary", str(result.details) + (f"; {result.diagnosis}" if result.diagnosis else ""), step)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    ax = result.plot()
+    writer.add_figure(tag, ax.figure, global_step=step)
+    plt.close(ax.figure)
