@@ -25,7 +25,6 @@ over its micro-batches.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import sys
@@ -37,6 +36,7 @@ import torch
 
 from . import schedules as S
 from ._arrays import check_real
+from ._snapshot import _Snapshot
 from .plotting import plot_range_test
 from .smoothing import EMA
 from .suggestion import METHODS, COMPAT_METHODS, Suggestion, suggest
@@ -107,72 +107,7 @@ def _json_float(v: float) -> Optional[float]:
     return float(v) if math.isfinite(v) else None
 
 
-# ---- state: snapshot and exact restore -------------------------------------------------------------
-
-
-class _Snapshot:
-    """Everything a range test changes: parameters and buffers (bitwise), optimizer state and param
-    group settings, model.training (per module), and the RNG states (torch CPU/CUDA)."""
-
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, to_cpu: bool) -> None:
-        def keep(t: torch.Tensor) -> torch.Tensor:
-            return t.detach().to("cpu", copy=True) if to_cpu else t.detach().clone()
-
-        self.tensors = [(t, keep(t)) for t in _model_tensors(model)]
-        # Optimizer state per parameter, restored in place later (the tensors keep their identity).
-        self.optimizer_state = {
-            p: {n: keep(v) if torch.is_tensor(v) else copy.deepcopy(v) for n, v in s.items()}
-            for p, s in optimizer.state.items()
-        }
-        self.groups = [{k: (v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v))
-                        for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-        self.group_lr_tensors = [g["lr"] if torch.is_tensor(g["lr"]) else None for g in optimizer.param_groups]
-        self.training = [(m, m.training) for m in model.modules()]
-        self.cpu_rng = torch.get_rng_state()
-        cuda_in_use = torch.cuda.is_available() and torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
-        self.cuda_rng = torch.cuda.get_rng_state_all() if cuda_in_use else None
-
-    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        with torch.no_grad():
-            for live, kept in self.tensors:
-                live.copy_(kept)
-        with torch.no_grad():
-            for p in list(optimizer.state.keys()):
-                if p not in self.optimizer_state:  # state the sweep created
-                    del optimizer.state[p]
-            for p, saved_state in self.optimizer_state.items():
-                live_state = optimizer.state[p]
-                for name in list(live_state):
-                    if name not in saved_state:
-                        del live_state[name]
-                for name, v in saved_state.items():
-                    live = live_state.get(name)
-                    if torch.is_tensor(v) and torch.is_tensor(live) and live.shape == v.shape and live.dtype == v.dtype:
-                        live.copy_(v)
-                    else:
-                        live_state[name] = v.clone() if torch.is_tensor(v) else copy.deepcopy(v)
-        for group, settings, lr_tensor in zip(optimizer.param_groups, self.groups, self.group_lr_tensors):
-            for k in list(group):
-                if k != "params" and k not in settings:
-                    del group[k]
-            for k, v in settings.items():
-                if k == "lr" and lr_tensor is not None:
-                    lr_tensor.copy_(v)  # keep the tensor's identity (compiled/captured steps hold it)
-                    group["lr"] = lr_tensor
-                else:
-                    group[k] = copy.deepcopy(v)
-        for module, training in self.training:
-            module.training = training
-        torch.set_rng_state(self.cpu_rng)
-        if self.cuda_rng is not None:
-            torch.cuda.set_rng_state_all(self.cuda_rng)
-
-
-def _model_tensors(model: torch.nn.Module) -> List[torch.Tensor]:
-    seen: Dict[int, torch.Tensor] = {}
-    for t in list(model.parameters()) + list(model.buffers()):
-        seen.setdefault(id(t), t)
-    return list(seen.values())
+# ---- lrs of param groups ------------------------------------------------------------------------
 
 
 def _ratios(optimizer: torch.optim.Optimizer) -> List[float]:
@@ -347,6 +282,7 @@ class LRFinder:
                                               progress)
         finally:
             saved.restore(self.model, self.optimizer)
+            del saved  # its copy is as large as the model and its state: not kept alive by a traceback
 
         k = len(raw)
         lrs = lr_ladder[:k]
