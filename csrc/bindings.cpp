@@ -20,6 +20,7 @@
 #include "pylrcore/schedule.hpp"
 #include "pylrcore/plateau.hpp"
 #include "pylrcore/guard.hpp"
+#include "pylrcore/copy.hpp"
 // @@includes@@
 
 namespace py = pybind11;
@@ -633,6 +634,36 @@ void bind_guard(py::module_& m) {
            [state_from_dict](GuardCore& g, const py::dict& d) { g.restore_detectors(state_from_dict(d)); });
 }
 
+// The finder's snapshot: an Arena readable as a Python buffer (torch.frombuffer views it without a
+// copy, and keeps it alive), and copy_spans over raw addresses the Python layer gathered.
+void bind_copy(py::module_& m) {
+  py::class_<Arena>(m, "Arena", py::buffer_protocol())
+      .def(py::init<std::size_t>(), py::arg("nbytes"))
+      .def_property_readonly("address", [](const Arena& a) { return reinterpret_cast<std::uintptr_t>(a.data()); })
+      .def_property_readonly("nbytes", &Arena::size)
+      .def_buffer([](Arena& a) {
+        return py::buffer_info(a.data(), 1, py::format_descriptor<std::uint8_t>::format(), 1,
+                               {static_cast<py::ssize_t>(a.size())}, {1});
+      });
+  m.def(
+      "copy_spans",
+      [](const std::vector<std::uintptr_t>& dst, const std::vector<std::uintptr_t>& src,
+         const std::vector<std::size_t>& nbytes, unsigned threads) {
+        if (dst.size() != src.size() || dst.size() != nbytes.size())
+          throw py::value_error("copy_spans: dst, src and nbytes must have the same length, got " +
+                                std::to_string(dst.size()) + ", " + std::to_string(src.size()) + " and " +
+                                std::to_string(nbytes.size()));
+        std::vector<CopySpan> spans(dst.size());
+        for (std::size_t i = 0; i < spans.size(); ++i)
+          spans[i] = CopySpan{reinterpret_cast<void*>(dst[i]), reinterpret_cast<const void*>(src[i]), nbytes[i]};
+        py::gil_scoped_release nogil;
+        copy_spans(spans, threads);
+      },
+      py::arg("dst"), py::arg("src"), py::arg("nbytes"), py::arg("threads") = 1u,
+      "memcpy(dst[i], src[i], nbytes[i]) for every i, on up to `threads` threads (4 MiB each at least).\n"
+      "The caller guarantees the addresses are valid and the destinations overlap nothing.");
+}
+
 // @@bind-functions@@
 
 }  // namespace
@@ -648,5 +679,6 @@ PYBIND11_MODULE(_core, m) {
   bind_schedule(m);
   bind_plateau(m);
   bind_guard(m);
+  bind_copy(m);
   // @@bind-calls@@
 }

@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> object:
     # The finder needs torch; ``import pylrcore`` must not import it.
-    if name in ("LRFinder", "FinderResult"):
+    if name in ("LRFinder", "FinderResult", "SweepEvent"):
         from . import finder
 
         return getattr(finder, name)
@@ -56,5 +56,6 @@ __all__ = [
     "StartingLR",
     "LRFinder",
     "FinderResult",
+    "SweepEvent",
     # @@all@@
 ]

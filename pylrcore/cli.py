@@ -266,6 +266,8 @@ def _find_command(args: argparse.Namespace) -> int:
         method=args.method)
     print(result.details)
     print(f"diagnosis: {result.diagnosis}")
+    for event in result.events:
+        print(f"event: {event}")
     if args.png:
         try:
             result.plot(args.png)

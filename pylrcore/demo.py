@@ -153,6 +153,8 @@ def run_torch(png: Optional[str] = "lr_finder.png", check: bool = True) -> Sugge
           f"{result.lrs[-1]:.2g}" + (f"; stopped: {result.stop_reason}" if result.stopped_early else ""))
     print(s)
     print(f"diagnosis: {result.diagnosis}")
+    for event in result.events:
+        print(f"event: {event}")
     if png:
         try:
             result.plot(png)

@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from pylrcore import LRFinder  # noqa: E402
+from pylrcore.detect import Flag  # noqa: E402
 
 
 def regression(n=512, d=8, seed=0, batch=32):
@@ -216,6 +217,53 @@ def test_nan_stops_the_sweep_and_the_suggestion_uses_the_finite_part():
     assert result.stopped_early and "non-finite" in result.stop_reason
     assert len(result.lrs) == 60 and math.isnan(result.losses[-1])
     assert result.suggestion is not None and result.suggestion < result.lrs[-1]
+    last = result.events[-1]
+    assert last.kind == Flag.NONFINITE and last.step == 59 and last.lr == result.lrs[59]
+    assert result.to_dict()["events"][-1] == {"step": 59, "lr": result.lrs[59], "kind": "NONFINITE", "value": None,
+                                              "threshold": None}
+
+
+# ---- detector events -------------------------------------------------------------------------------
+
+
+def scripted(losses):
+    """A train_step whose loss follows ``losses`` (the model still trains, so the sweep is real)."""
+    calls = []
+
+    def step(m, batch):
+        value = losses[len(calls)]
+        calls.append(1)
+        return torch.nn.functional.mse_loss(m(batch[0]), batch[1]) * 0 + value
+
+    return step
+
+
+def test_a_loss_spike_is_an_event_at_its_step_and_lr():
+    rng = np.random.default_rng(0)
+    curve = 2.0 * np.exp(-np.arange(80) / 30) * (1 + 0.02 * rng.standard_normal(80)) + 0.1
+    curve[50] *= 3  # one bad batch: a spike, not a divergence
+    model = torch.nn.Linear(8, 1)
+    _, _, loader = regression()
+    result = LRFinder(model, torch.optim.SGD(model.parameters(), lr=1e-5)).range_test(
+        loader, end_lr=1e-3, num_iter=80, train_step=scripted(curve.tolist()), progress=False)
+    assert not result.stopped_early
+    assert [(e.kind, e.step) for e in result.events] == [(Flag.SPIKE, 50)]
+    spike = result.events[0]
+    assert spike.lr == result.lrs[50] and spike.value > spike.threshold == 6.0
+    assert "loss spike" in str(spike) and "step 50" in str(spike) and "SweepEvent" in repr(result)
+    assert json.loads(result.to_json())["events"][0]["kind"] == "SPIKE"
+
+
+def test_a_healthy_sweep_has_no_events_and_a_diverging_one_ends_with_the_explosion():
+    _, _, loader = regression()
+    model = mlp()
+    finder = LRFinder(model, torch.optim.SGD(model.parameters(), lr=1e-5), torch.nn.MSELoss())
+    assert finder.range_test(loader, end_lr=1e-2, num_iter=100, progress=False).events == []
+    result = finder.range_test(loader, end_lr=1e4, num_iter=100, progress=False)
+    assert result.stop_reason.startswith("loss diverged")
+    explosion = [e for e in result.events if e.kind == Flag.EXPLOSION]
+    assert len(explosion) == 1 and len(result.lrs) - 3 <= explosion[0].step < len(result.lrs)
+    assert all(e.kind in (Flag.SPIKE, Flag.EXPLOSION) for e in result.events)
 
 
 def test_validation_loader_mode_and_amp_and_clipping_run():
