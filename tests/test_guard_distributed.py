@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +22,9 @@ import torch
 import torch.distributed as dist
 from pylrcore.torch import Guard
 
-rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+rank, world, rendezvous, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+# A file rendezvous: no TCP port to pick and release (another process could take it in between).
+dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
 torch.manual_seed(0)
 net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
 model = torch.nn.parallel.DistributedDataParallel(net)
@@ -56,19 +56,13 @@ dist.destroy_process_group()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_a_nan_on_one_rank_is_skipped_by_both_ranks_on_the_same_step(tmp_path: Path) -> None:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    port = _free_port()
+    rendezvous = tmp_path / "rendezvous"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(rank), "2", str(port), str(tmp_path / f"r{rank}.json")],
+        subprocess.Popen([sys.executable, str(script), str(rank), "2", str(rendezvous), str(tmp_path / f"r{rank}.json")],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for rank in range(2)
     ]
