@@ -106,6 +106,7 @@ class Scheduler(LRScheduler):
             else:
                 self._filled.append(i)
         self._float_dicts = [groups[i] for i in self._float_groups]  # zip-able with their values
+        self._groups_list = groups  # optimizer.load_state_dict() replaces it (and every group dict in it)
         self._all_float = len(self._float_groups) == len(groups)
         self._addresses = [t.data_ptr() for t in self._native_tensors]
         self._kinds = [_SCALAR_KINDS[t.dtype] for t in self._native_tensors]
@@ -113,7 +114,7 @@ class Scheduler(LRScheduler):
 
     def _layout_changed(self) -> bool:
         groups = self.optimizer.param_groups
-        if len(groups) != len(self._values):
+        if groups is not self._groups_list or len(groups) != len(self._values):
             return True
         for i, t in zip(self._native, self._native_tensors):
             if groups[i]["lr"] is not t:
@@ -210,7 +211,7 @@ class Scheduler(LRScheduler):
     _TRANSIENT = (
         "optimizer", "_program", "_base", "_min", "_values", "_float_groups", "_native", "_native_tensors",
         "_filled", "_addresses", "_kinds", "_native_values", "_hook", "schedule", "plateau", "_float_dicts",
-        "_all_float",
+        "_all_float", "_groups_list",
     )
 
     def state_dict(self) -> Dict[str, Any]:

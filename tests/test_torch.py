@@ -110,6 +110,18 @@ def test_state_dict_resume_gives_the_identical_trajectory():
     assert got == expected
 
 
+def test_the_lr_follows_the_schedule_after_the_optimizer_loads_a_state():
+    # optimizer.load_state_dict() replaces param_groups with new dicts (accelerate's prepare() does it
+    # too): the scheduler must write into the new ones, not the ones it saw first.
+    opt = make_opt()
+    sched = Scheduler(opt, S.linear(0.5, 1.0, 4))
+    opt.load_state_dict(opt.state_dict())
+    for _ in range(3):
+        opt.step(), sched.step()
+    assert lrs(opt) == pytest.approx([b * 0.875 for b in BASE], rel=1e-12)
+    assert lrs(opt) == sched.get_last_lr()
+
+
 def test_load_state_dict_refuses_another_schedule():
     a = make_opt()
     state = Scheduler(a, S.cosine(10)).state_dict()
