@@ -3,6 +3,10 @@ it is imported itself (``import pylrcore`` never does), and names the extra to i
 framework is missing:
 
 * :mod:`pylrcore.integrations.lightning`: callbacks for a Lightning ``Trainer`` (``pip install pylrcore[lightning]``);
+* :mod:`pylrcore.integrations.transformers`: a guard ``TrainerCallback`` and ``find_lr(trainer)``
+  for the Hugging Face Trainer (``pip install pylrcore[transformers]``);
+* :mod:`pylrcore.integrations.optuna`: ``suggest_lr(trial, ...)`` and a ``DivergencePruner``
+  (``pip install pylrcore[optuna]``);
 * :mod:`pylrcore.integrations.tensorboard`: guard events and range-test curves into a
   ``SummaryWriter`` (``pip install pylrcore[tensorboard]``).
 
