@@ -353,3 +353,15 @@ def test_steepest_equals_independent_numpy_implementation(seed: int) -> None:
     lrs = lr_ladder(n)
     raw = noisy_valley(lrs, seed=seed, noise=float(rng.uniform(0.01, 0.2)), center=10 ** rng.uniform(-5, -2))
     assert pylrcore.suggest(lrs, raw).index == steepest_numpy(lrs, raw)
+
+
+def test_one_blow_up_point_left_by_the_divergence_cut_does_not_hide_a_clear_drop():
+    """The noise the drop is compared with is robust (median |residual|): a final 11.4 after a drop
+    3.49 -> 2.40 (kept by a 5x divergence rule) used to inflate an RMS noise estimate to 1.07 and
+    turn a clear drop into "never decreased"."""
+    rng = np.random.default_rng(1)
+    n = 20
+    lrs = np.logspace(-5, -1, n)
+    losses = np.concatenate([np.full(6, 3.49), np.linspace(3.49, 2.40, n - 7), [11.4]]) + 0.03 * rng.standard_normal(n)
+    s = pylrcore.suggest(lrs, losses, diverge_factor=5)
+    assert s.lr is not None and 1e-4 < s.lr < 1e-2, s.reason

@@ -268,10 +268,14 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
     if (smooth[i] >= smooth[peak]) peak = i;
   const double top = smooth[peak], drop = top - smooth[m];
   s.min_index = static_cast<std::int64_t>(m);
-  // "Clearly below": 1% of the level, and above the noise left after smoothing.
-  double resid = 0;
-  for (std::size_t i = 0; i < cut; ++i) resid += (raw[i] - smooth[i]) * (raw[i] - smooth[i]);
-  const double noise = std::sqrt(resid / static_cast<double>(cut)) * std::sqrt((1.0 - beta) / (1.0 + beta));
+  // "Clearly below": 1% of the level, and above the noise left after smoothing. The raw noise is
+  // 1.4826 x the median |raw - smooth| (the standard deviation for Gaussian noise), not the RMS: one
+  // blow-up point that the divergence cut let through would otherwise dominate the RMS and hide a
+  // clear drop (3.49 -> 2.40 read as "never decreased" because of a final 11.4).
+  std::vector<double> resid(cut);
+  for (std::size_t i = 0; i < cut; ++i) resid[i] = std::fabs(raw[i] - smooth[i]);
+  std::nth_element(resid.begin(), resid.begin() + static_cast<std::ptrdiff_t>(cut / 2), resid.end());
+  const double noise = 1.4826 * resid[cut / 2] * std::sqrt((1.0 - beta) / (1.0 + beta));
   if (m < 2 || m <= peak || !(drop > 0.01 * std::fabs(top)) || !(drop > 2.0 * noise)) {
     std::ostringstream r;
     r << "the smoothed loss never decreased clearly (drop " << drop << " from " << top
