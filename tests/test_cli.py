@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import List
 
 import numpy as np
 import pytest
+from procs import pylrcore_env
 
 from curves import lr_ladder, noisy_valley
 from pylrcore import demo
@@ -91,11 +91,7 @@ def test_cli_demo_quadratic(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def _same_pylrcore_env() -> dict:
-    """The subprocess imports the pylrcore under test (installed, or an in-place build), never an
-    unbuilt source tree: its parent directory goes first on the path, and it runs elsewhere."""
-    import pylrcore
-
-    return {**os.environ, "PYTHONPATH": str(Path(pylrcore.__file__).resolve().parents[1])}
+    return pylrcore_env()  # the pylrcore under test, never an unbuilt source tree
 
 
 def test_python_m_pylrcore_demo_quadratic(tmp_path: Path) -> None:

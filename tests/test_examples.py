@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-import pylrcore
+from procs import pylrcore_env
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def run(script: str, *args: str, cwd: Path) -> str:
-    # The pylrcore under test (installed or in-place), not whichever one the subprocess would find.
-    env = {**os.environ, "PYTHONPATH": str(Path(pylrcore.__file__).resolve().parents[1])}
-    done = subprocess.run([sys.executable, str(EXAMPLES / script), "--tiny", *args], cwd=cwd, env=env,
+    done = subprocess.run([sys.executable, str(EXAMPLES / script), "--tiny", *args], cwd=cwd, env=pylrcore_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout

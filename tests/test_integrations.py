@@ -11,6 +11,7 @@ import sys
 import warnings
 
 import pytest
+from procs import pylrcore_env, scratch_dir
 
 torch = pytest.importorskip("torch")
 
@@ -158,14 +159,16 @@ def test_a_missing_framework_names_the_extra(module, extra):
         "except ImportError as e:\n"
         "    print(e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=pylrcore_env(), cwd=scratch_dir()).stdout
     assert f"pip install 'pylrcore[{extra}]'" in out
 
 
 def test_import_pylrcore_imports_no_framework():
     code = ("import sys, pylrcore, pylrcore.integrations\n"
             "print([m for m in ('torch', 'pytorch_lightning', 'lightning', 'tensorboard') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=pylrcore_env(), cwd=scratch_dir()).stdout
     assert out.strip() == "[]"
     assert importlib.import_module("pylrcore.integrations").require
 

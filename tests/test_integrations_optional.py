@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from procs import pylrcore_env, scratch_dir
 
 
 @pytest.mark.parametrize("module, extra", [("pylrcore.integrations.transformers", "transformers"),
@@ -20,12 +21,14 @@ def test_a_missing_framework_names_the_extra(module, extra):
         "except ImportError as e:\n"
         "    print(e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=pylrcore_env(), cwd=scratch_dir()).stdout
     assert f"pip install 'pylrcore[{extra}]'" in out
 
 
 def test_import_pylrcore_imports_neither_framework():
     code = ("import sys, pylrcore, pylrcore.integrations, pylrcore.torch, pylrcore.finder\n"
             "print([m for m in ('transformers', 'accelerate', 'optuna') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=pylrcore_env(), cwd=scratch_dir()).stdout
     assert out.strip() == "[]"

@@ -5,13 +5,13 @@ pruner it wraps; two worker processes share one study through a journal file."""
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from procs import pylrcore_env
 
 torch = pytest.importorskip("torch")
 optuna = pytest.importorskip("optuna")
@@ -129,7 +129,7 @@ def test_two_processes_share_one_study_through_a_journal_file(tmp_path):
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(journal))
     study = optuna.create_study(study_name="shared", storage=storage)
     study.enqueue_trial({}, user_attrs={"diverge": True})  # trains at 1000x the suggested lr
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = pylrcore_env()
     workers = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "optuna_worker.py"), journal, "shared", "3",
                                  str(seed)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                for seed in (1, 2)]
@@ -152,7 +152,7 @@ def test_two_processes_share_one_study_through_a_journal_file(tmp_path):
 
 
 def test_the_example_sweep_runs(tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = pylrcore_env()
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "optuna_sweep.py"), "--tiny", "--trials", "3",
                           "--storage", str(tmp_path / "sweep.journal")],
                          env=env, capture_output=True, text=True, timeout=120)

@@ -6,7 +6,6 @@ suggests an lr and leaves the model as it was."""
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 import warnings
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from procs import pylrcore_env
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -233,7 +233,7 @@ def test_find_lr_will_not_apply_to_an_optimizer_it_does_not_own(tmp_path):
 
 def test_the_example_runs():
     root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    env = pylrcore_env()
     out = subprocess.run([sys.executable, str(root / "examples" / "transformers_guard.py"), "--tiny"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
