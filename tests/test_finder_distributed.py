@@ -36,6 +36,7 @@ result = LRFinder(model, torch.optim.SGD(model.parameters(), lr=1e-5), torch.nn.
     loader, end_lr=100, num_iter=100, progress=False)
 restored = all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 json.dump({"result": result.to_dict(), "restored": restored}, open(out, "w"))
+dist.barrier()  # neither rank tears gloo down while the other still talks (a crash at exit otherwise)
 dist.destroy_process_group()
 """
 

@@ -52,6 +52,7 @@ dist.all_gather(gathered, flat)
 json.dump({"events": [[e.step, e.kind, e.action] for e in guard.events], "unchanged": unchanged,
            "identical": all(torch.equal(gathered[0], t) for t in gathered), "finite": bool(torch.isfinite(flat).all()),
            "skipped": guard.skipped, "losses": list(guard.losses)}, open(out, "w"))
+dist.barrier()  # neither rank tears gloo down while the other still talks (a crash at exit otherwise)
 dist.destroy_process_group()
 """
 
