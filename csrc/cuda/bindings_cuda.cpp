@@ -1,9 +1,160 @@
-// Bindings of the optional CUDA extension. Host compiler only: sees launch.hpp, never CUDA headers.
+// Bindings of the optional CUDA extension. Host compiler only: sees launch.hpp and the pure C++
+// core, never CUDA headers. Device memory arrives as integer addresses and streams as integer
+// handles; pylrcore/cuda.py checks devices, dtypes and contiguity first (naming the argument).
+// Arguments are converted, then the GIL is released around every call into CUDA.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "launch.hpp"
+#include "pylrcore/chunk_check.hpp"
+#include "pylrcore/loss_track.hpp"
 
 namespace py = pybind11;
+using namespace pylrcore;
+using pylrcore::chunk_check::TensorRef;
+
+namespace {
+
+std::vector<TensorRef> tensor_refs(const std::vector<std::uint64_t>& addresses, const std::vector<std::uint64_t>& counts,
+                                   const std::vector<int>& dtypes) {
+  if (addresses.size() != counts.size() || addresses.size() != dtypes.size())
+    throw py::value_error("addresses, counts and dtypes must have the same length, got " +
+                          std::to_string(addresses.size()) + ", " + std::to_string(counts.size()) + ", " +
+                          std::to_string(dtypes.size()));
+  std::vector<TensorRef> refs(addresses.size());
+  for (std::size_t i = 0; i < refs.size(); ++i) refs[i] = TensorRef{addresses[i], counts[i], static_cast<DType>(dtypes[i])};
+  return refs;
+}
+
+py::dict state_dict(const LossTrackState& s) {
+  py::dict d;
+  d["steps"] = s.steps;
+  d["finite"] = s.finite;
+  d["smoothed"] = s.smoothed;
+  d["best"] = s.best;
+  d["best_step"] = s.best_step;
+  d["diverged_step"] = s.diverged_step;
+  d["nonfinite_step"] = s.nonfinite_step;
+  d["stop_step"] = s.stop_step;
+  return d;
+}
+
+void bind_check(py::module_& m) {
+  using cuda::CheckTable;
+  py::class_<CheckTable>(m, "CheckTable", "Gradient table on one device; check() is one launch, no sync.")
+      .def(py::init([](int device, const std::vector<std::uint64_t>& addresses, const std::vector<std::uint64_t>& counts,
+                       const std::vector<int>& dtypes, std::uintptr_t stream) {
+             const std::vector<TensorRef> refs = tensor_refs(addresses, counts, dtypes);
+             py::gil_scoped_release release;
+             return new CheckTable(device, refs, stream);
+           }),
+           py::arg("device"), py::arg("addresses"), py::arg("counts"), py::arg("dtypes"), py::arg("stream"))
+      .def("repoint", &CheckTable::repoint, py::arg("addresses"), py::arg("stream"),
+           py::call_guard<py::gil_scoped_release>())
+      .def(
+          "check",
+          [](const CheckTable& t, std::uintptr_t found_inf, std::uintptr_t sumsq, std::uintptr_t info,
+             std::uintptr_t stream) {
+            py::gil_scoped_release release;
+            t.check(cuda::CheckOutputs{found_inf, sumsq, info}, stream);
+          },
+          py::arg("found_inf"), py::arg("sumsq"), py::arg("info"), py::arg("stream"))
+      .def_property_readonly("device", &CheckTable::device)
+      .def_property_readonly("tensors", &CheckTable::tensors)
+      .def_property_readonly("chunks", &CheckTable::chunks)
+      .def_property_readonly("grid", &CheckTable::grid)
+      .def_property_readonly("bytes", &CheckTable::bytes);
+
+  // The kernel's host twin (chunk_check.hpp): the device result predicted bit for bit on the CPU.
+  m.def(
+      "check_on_host",
+      [](const std::vector<std::uint64_t>& host_addresses, const std::vector<std::uint64_t>& device_addresses,
+         const std::vector<std::uint64_t>& counts, const std::vector<int>& dtypes) {
+        const std::vector<TensorRef> refs = tensor_refs(device_addresses, counts, dtypes);
+        if (host_addresses.size() != refs.size()) throw py::value_error("host_addresses has the wrong length");
+        std::vector<const void*> data(refs.size());
+        for (std::size_t i = 0; i < refs.size(); ++i) data[i] = reinterpret_cast<const void*>(host_addresses[i]);
+        py::gil_scoped_release release;
+        const chunk_check::CheckSummary s = chunk_check::check_on_host(data.data(), refs.data(), refs.size());
+        return std::make_tuple(s.sumsq, s.nonfinite, s.first_bad_tensor, s.first_bad_index);
+      },
+      py::arg("host_addresses"), py::arg("device_addresses"), py::arg("counts"), py::arg("dtypes"));
+  m.attr("CHUNK_BYTES") = chunk_check::kChunkBytes;
+}
+
+void bind_loss_tracker(py::module_& m) {
+  using cuda::LossTracker;
+  py::class_<LossTracker>(m, "LossTracker", "The range test's loss curve on the device (loss_track.hpp).")
+      .def(py::init([](int device, double beta, int kind, double diverge_th, std::int64_t capacity,
+                       std::uintptr_t stream) {
+             const LossTrackConfig config{beta, static_cast<EmaKind>(kind), diverge_th};
+             py::gil_scoped_release release;
+             return new LossTracker(device, config, capacity, stream);
+           }),
+           py::arg("device"), py::arg("beta"), py::arg("kind"), py::arg("diverge_th"), py::arg("capacity"),
+           py::arg("stream"))
+      .def(
+          "append",
+          [](LossTracker& t, std::uintptr_t loss, int dtype, std::uintptr_t stream) {
+            py::gil_scoped_release release;
+            t.append(loss, static_cast<DType>(dtype), stream);
+          },
+          py::arg("loss"), py::arg("dtype"), py::arg("stream"))
+      .def("reset", &LossTracker::reset, py::arg("stream"), py::call_guard<py::gil_scoped_release>())
+      .def("request_snapshot", &LossTracker::request_snapshot, py::arg("stream"),
+           py::call_guard<py::gil_scoped_release>())
+      .def("poll",
+           [](LossTracker& t) -> py::object {
+             LossTrackState s{};
+             if (!t.poll(s)) return py::none();
+             return state_dict(s);
+           })
+      .def(
+          "state",
+          [](LossTracker& t, std::uintptr_t stream) {
+            LossTrackState s{};
+            {
+              py::gil_scoped_release release;
+              s = t.state(stream);
+            }
+            return state_dict(s);
+          },
+          py::arg("stream"))
+      .def(
+          "history",
+          [](LossTracker& t, std::uintptr_t stream) {
+            std::vector<double> losses, smoothed;
+            {
+              py::gil_scoped_release release;
+              t.history(losses, smoothed, stream);
+            }
+            return std::make_tuple(losses, smoothed);
+          },
+          py::arg("stream"))
+      .def_property_readonly("capacity", &LossTracker::capacity)
+      .def_property_readonly("device", &LossTracker::device);
+
+  // The update rule on the host, for tests and for a CPU fallback with the same numbers.
+  m.def(
+      "track_losses_on_host",
+      [](const std::vector<double>& xs, double beta, int kind, double diverge_th) {
+        const LossTrackConfig config{beta, static_cast<EmaKind>(kind), diverge_th};
+        validate(config);
+        LossTrackState s = fresh_loss_track_state();
+        std::vector<double> losses(xs.size()), smoothed(xs.size());
+        for (double x : xs)
+          track_loss(config, s, x, losses.data(), smoothed.data(), static_cast<std::int64_t>(xs.size()));
+        return std::make_tuple(state_dict(s), smoothed);
+      },
+      py::arg("losses"), py::arg("beta"), py::arg("kind"), py::arg("diverge_th"));
+}
+
+}  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
   m.doc() = "pylrcore CUDA kernels (optional; import pylrcore.cuda instead)";
@@ -11,4 +162,6 @@ PYBIND11_MODULE(_cuda, m) {
         "Number of usable CUDA devices (0 without driver or device).");
   m.def("runtime_version", &pylrcore::cuda::runtime_version);
   m.def("unavailable_reason", &pylrcore::cuda::unavailable_reason);
+  bind_check(m);
+  bind_loss_tracker(m);
 }
