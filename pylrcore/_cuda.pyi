@@ -44,3 +44,45 @@ class LossTracker:
     def device(self) -> int: ...
 
 def track_losses_on_host(losses: List[float], beta: float, kind: int, diverge_th: float) -> Tuple[_State, List[float]]: ...
+
+# (step, events, action, consecutive skips, loss z, smoothed, explode_at, grad norm, norm z)
+_Decision = Tuple[int, int, int, int, float, float, float, float, float]
+_Config = Dict[str, Union[int, float]]
+
+class DeviceGuard:
+    def __init__(
+        self,
+        device: int,
+        loss_config: _Config,
+        norm_config: _Config,
+        actions: List[int],
+        max_consecutive_skips: int,
+        state: Optional[Dict[str, object]],
+        stream: int,
+    ) -> None: ...
+    def decide(
+        self,
+        loss: int,
+        loss_dtype: int,
+        check_info: int,
+        check_sumsq: int,
+        amp_active: bool,
+        max_norm: float,
+        found_inf: int,
+        clip_coef: int,
+        grad_scale: int,
+        decision: int,
+        stream: int,
+    ) -> None: ...
+    def state(self, stream: int) -> Dict[str, Union[int, float, bool]]: ...
+    @property
+    def device(self) -> int: ...
+
+def guard_steps_on_host(
+    loss_config: _Config,
+    norm_config: _Config,
+    actions: List[int],
+    max_consecutive_skips: int,
+    state: Optional[Dict[str, object]],
+    inputs: List[Tuple[bool, float, bool, int, float, bool]],
+) -> List[_Decision]: ...

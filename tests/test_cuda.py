@@ -352,3 +352,82 @@ def test_gpu_loss_tracker_matches_pylrcore_ema(kind: str, dtype: torch.dtype) ->
     assert polled is not None and polled.steps == len(losses)
     tracker.reset()
     assert tracker.state().steps == 0
+
+
+# --- the guard's decision on the device (guard_step.hpp) ------------------------------------------------
+
+
+def _guard_inputs(n: int, seed: int) -> List[Any]:
+    """(has_loss, loss, grads_checked, grad_nonfinite, grad_sumsq, amp_active) per step, with
+    spikes, NaN losses, non-finite gradients and a final explosion."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        loss = float((2.0 - i / n) * np.exp(0.05 * rng.standard_normal()))
+        if rng.random() < 0.02:
+            loss *= 20.0
+        if i > 0.85 * n:
+            loss *= 1.0 + 30.0 * (i / n - 0.85)
+        if rng.random() < 0.01:
+            loss = math.nan
+        norm = float(np.exp(0.2 * rng.standard_normal()))
+        bad = 2 if rng.random() < 0.01 else 0
+        out.append((rng.random() > 0.05, loss, rng.random() > 0.05, bad, norm * norm, 0.3 * n < i < 0.4 * n))
+    return out
+
+
+GUARD_ACTIONS = [1, 1, 3, 1, 2, 0, 4]  # skip, skip, rollback, skip, scale_lr, record, raise
+
+
+@needs_extension
+@pytest.mark.parametrize("takeover", [0, 700])
+def test_device_guard_twin_decides_like_the_cpu_guard_core(takeover: int) -> None:
+    assert _cuda is not None
+    from pylrcore import _core
+
+    loss_config: Any = {"warmup": 20}
+    norm_config: Any = {"spike_z": 4.0}
+    core = _core.GuardCore(loss_config, norm_config, GUARD_ACTIONS, 3)
+    inputs = _guard_inputs(1500, 1)
+    for has_loss, loss, checked, bad, sumsq, amp in inputs[:takeover]:
+        core.check(loss, has_loss, checked, bad, sumsq, amp)
+    state = core._get_state() if takeover else None
+    twin = _cuda.guard_steps_on_host(loss_config, norm_config, GUARD_ACTIONS, 3, state, inputs[takeover:])
+    for (has_loss, loss, checked, bad, sumsq, amp), got in zip(inputs[takeover:], twin):
+        d = core.check(loss, has_loss, checked, bad, sumsq, amp)
+        expected = (d.step, d.events, d.action_code, d.consecutive_skips, d.loss_z, d.smoothed, d.explode_at,
+                    d.grad_norm, d.norm_z)
+        assert repr(got) == repr(expected)
+
+
+@needs_gpu
+def test_gpu_device_guard_matches_its_twin_and_skips_without_a_sync() -> None:
+    assert _cuda is not None
+    inputs = _guard_inputs(400, 2)
+    grad = torch.zeros(1000, device="cuda")
+    check = GradCheck([grad])
+    stream = torch.cuda.current_stream().cuda_stream
+    guard = _cuda.DeviceGuard(0, {}, {}, GUARD_ACTIONS, 3, None, stream)
+    found_inf = torch.zeros((), device="cuda")
+    clip = torch.zeros((), device="cuda")
+    scale = torch.zeros((), device="cuda")
+    records = torch.zeros((len(inputs), 9), dtype=torch.float64, device="cuda")
+    losses = torch.tensor([x[1] for x in inputs], dtype=torch.float32, device="cuda")
+    torch.cuda.synchronize()
+    twin_inputs = []
+    for i, (has_loss, _, checked, bad, sumsq, amp) in enumerate(inputs):
+        grad.fill_(math.sqrt(sumsq / grad.numel()))
+        if bad:
+            grad[7] = math.inf
+        check(None)
+        loss_ptr = losses[i].data_ptr() if has_loss else 0
+        info, ssq = (check.info.data_ptr(), check.sumsq.data_ptr()) if checked else (0, 0)
+        guard.decide(loss_ptr, 0, info, ssq, amp, 1.0, found_inf.data_ptr(), clip.data_ptr(), scale.data_ptr(),
+                     records[i].data_ptr(), stream)
+        twin_inputs.append((has_loss, float(np.float32(inputs[i][1])), checked, 1 if bad else 0,
+                            float(check.sumsq), amp))  # reads back: this test checks values, not syncs
+    twin = _cuda.guard_steps_on_host({}, {}, GUARD_ACTIONS, 3, None, twin_inputs)
+    got = records.cpu().numpy()
+    for row, expected in zip(got, twin):
+        assert tuple(int(v) for v in row[:4]) == expected[:4]  # step, events, action, consecutive skips
+        np.testing.assert_allclose(row[4:], np.asarray(expected[4:], dtype=np.float64), rtol=1e-13)  # ln() ulps

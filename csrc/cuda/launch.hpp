@@ -12,6 +12,7 @@
 
 #include "pylrcore/chunk_check.hpp"
 #include "pylrcore/float_bits.hpp"
+#include "pylrcore/guard_step.hpp"
 #include "pylrcore/loss_track.hpp"
 
 namespace pylrcore::cuda {
@@ -93,6 +94,46 @@ class LossTracker {
 
   const LossTrackConfig& config() const;
   std::int64_t capacity() const;
+  int device() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// What a guard decision reads: device addresses, 0 for "not this step".
+struct DecideInputs {
+  std::uintptr_t loss = 0;  // one loss value of dtype loss_dtype
+  DType loss_dtype = DType::F32;
+  std::uintptr_t check_info = 0;   // int64[3] of a CheckTable check (CheckOutputs::info)
+  std::uintptr_t check_sumsq = 0;  // float64 (CheckOutputs::sumsq); both or neither
+  bool amp_active = false;         // a GradScaler owns non-finite gradients
+  double max_norm = 0.0;           // clip the global norm to this (0: no clipping)
+};
+
+// What it writes (device addresses, 0 to leave one out).
+struct DecideOutputs {
+  std::uintptr_t found_inf = 0;   // float32: 1.0 when the step must not be applied, else 0.0
+  std::uintptr_t clip_coef = 0;   // float32: min(1, max_norm / (norm + 1e-6)) as clip_grad_norm_; 1 if none
+  std::uintptr_t grad_scale = 0;  // float32: 1 / clip_coef, for a fused optimizer that divides by it
+  // float64[9]: step, events, action, consecutive skips, loss z, smoothed, explode_at, grad norm, norm z
+  std::uintptr_t decision = 0;
+};
+
+// The guard's decision on the device (guard_step.hpp): one one-thread launch per step that reads
+// the loss and the check's result where they lie and writes found_inf and the clip scale for a
+// fused optimizer, so skipping and clipping need no host sync. The decision record is read by
+// the host later (a few steps behind), which then applies RAISE/ROLLBACK/SCALE_LR.
+class DeviceGuard {
+ public:
+  DeviceGuard(int device, const GuardStepConfig& config, const GuardStepState& state, StreamHandle stream);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+  void decide(const DecideInputs& in, const DecideOutputs& out, StreamHandle stream);
+  void set_state(const GuardStepState& state, StreamHandle stream);
+  GuardStepState state(StreamHandle stream);  // synchronous
   int device() const;
 
  private:
