@@ -126,10 +126,11 @@ struct CheckTable::Impl {
   int next_slot = 0;
 
   void release() noexcept {
+    // cudaFree first: it waits for the device, so no copy still reads the pinned staging slots.
+    if (memory) cudaFree(memory), memory = nullptr;
     for (cudaEvent_t& e : slot_done)
       if (e) cudaEventDestroy(e), e = nullptr;
     if (pinned) cudaFreeHost(pinned), pinned = nullptr;
-    if (memory) cudaFree(memory), memory = nullptr;
   }
 };
 

@@ -72,8 +72,8 @@ struct DeviceGuard::Impl {
   GuardStepState* pinned = nullptr;
 
   void release() noexcept {
+    if (state) cudaFree(state), state = nullptr;  // first: it waits for the device
     if (pinned) cudaFreeHost(pinned), pinned = nullptr;
-    if (state) cudaFree(state), state = nullptr;
   }
 };
 

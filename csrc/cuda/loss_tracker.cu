@@ -46,9 +46,10 @@ struct LossTracker::Impl {
   bool requested = false;
 
   void release() noexcept {
+    // cudaFree first: it waits for the device, so no snapshot copy still writes the pinned buffer.
+    if (memory) cudaFree(memory), memory = nullptr;
     if (arrived) cudaEventDestroy(arrived), arrived = nullptr;
     if (pinned) cudaFreeHost(pinned), pinned = nullptr;
-    if (memory) cudaFree(memory), memory = nullptr;
   }
 };
 

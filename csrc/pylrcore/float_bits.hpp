@@ -84,25 +84,21 @@ PYLRCORE_HD inline float bfloat16_to_float(std::uint16_t h) {
 // A value is non-finite exactly when (bits & kMagnitude) >= kExponent.
 struct F32 {
   using Bits = std::uint32_t;
-  static constexpr DType kCode = DType::F32;
   static constexpr Bits kMagnitude = 0x7fffffffu, kExponent = 0x7f800000u;
   PYLRCORE_HD static double widen(Bits b) { return static_cast<double>(float_from_bits(b)); }
 };
 struct F64 {
   using Bits = std::uint64_t;
-  static constexpr DType kCode = DType::F64;
   static constexpr Bits kMagnitude = 0x7fffffffffffffffull, kExponent = 0x7ff0000000000000ull;
   PYLRCORE_HD static double widen(Bits b) { return double_from_bits(b); }
 };
 struct F16 {
   using Bits = std::uint16_t;
-  static constexpr DType kCode = DType::F16;
   static constexpr Bits kMagnitude = 0x7fffu, kExponent = 0x7c00u;
   PYLRCORE_HD static double widen(Bits b) { return static_cast<double>(half_to_float(b)); }
 };
 struct BF16 {
   using Bits = std::uint16_t;
-  static constexpr DType kCode = DType::BF16;
   static constexpr Bits kMagnitude = 0x7fffu, kExponent = 0x7f80u;
   PYLRCORE_HD static double widen(Bits b) { return static_cast<double>(bfloat16_to_float(b)); }
 };
