@@ -1,9 +1,279 @@
-// Bindings of the optional CUDA extension. Host compiler only: sees launch.hpp, never CUDA headers.
+// Bindings of the optional CUDA extension. Host compiler only: sees launch.hpp and the pure C++
+// core, never CUDA headers. Device memory arrives as integer addresses and streams as integer
+// handles; pylrcore/cuda.py checks devices, dtypes and contiguity first (naming the argument).
+// Arguments are converted, then the GIL is released around every call into CUDA.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "launch.hpp"
+#include "pylrcore/chunk_check.hpp"
+#include "pylrcore/detect.hpp"
+#include "pylrcore/guard.hpp"
+#include "pylrcore/guard_step.hpp"
+#include "pylrcore/loss_track.hpp"
 
 namespace py = pybind11;
+using namespace pylrcore;
+using pylrcore::chunk_check::TensorRef;
+
+namespace {
+
+std::vector<TensorRef> tensor_refs(const std::vector<std::uint64_t>& addresses, const std::vector<std::uint64_t>& counts,
+                                   const std::vector<int>& dtypes) {
+  if (addresses.size() != counts.size() || addresses.size() != dtypes.size())
+    throw py::value_error("addresses, counts and dtypes must have the same length, got " +
+                          std::to_string(addresses.size()) + ", " + std::to_string(counts.size()) + ", " +
+                          std::to_string(dtypes.size()));
+  std::vector<TensorRef> refs(addresses.size());
+  for (std::size_t i = 0; i < refs.size(); ++i) refs[i] = TensorRef{addresses[i], counts[i], static_cast<DType>(dtypes[i])};
+  return refs;
+}
+
+py::dict state_dict(const LossTrackState& s) {
+  py::dict d;
+  d["steps"] = s.steps;
+  d["finite"] = s.finite;
+  d["smoothed"] = s.smoothed;
+  d["best"] = s.best;
+  d["best_step"] = s.best_step;
+  d["diverged_step"] = s.diverged_step;
+  d["nonfinite_step"] = s.nonfinite_step;
+  d["stop_step"] = s.stop_step;
+  return d;
+}
+
+void bind_check(py::module_& m) {
+  using cuda::CheckTable;
+  py::class_<CheckTable>(m, "CheckTable", "Gradient table on one device; check() is one launch, no sync.")
+      .def(py::init([](int device, const std::vector<std::uint64_t>& addresses, const std::vector<std::uint64_t>& counts,
+                       const std::vector<int>& dtypes, std::uintptr_t stream) {
+             const std::vector<TensorRef> refs = tensor_refs(addresses, counts, dtypes);
+             py::gil_scoped_release release;
+             return new CheckTable(device, refs, stream);
+           }),
+           py::arg("device"), py::arg("addresses"), py::arg("counts"), py::arg("dtypes"), py::arg("stream"))
+      .def("repoint", &CheckTable::repoint, py::arg("addresses"), py::arg("stream"),
+           py::call_guard<py::gil_scoped_release>())
+      .def(
+          "check",
+          [](const CheckTable& t, std::uintptr_t found_inf, std::uintptr_t sumsq, std::uintptr_t info,
+             std::uintptr_t stream) {
+            py::gil_scoped_release release;
+            t.check(cuda::CheckOutputs{found_inf, sumsq, info}, stream);
+          },
+          py::arg("found_inf"), py::arg("sumsq"), py::arg("info"), py::arg("stream"))
+      .def_property_readonly("device", &CheckTable::device)
+      .def_property_readonly("tensors", &CheckTable::tensors)
+      .def_property_readonly("chunks", &CheckTable::chunks)
+      .def_property_readonly("grid", &CheckTable::grid)
+      .def_property_readonly("bytes", &CheckTable::bytes);
+
+  // The kernel's host twin (chunk_check.hpp): the device result predicted bit for bit on the CPU.
+  m.def(
+      "check_on_host",
+      [](const std::vector<std::uint64_t>& host_addresses, const std::vector<std::uint64_t>& device_addresses,
+         const std::vector<std::uint64_t>& counts, const std::vector<int>& dtypes) {
+        const std::vector<TensorRef> refs = tensor_refs(device_addresses, counts, dtypes);
+        if (host_addresses.size() != refs.size()) throw py::value_error("host_addresses has the wrong length");
+        std::vector<const void*> data(refs.size());
+        for (std::size_t i = 0; i < refs.size(); ++i) data[i] = reinterpret_cast<const void*>(host_addresses[i]);
+        py::gil_scoped_release release;
+        const chunk_check::CheckSummary s = chunk_check::check_on_host(data.data(), refs.data(), refs.size());
+        return std::make_tuple(s.sumsq, s.nonfinite, s.first_bad_tensor, s.first_bad_index);
+      },
+      py::arg("host_addresses"), py::arg("device_addresses"), py::arg("counts"), py::arg("dtypes"));
+  m.attr("CHUNK_BYTES") = chunk_check::kChunkBytes;
+}
+
+void bind_loss_tracker(py::module_& m) {
+  using cuda::LossTracker;
+  py::class_<LossTracker>(m, "LossTracker", "The range test's loss curve on the device (loss_track.hpp).")
+      .def(py::init([](int device, double beta, int kind, double diverge_th, std::int64_t capacity,
+                       std::uintptr_t stream) {
+             const LossTrackConfig config{beta, static_cast<EmaKind>(kind), diverge_th};
+             py::gil_scoped_release release;
+             return new LossTracker(device, config, capacity, stream);
+           }),
+           py::arg("device"), py::arg("beta"), py::arg("kind"), py::arg("diverge_th"), py::arg("capacity"),
+           py::arg("stream"))
+      .def(
+          "append",
+          [](LossTracker& t, std::uintptr_t loss, int dtype, std::uintptr_t stream) {
+            py::gil_scoped_release release;
+            t.append(loss, static_cast<DType>(dtype), stream);
+          },
+          py::arg("loss"), py::arg("dtype"), py::arg("stream"))
+      .def("reset", &LossTracker::reset, py::arg("stream"), py::call_guard<py::gil_scoped_release>())
+      .def("request_snapshot", &LossTracker::request_snapshot, py::arg("stream"),
+           py::call_guard<py::gil_scoped_release>())
+      .def("poll",
+           [](LossTracker& t) -> py::object {
+             LossTrackState s{};
+             if (!t.poll(s)) return py::none();
+             return state_dict(s);
+           })
+      .def(
+          "state",
+          [](LossTracker& t, std::uintptr_t stream) {
+            LossTrackState s{};
+            {
+              py::gil_scoped_release release;
+              s = t.state(stream);
+            }
+            return state_dict(s);
+          },
+          py::arg("stream"))
+      .def(
+          "history",
+          [](LossTracker& t, std::uintptr_t stream) {
+            std::vector<double> losses, smoothed;
+            {
+              py::gil_scoped_release release;
+              t.history(losses, smoothed, stream);
+            }
+            return std::make_tuple(losses, smoothed);
+          },
+          py::arg("stream"))
+      .def_property_readonly("capacity", &LossTracker::capacity)
+      .def_property_readonly("device", &LossTracker::device);
+
+  // The update rule on the host, for tests and for a CPU fallback with the same numbers.
+  m.def(
+      "track_losses_on_host",
+      [](const std::vector<double>& xs, double beta, int kind, double diverge_th) {
+        const LossTrackConfig config{beta, static_cast<EmaKind>(kind), diverge_th};
+        validate(config);
+        LossTrackState s = fresh_loss_track_state();
+        std::vector<double> losses(xs.size()), smoothed(xs.size());
+        for (double x : xs)
+          track_loss(config, s, x, losses.data(), smoothed.data(), static_cast<std::int64_t>(xs.size()));
+        return std::make_tuple(state_dict(s), smoothed);
+      },
+      py::arg("losses"), py::arg("beta"), py::arg("kind"), py::arg("diverge_th"));
+}
+
+// Settings and states as dicts with the field names of for_each_field (as pylrcore._core takes them).
+template <class Fields>
+Fields fields_from_dict(const py::dict& values, const std::string& what) {
+  Fields fields{};
+  std::size_t used = 0;
+  for_each_field(fields, [&](const char* name, auto& value) {
+    if (!values.contains(name)) return;
+    try {
+      value = values[name].template cast<std::decay_t<decltype(value)>>();
+    } catch (const py::cast_error&) {
+      throw py::value_error(what + ": '" + name + "' has the wrong type");
+    }
+    ++used;
+  });
+  if (used != values.size()) throw py::value_error(what + ": unknown keys (expected the fields of pylrcore._core)");
+  return fields;
+}
+
+GuardStepConfig step_config(const py::dict& loss, const py::dict& norm, const std::vector<int>& actions,
+                            std::int64_t max_skips) {
+  if (actions.size() != static_cast<std::size_t>(kGuardEventKinds))
+    throw py::value_error("policy: expected " + std::to_string(kGuardEventKinds) + " action codes");
+  GuardPolicy policy;
+  for (std::size_t i = 0; i < actions.size(); ++i) {
+    if (actions[i] < 0 || actions[i] > static_cast<int>(GuardAction::Raise))
+      throw py::value_error("policy: unknown action code " + std::to_string(actions[i]));
+    policy.action[i] = static_cast<GuardAction>(actions[i]);
+  }
+  policy.max_consecutive_skips = max_skips;
+  DetectorConfig loss_config = fields_from_dict<DetectorConfig>(loss, "loss detector");
+  DetectorConfig norm_config = fields_from_dict<DetectorConfig>(norm, "norm detector");
+  return guard_step_config(loss_config, norm_config, policy);
+}
+
+// A GuardCore state dict (pylrcore._core.GuardCore._get_state()) as the device state; None: fresh.
+GuardStepState step_state(const py::object& state) {
+  if (state.is_none()) return guard_step_state(GuardState{});
+  const py::dict d = state.cast<py::dict>();
+  GuardState s;
+  s.step = d["step"].cast<std::int64_t>();
+  s.consecutive_skips = d["consecutive_skips"].cast<std::int64_t>();
+  s.log_spikes = d["log_spikes"].cast<bool>();
+  s.loss = fields_from_dict<DetectorState>(d["loss"].cast<py::dict>(), "state['loss']");
+  s.log_loss = fields_from_dict<DetectorState>(d["log_loss"].cast<py::dict>(), "state['log_loss']");
+  s.norm = fields_from_dict<DetectorState>(d["norm"].cast<py::dict>(), "state['norm']");
+  return guard_step_state(s);
+}
+
+py::tuple decision_tuple(const GuardStepDecision& d) {
+  return py::make_tuple(d.step, d.events, d.action, d.consecutive_skips, d.loss_z, d.smoothed, d.explode_at, d.grad_norm,
+                        d.norm_z);
+}
+
+void bind_guard(py::module_& m) {
+  using cuda::DeviceGuard;
+  py::class_<DeviceGuard>(m, "DeviceGuard", "The guard's decision on the device (guard_step.hpp).")
+      .def(py::init([](int device, const py::dict& loss_config, const py::dict& norm_config, const std::vector<int>& actions,
+                       std::int64_t max_consecutive_skips, const py::object& state, std::uintptr_t stream) {
+             const GuardStepConfig config = step_config(loss_config, norm_config, actions, max_consecutive_skips);
+             const GuardStepState initial = step_state(state);
+             py::gil_scoped_release release;
+             return new DeviceGuard(device, config, initial, stream);
+           }),
+           py::arg("device"), py::arg("loss_config"), py::arg("norm_config"), py::arg("actions"),
+           py::arg("max_consecutive_skips"), py::arg("state"), py::arg("stream"))
+      .def(
+          "decide",
+          [](DeviceGuard& g, std::uintptr_t loss, int loss_dtype, std::uintptr_t check_info, std::uintptr_t check_sumsq,
+             bool amp_active, double max_norm, std::uintptr_t found_inf, std::uintptr_t clip_coef,
+             std::uintptr_t grad_scale, std::uintptr_t decision, std::uintptr_t stream) {
+            const cuda::DecideInputs in{loss, static_cast<DType>(loss_dtype), check_info, check_sumsq, amp_active, max_norm};
+            const cuda::DecideOutputs out{found_inf, clip_coef, grad_scale, decision};
+            py::gil_scoped_release release;
+            g.decide(in, out, stream);
+          },
+          py::arg("loss"), py::arg("loss_dtype"), py::arg("check_info"), py::arg("check_sumsq"), py::arg("amp_active"),
+          py::arg("max_norm"), py::arg("found_inf"), py::arg("clip_coef"), py::arg("grad_scale"), py::arg("decision"),
+          py::arg("stream"))
+      .def(
+          "state",
+          [](DeviceGuard& g, std::uintptr_t stream) {
+            GuardStepState s{};
+            {
+              py::gil_scoped_release release;
+              s = g.state(stream);
+            }
+            py::dict d;
+            d["step"] = s.step;
+            d["consecutive_skips"] = s.consecutive;
+            d["log_spikes"] = s.log_spikes != 0;
+            d["exploding"] = s.exploding != 0;
+            d["smoothed"] = s.smoothed;
+            d["best"] = s.best;
+            d["start"] = s.start;
+            return d;
+          },
+          py::arg("stream"))
+      .def_property_readonly("device", &DeviceGuard::device);
+
+  // The device decision run on the host, step by step: GuardCore's decisions (tested in C++).
+  m.def(
+      "guard_steps_on_host",
+      [](const py::dict& loss_config, const py::dict& norm_config, const std::vector<int>& actions,
+         std::int64_t max_consecutive_skips, const py::object& state,
+         const std::vector<std::tuple<bool, double, bool, std::int64_t, double, bool>>& inputs) {
+        const GuardStepConfig config = step_config(loss_config, norm_config, actions, max_consecutive_skips);
+        GuardStepState s = step_state(state);
+        py::list out;
+        for (const auto& [has_loss, loss, grads_checked, nonfinite, sumsq, amp] : inputs)
+          out.append(decision_tuple(guard_step(config, s, GuardStepInput{has_loss, loss, grads_checked, nonfinite, sumsq, amp})));
+        return out;
+      },
+      py::arg("loss_config"), py::arg("norm_config"), py::arg("actions"), py::arg("max_consecutive_skips"),
+      py::arg("state"), py::arg("inputs"));
+}
+
+}  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
   m.doc() = "pylrcore CUDA kernels (optional; import pylrcore.cuda instead)";
@@ -11,4 +281,7 @@ PYBIND11_MODULE(_cuda, m) {
         "Number of usable CUDA devices (0 without driver or device).");
   m.def("runtime_version", &pylrcore::cuda::runtime_version);
   m.def("unavailable_reason", &pylrcore::cuda::unavailable_reason);
+  bind_check(m);
+  bind_loss_tracker(m);
+  bind_guard(m);
 }

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "pylrcore/common.hpp"
+#include "pylrcore/detect_math.hpp"
 #include "pylrcore/smoothing.hpp"
 
 namespace pylrcore {
@@ -172,10 +173,11 @@ struct DetectorStats {
 
 class Detector {
  public:
-  static constexpr std::int64_t kStartPoints = 10;  // `start` = smoothed level after this many finite losses
-  static constexpr double kScaleFloor = 1e-3;       // sd and explosion margins are at least this x level
-  static constexpr double kHuge = 1e150;            // values entering squares are clamped here (no overflow)
-  static constexpr double kMaxZ = 1e12;             // |zscore| saturates here
+  // (detect_math.hpp holds the per-value arithmetic, shared with the device guard.)
+  static constexpr std::int64_t kStartPoints = detect_math::kStartPoints;
+  static constexpr double kScaleFloor = detect_math::kScaleFloor;
+  static constexpr double kHuge = detect_math::kHuge;
+  static constexpr double kMaxZ = detect_math::kMaxZ;
 
   explicit Detector(const DetectorConfig& config = DetectorConfig{})
       : config_(config), smooth_(config.beta, EmaKind::Debiased), window_alpha_(1.0 / static_cast<double>(config.window)) {
@@ -212,7 +214,7 @@ class Detector {
   std::int64_t finite_count() const { return smooth_.count(); }
   // Past the warm-up: SPIKE and the window states can fire, and spikes are winsorised. z-scores need
   // a variance from a few errors, so this takes at least kStartPoints losses whatever `warmup` says.
-  bool warm() const { return finite_count() > std::max(config_.warmup, kStartPoints); }
+  bool warm() const { return detect_math::is_warm(finite_count(), config_.warmup); }
 
   Verdict update(double loss) {
     Verdict v;
@@ -238,17 +240,11 @@ class Detector {
     std::uint32_t flags = 0;
     if (s > explode_threshold()) flags |= kExplosion;
 
-    const double sd = spread();
-    double z = 0.0;
-    if (n >= 2) {
-      z = std::clamp((loss - state_.mean) / sd, -kMaxZ, kMaxZ);
-      if (warm && z > config_.spike_z) flags |= kSpike;
-    }
-    // Winsorised (after warm-up): a spike moves the mean, variance and trend like a clip-sigma value.
-    const double clipped = warm ? std::clamp(loss, state_.mean - config_.spike_clip * sd,
-                                             state_.mean + config_.spike_clip * sd)
-                                : loss;
-    update_moments(clipped, n);
+    const detect_math::SpikeStep spike =
+        detect_math::spike_step(state_.mean, state_.var, loss, n, warm, config_.spike_z, config_.spike_clip,
+                                config_.spike_beta, config_.spike_var_beta);
+    if (spike.spike) flags |= kSpike;
+    const double z = spike.zscore, clipped = spike.clipped;
     update_differences(loss, n);
     update_ring(clipped, n);
     state_.last = loss;
@@ -304,28 +300,7 @@ class Detector {
     return (start - state_.best) / std::fabs(start);
   }
   double explode_threshold() const {
-    const double floor = kScaleFloor * std::fabs(state_.start);
-    const double at = state_.best + (config_.explode_factor - 1.0) * std::max(std::fabs(state_.best), floor);
-    return std::min(at, std::numeric_limits<double>::max());  // beyond the largest double nothing can fire
-  }
-  // Standard deviation used for z-scores and clipping: never below kScaleFloor of the mean's size,
-  // so an exactly constant loss does not make every later rounding wiggle a spike.
-  double spread() const {
-    return std::max({std::sqrt(state_.var), kScaleFloor * std::fabs(state_.mean), 1e-300});
-  }
-
-  // Short EMA mean, and EMA of the squared one-step error (x - previous mean)^2: the variance a
-  // z-score against that mean needs. Both warm-start as running means (alpha = 1/n while larger).
-  void update_moments(double x, std::int64_t n) {
-    if (n == 1) {
-      state_.mean = x;
-      return;
-    }
-    const double d = std::clamp(x - state_.mean, -kHuge, kHuge);
-    const double count = static_cast<double>(n);
-    const double var_alpha = std::max(1.0 - config_.spike_var_beta, 1.0 / (count - 1.0));
-    state_.var += var_alpha * (d * d - state_.var);
-    state_.mean += std::max(1.0 - config_.spike_beta, 1.0 / count) * d;
+    return detect_math::explode_threshold(state_.best, state_.start, config_.explode_factor);
   }
 
   void update_differences(double x, std::int64_t n) {

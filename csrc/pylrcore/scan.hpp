@@ -51,6 +51,7 @@
 #endif
 
 #include "pylrcore/common.hpp"
+#include "pylrcore/float_bits.hpp"
 
 // (Not under ThreadSanitizer: its runtime is not up yet when the ifunc resolvers run, and crashes.)
 #if defined(__x86_64__) && defined(__ELF__) && defined(__GNUC__) && !defined(__clang__) && \
@@ -62,19 +63,6 @@
 #endif
 
 namespace pylrcore {
-
-// Codes shared with the Python layer (pylrcore/scan.py); do not renumber.
-enum class DType : int { F32 = 0, F64 = 1, F16 = 2, BF16 = 3 };
-
-inline std::size_t dtype_size(DType dtype) {
-  switch (dtype) {
-    case DType::F32: return 4;
-    case DType::F64: return 8;
-    case DType::F16:
-    case DType::BF16: return 2;
-  }
-  return 0;
-}
 
 // A contiguous buffer of `count` elements; `data` may be unaligned, and null when count == 0.
 struct Buffer {
@@ -115,64 +103,14 @@ inline Bits load_bits(const unsigned char* p) {
   return b;
 }
 
-inline float float_from_bits(std::uint32_t b) {
-  float f;
-  std::memcpy(&f, &b, sizeof f);
-  return f;
-}
-
-inline std::uint32_t bits_from_float(float f) {
-  std::uint32_t b;
-  std::memcpy(&b, &f, sizeof b);
-  return b;
-}
-
-// IEEE half -> float, exact for every input (subnormals, infinities, NaN payloads), branch-free so
-// that it vectorises. Rebias the exponent by 127-15; infinities/NaN get the float all-ones
-// exponent; a subnormal half m*2^-24 is built as the float (1 + m/1024)*2^-14 minus 2^-14 (exact).
-inline float half_to_float(std::uint16_t h) {
-  const std::uint32_t magnitude = static_cast<std::uint32_t>(h & 0x7fffu) << 13;
-  const std::uint32_t exponent = magnitude & 0x0f800000u;
-  std::uint32_t bits = magnitude + ((127u - 15u) << 23);
-  bits += exponent == 0x0f800000u ? ((128u - 16u) << 23) : 0u;  // inf/NaN: to exponent 255
-  bits += exponent == 0u ? (1u << 23) : 0u;                      // zero/subnormal: add implicit one
-  const float unsigned_value = float_from_bits(bits) - (exponent == 0u ? 0x1p-14f : 0.0f);
-  return float_from_bits(bits_from_float(unsigned_value) | (static_cast<std::uint32_t>(h & 0x8000u) << 16));
-}
-
-inline float bfloat16_to_float(std::uint16_t h) { return float_from_bits(static_cast<std::uint32_t>(h) << 16); }
-
-// Per dtype: the raw bits type, the magnitude mask, the all-ones exponent, and the exact widening.
-// A value is non-finite exactly when (bits & kMagnitude) >= kExponent.
-struct F32 {
-  using Bits = std::uint32_t;
-  static constexpr Bits kMagnitude = 0x7fffffffu, kExponent = 0x7f800000u;
-  static double widen(Bits b) { return static_cast<double>(float_from_bits(b)); }
-};
-struct F64 {
-  using Bits = std::uint64_t;
-  static constexpr Bits kMagnitude = 0x7fffffffffffffffull, kExponent = 0x7ff0000000000000ull;
-  static double widen(Bits b) {
-    double d;
-    std::memcpy(&d, &b, sizeof d);
-    return d;
-  }
-};
-struct F16 {
-  using Bits = std::uint16_t;
-  static constexpr Bits kMagnitude = 0x7fffu, kExponent = 0x7c00u;
-  static double widen(Bits b) { return static_cast<double>(half_to_float(b)); }
-};
-struct BF16 {
-  using Bits = std::uint16_t;
-  static constexpr Bits kMagnitude = 0x7fffu, kExponent = 0x7f80u;
-  static double widen(Bits b) { return static_cast<double>(bfloat16_to_float(b)); }
-};
-
-template <class Format>
-inline bool is_nonfinite_bits(typename Format::Bits b) {
-  return static_cast<typename Format::Bits>(b & Format::kMagnitude) >= Format::kExponent;
-}
+// The formats and their bit tests live in float_bits.hpp, shared with the CUDA check kernel.
+using float_bits::BF16;
+using float_bits::bfloat16_to_float;
+using float_bits::F16;
+using float_bits::F32;
+using float_bits::F64;
+using float_bits::half_to_float;
+using float_bits::is_nonfinite_bits;
 
 constexpr std::size_t kNone = std::numeric_limits<std::size_t>::max();
 

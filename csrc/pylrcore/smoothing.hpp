@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "pylrcore/common.hpp"
+#include "pylrcore/hd.hpp"
 
 namespace pylrcore {
 
@@ -34,6 +35,23 @@ inline void check_beta(double beta, const char* name = "beta") {
          "or 1 - smooth_f for torch-lr-finder's smooth_f)";
     fail(s.str());
   }
+}
+
+// One finite value x into a running average that has seen `count` values: updates `average` and
+// `beta_power` (b^count) and returns the smoothed output. The formulas of the table above, shared
+// with the device loss tracker (cuda/loss_tracker.cu), which must round exactly like this.
+PYLRCORE_HD inline double ema_step(EmaKind kind, double beta, std::int64_t count, double& average, double& beta_power,
+                                   double x) {
+  if (kind == EmaKind::Plain) {
+    // torch-lr-finder: new weight (1-b) on the value, first point taken raw.
+    average = count == 0 ? x : (1.0 - beta) * x + beta * average;
+    return average;
+  }
+  average = beta * average + (1.0 - beta) * x;
+  beta_power *= beta;
+  // Lightning divides by 1 - b^(i+2): one more factor of b than the values averaged.
+  const double power = kind == EmaKind::Lightning ? beta_power * beta : beta_power;
+  return average / (1.0 - power);
 }
 
 // Everything needed to resume a stream exactly (checkpoints): O(1).
@@ -86,18 +104,7 @@ class Ema {
           return std::numeric_limits<double>::quiet_NaN();
       }
     }
-    double out;
-    if (kind_ == EmaKind::Plain) {
-      // torch-lr-finder: new weight (1-b) on the value, first point taken raw.
-      state_.average = state_.count == 0 ? x : (1.0 - beta_) * x + beta_ * state_.average;
-      out = state_.average;
-    } else {
-      state_.average = beta_ * state_.average + (1.0 - beta_) * x;
-      state_.beta_power *= beta_;
-      // Lightning divides by 1 - b^(i+2): one more factor of b than the values averaged.
-      const double power = kind_ == EmaKind::Lightning ? state_.beta_power * beta_ : state_.beta_power;
-      out = state_.average / (1.0 - power);
-    }
+    const double out = ema_step(kind_, beta_, state_.count, state_.average, state_.beta_power, x);
     ++state_.count;
     state_.last = out;
     return out;

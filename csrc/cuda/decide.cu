@@ -1,0 +1,137 @@
+// The guard's decision on the device: guard_step() (guard_step.hpp) in a one-thread kernel that
+// reads the loss and the gradient check's result from device memory and writes found_inf, the
+// clip coefficient and the decision record, with the guard's state kept in device memory.
+#include <cstring>
+
+#include "launch.hpp"
+#include "pylrcore/float_bits.hpp"
+#include "pylrcore/guard_step.hpp"
+#include "runtime.hpp"
+
+namespace pylrcore::cuda {
+namespace {
+
+__device__ double read_value(const void* p, DType dtype) {
+  using namespace float_bits;
+  switch (dtype) {
+    case DType::F32: return F32::widen(*static_cast<const F32::Bits*>(p));
+    case DType::F64: return F64::widen(*static_cast<const F64::Bits*>(p));
+    case DType::F16: return F16::widen(*static_cast<const F16::Bits*>(p));
+    case DType::BF16: return BF16::widen(*static_cast<const BF16::Bits*>(p));
+  }
+  return 0.0;
+}
+
+__global__ void decide_kernel(GuardStepConfig config, GuardStepState* state, DecideInputs in, DecideOutputs out) {
+  GuardStepInput input{};
+  input.has_loss = in.loss != 0;
+  if (input.has_loss) input.loss = read_value(reinterpret_cast<const void*>(in.loss), in.loss_dtype);
+  input.grads_checked = in.check_info != 0;
+  if (input.grads_checked) {
+    input.grad_nonfinite = reinterpret_cast<const long long*>(in.check_info)[0];
+    input.grad_sumsq = *reinterpret_cast<const double*>(in.check_sumsq);
+  }
+  input.amp_active = in.amp_active;
+  GuardStepState s = *state;
+  const GuardStepDecision d = guard_step(config, s, input);
+  *state = s;
+
+  const bool applied = d.action == static_cast<std::int32_t>(GuardAction::Record) && !(d.events & kAmpOverflow);
+  // torch.nn.utils.clip_grad_norm_'s coefficient; 1 when not clipping or when the norm is not
+  // finite (that step is not applied anyway).
+  double coef = 1.0;
+  if (in.max_norm > 0.0 && d.grad_norm - d.grad_norm == 0.0) {
+    coef = in.max_norm / (d.grad_norm + 1e-6);
+    if (coef > 1.0) coef = 1.0;
+  }
+  if (out.found_inf) *reinterpret_cast<float*>(out.found_inf) = applied ? 0.0f : 1.0f;
+  if (out.clip_coef) *reinterpret_cast<float*>(out.clip_coef) = static_cast<float>(coef);
+  if (out.grad_scale) *reinterpret_cast<float*>(out.grad_scale) = static_cast<float>(1.0 / coef);
+  if (out.decision) {
+    double* r = reinterpret_cast<double*>(out.decision);
+    r[0] = static_cast<double>(d.step);
+    r[1] = static_cast<double>(d.events);
+    r[2] = static_cast<double>(d.action);
+    r[3] = static_cast<double>(d.consecutive_skips);
+    r[4] = d.loss_z;
+    r[5] = d.smoothed;
+    r[6] = d.explode_at;
+    r[7] = d.grad_norm;
+    r[8] = d.norm_z;
+  }
+}
+
+__global__ void set_state_kernel(GuardStepState* state, GuardStepState value) { *state = value; }
+
+}  // namespace
+
+struct DeviceGuard::Impl {
+  int device = 0;
+  GuardStepConfig config{};
+  GuardStepState* state = nullptr;
+  GuardStepState* pinned = nullptr;
+
+  void release() noexcept {
+    if (state) cudaFree(state), state = nullptr;  // first: it waits for the device
+    if (pinned) cudaFreeHost(pinned), pinned = nullptr;
+  }
+};
+
+DeviceGuard::DeviceGuard(int device, const GuardStepConfig& config, const GuardStepState& state, StreamHandle stream)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& t = *impl_;
+  t.device = device;
+  t.config = config;
+  DeviceScope scope(device);
+  try {
+    throw_if_failed(cudaMalloc(&t.state, sizeof(GuardStepState)), "cudaMalloc (device guard)");
+    throw_if_failed(cudaMallocHost(&t.pinned, sizeof(GuardStepState)), "cudaMallocHost (device guard)");
+    set_state(state, stream);
+  } catch (...) {
+    t.release();
+    throw;
+  }
+}
+
+DeviceGuard::~DeviceGuard() {
+  if (!impl_) return;
+  try {
+    DeviceScope scope(impl_->device);
+    impl_->release();
+  } catch (...) {
+    impl_->release();
+  }
+}
+
+void DeviceGuard::decide(const DecideInputs& in, const DecideOutputs& out, StreamHandle stream) {
+  if ((in.check_info == 0) != (in.check_sumsq == 0)) fail("decide: check_info and check_sumsq go together");
+  const int code = static_cast<int>(in.loss_dtype);
+  if (code < 0 || code > 3) fail("decide: loss dtype code must be 0..3");
+  if (!(in.max_norm >= 0.0)) fail("decide: max_norm must be >= 0 (0: no clipping)");
+  Impl& t = *impl_;
+  DeviceScope scope(t.device);
+  decide_kernel<<<1, 1, 0, as_stream(stream)>>>(t.config, t.state, in, out);
+  throw_if_launch_failed("decide_kernel");
+}
+
+void DeviceGuard::set_state(const GuardStepState& state, StreamHandle stream) {
+  Impl& t = *impl_;
+  DeviceScope scope(t.device);
+  set_state_kernel<<<1, 1, 0, as_stream(stream)>>>(t.state, state);
+  throw_if_launch_failed("set_state_kernel");
+}
+
+GuardStepState DeviceGuard::state(StreamHandle stream) {
+  Impl& t = *impl_;
+  DeviceScope scope(t.device);
+  throw_if_failed(cudaMemcpyAsync(t.pinned, t.state, sizeof(GuardStepState), cudaMemcpyDeviceToHost, as_stream(stream)),
+                  "cudaMemcpyAsync (guard state)");
+  throw_if_failed(cudaStreamSynchronize(as_stream(stream)), "cudaStreamSynchronize (guard state)");
+  GuardStepState out;
+  std::memcpy(&out, t.pinned, sizeof out);
+  return out;
+}
+
+int DeviceGuard::device() const { return impl_->device; }
+
+}  // namespace pylrcore::cuda
