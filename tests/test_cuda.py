@@ -12,6 +12,7 @@ from typing import Any, List, Optional
 
 import numpy as np
 import pytest
+from procs import pylrcore_env, scratch_dir
 import torch
 
 import pylrcore
@@ -45,7 +46,7 @@ def test_probe_answers_without_raising() -> None:
 
 def test_importing_pylrcore_cuda_does_not_import_torch() -> None:
     code = "import sys, pylrcore, pylrcore.cuda; pylrcore.cuda.is_available(); assert 'torch' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, env=pylrcore_env(), cwd=scratch_dir())
 
 
 # --- argument checks: these run without a GPU --------------------------------------------------------
