@@ -226,10 +226,11 @@ def _dense(t: torch.Tensor) -> bool:
 
 
 def _fallback_summary(tensors: Sequence[torch.Tensor]) -> Tuple[int, float]:
-    """(non-finite count, sum of squares) of gradients the native scan does not read, with torch ops
-    (one device sync per step; the CUDA path of pylrcore.cuda replaces this for device tensors)."""
-    bad = 0
-    total = 0.0
+    """(non-finite count, sum of squares) of gradients the native scan does not read (other
+    devices, sparse, tensor subclasses), with torch ops queued per tensor and read back once per
+    device: one host sync per device and step, not one per tensor. (pylrcore.cuda's GradCheck is
+    the sync-free path for CUDA gradients; it is not wired in here until it has run on a GPU.)"""
+    per_device: Dict[Any, List[torch.Tensor]] = {}
     for g in tensors:
         if g.is_sparse:
             g = g.coalesce()._values()  # duplicates summed first: the norm is that of the dense gradient
@@ -238,12 +239,17 @@ def _fallback_summary(tensors: Sequence[torch.Tensor]) -> Tuple[int, float]:
         values = g.detach()
         if not values.is_floating_point():
             raise TypeError(f"a gradient has dtype {values.dtype}; the guard checks floating-point gradients")
-        wide = values.double() if values.dtype != torch.float64 else values
-        finite = torch.isfinite(wide)
-        n_bad = int((~finite).sum())
-        bad += n_bad
-        total += float(wide.square().sum()) if n_bad == 0 else _NAN
-    return bad, total
+        bad = (~torch.isfinite(values)).sum()
+        # In float64, like the native scan: squares of float32/16 values cannot overflow there.
+        sumsq = torch.linalg.vector_norm(values, dtype=torch.float64).square()
+        per_device.setdefault(values.device, []).append(torch.stack([bad.double(), sumsq]))
+    bad_total = 0
+    total = 0.0
+    for rows in per_device.values():
+        for n_bad, sq in torch.stack(rows).tolist():  # the one sync for this device
+            bad_total += int(n_bad)
+            total += sq if n_bad == 0 else _NAN
+    return bad_total, total
 
 
 class Guard:

@@ -420,3 +420,21 @@ def test_on_event_and_events_are_typed_records():
     assert seen == guard.events and isinstance(seen[0], GuardEvent)
     assert seen[0].kind == "nonfinite_loss" and math.isnan(seen[0].value) and seen[0].lr == 0.1
     assert "Guard(step=1, events=1, skipped=1" in repr(guard)
+
+
+def test_the_torch_fallback_agrees_with_the_native_scan():
+    """Gradients the native scan cannot read (other devices, subclasses, sparse) are summarised with
+    torch ops, read back once per device; on CPU tensors both paths must agree."""
+    from pylrcore.guard import _fallback_summary
+    from pylrcore.nonfinite import scan
+
+    gen = torch.Generator().manual_seed(0)
+    grads = [torch.randn(300, generator=gen), torch.randn(7, 5, generator=gen).double(),
+             torch.randn(64, generator=gen).half(), torch.randn(33, generator=gen).bfloat16()]
+    bad, sumsq = _fallback_summary(grads)
+    native = scan(grads)
+    assert bad == 0 and sumsq == pytest.approx(native.sumsq, rel=1e-12)
+    grads[2][5] = float("inf")
+    grads[3][0] = float("nan")
+    bad, sumsq = _fallback_summary(grads)
+    assert bad == scan(grads).nonfinite_count == 2 and math.isnan(sumsq)
