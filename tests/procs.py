@@ -4,10 +4,13 @@ scratch directory (its current directory comes first on sys.path)."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
-from typing import Dict
+from typing import Any, Dict, List
 
 
 def pylrcore_env() -> Dict[str, str]:
@@ -18,3 +21,20 @@ def pylrcore_env() -> Dict[str, str]:
 
 def scratch_dir() -> str:
     return tempfile.gettempdir()
+
+
+def run_ranks(worker_source: str, tmp_path: Path, world: int = 2, timeout: float = 240) -> List[Any]:
+    """Run ``worker_source`` as ``world`` processes (argv: rank, world, rendezvous file, output
+    file; one thread each) and return the JSON each rank wrote to its output file."""
+    script = tmp_path / "worker.py"
+    script.write_text(worker_source)
+    rendezvous = tmp_path / "rendezvous"  # a file store: no TCP port to pick and release
+    env = dict(pylrcore_env(), OMP_NUM_THREADS="1")
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(rank), str(world), str(rendezvous),
+                          str(tmp_path / f"r{rank}.json")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for rank in range(world)
+    ]
+    outputs = [p.communicate(timeout=timeout)[0].decode() for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    return [json.loads((tmp_path / f"r{rank}.json").read_text()) for rank in range(world)]

@@ -4,20 +4,17 @@ both ranks skip that same step, and the replicas stay bitwise identical."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from procs import run_ranks
 
 torch = pytest.importorskip("torch")
 if not torch.distributed.is_available():
     pytest.skip("torch.distributed is not available", allow_module_level=True)
 
 WORKER = r"""
-import json, sys
+import json, os, sys
 import torch
 import torch.distributed as dist
 from pylrcore.torch import Guard
@@ -49,27 +46,20 @@ for step in range(20):
 flat = torch.cat([p.detach().flatten() for p in net.parameters()])
 gathered = [torch.empty_like(flat) for _ in range(world)]
 dist.all_gather(gathered, flat)
-json.dump({"events": [[e.step, e.kind, e.action] for e in guard.events], "unchanged": unchanged,
-           "identical": all(torch.equal(gathered[0], t) for t in gathered), "finite": bool(torch.isfinite(flat).all()),
-           "skipped": guard.skipped, "losses": list(guard.losses)}, open(out, "w"))
+with open(out, "w") as fh:
+    json.dump({"events": [[e.step, e.kind, e.action] for e in guard.events], "unchanged": unchanged,
+               "identical": all(torch.equal(gathered[0], t) for t in gathered),
+               "finite": bool(torch.isfinite(flat).all()), "skipped": guard.skipped, "losses": list(guard.losses)}, fh)
 dist.barrier()  # neither rank tears gloo down while the other still talks (a crash at exit otherwise)
 dist.destroy_process_group()
+# Skip the interpreter's teardown: gloo's threads abort it now and then ("terminate called without
+# an active exception", about 1 run in 50 on a loaded 2-core machine), after every result is written.
+os._exit(0)
 """
 
 
 def test_a_nan_on_one_rank_is_skipped_by_both_ranks_on_the_same_step(tmp_path: Path) -> None:
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    rendezvous = tmp_path / "rendezvous"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [
-        subprocess.Popen([sys.executable, str(script), str(rank), "2", str(rendezvous), str(tmp_path / f"r{rank}.json")],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for rank in range(2)
-    ]
-    outputs = [p.communicate(timeout=240)[0].decode() for p in procs]
-    assert all(p.returncode == 0 for p in procs), outputs
-    r0, r1 = (json.loads((tmp_path / f"r{k}.json").read_text()) for k in range(2))
+    r0, r1 = run_ranks(WORKER, tmp_path)
     expected = [[7, "nonfinite_grad", "skip"], [12, "nonfinite_loss", "skip"]]
     assert r0["events"] == r1["events"] == expected
     assert r0["unchanged"] == r1["unchanged"] == {"7": True, "12": True}

@@ -4,14 +4,10 @@ receives the events; the integrations name the extra to install when their frame
 
 from __future__ import annotations
 
-import importlib
 import math
-import subprocess
-import sys
 import warnings
 
 import pytest
-from procs import pylrcore_env, scratch_dir
 
 torch = pytest.importorskip("torch")
 
@@ -145,32 +141,6 @@ def test_tensorboard_receives_guard_events(tmp_path):
     assert [(s.step, s.value) for s in scalars] == [(3, 1.0)]
     with pytest.raises(TypeError, match="SummaryWriter"):
         GuardWriter(object())
-
-
-@pytest.mark.parametrize("module, extra", [("pylrcore.integrations.lightning", "lightning"),
-                                           ("pylrcore.integrations.tensorboard", "tensorboard")])
-def test_a_missing_framework_names_the_extra(module, extra):
-    blocked = ["lightning", "pytorch_lightning"] if extra == "lightning" else ["tensorboard"]
-    code = (
-        "import sys\n"
-        f"for name in {blocked!r}: sys.modules[name] = None\n"
-        "try:\n"
-        f"    import {module}\n"
-        "except ImportError as e:\n"
-        "    print(e)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env=pylrcore_env(), cwd=scratch_dir()).stdout
-    assert f"pip install 'pylrcore[{extra}]'" in out
-
-
-def test_import_pylrcore_imports_no_framework():
-    code = ("import sys, pylrcore, pylrcore.integrations\n"
-            "print([m for m in ('torch', 'pytorch_lightning', 'lightning', 'tensorboard') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env=pylrcore_env(), cwd=scratch_dir()).stdout
-    assert out.strip() == "[]"
-    assert importlib.import_module("pylrcore.integrations").require
 
 
 # --- the range test as a Lightning callback ---------------------------------------------------------

@@ -1,5 +1,5 @@
-"""The Hugging Face and Optuna integrations are optional: ``import pylrcore`` never imports their
-frameworks, and importing an integration without its framework names the extra to install."""
+"""The integrations are optional: ``import pylrcore`` never imports their frameworks, and importing
+an integration without its framework names the extra to install."""
 
 from __future__ import annotations
 
@@ -9,26 +9,39 @@ import sys
 import pytest
 from procs import pylrcore_env, scratch_dir
 
+# (module, extra, the import names that stand for the framework)
+INTEGRATIONS = [
+    ("pylrcore.integrations.lightning", "lightning", ["lightning", "pytorch_lightning"]),
+    ("pylrcore.integrations.tensorboard", "tensorboard", ["tensorboard"]),
+    ("pylrcore.integrations.transformers", "transformers", ["transformers"]),
+    ("pylrcore.integrations.optuna", "optuna", ["optuna"]),
+]
 
-@pytest.mark.parametrize("module, extra", [("pylrcore.integrations.transformers", "transformers"),
-                                           ("pylrcore.integrations.optuna", "optuna")])
-def test_a_missing_framework_names_the_extra(module, extra):
+
+def _run(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env=pylrcore_env(), cwd=scratch_dir()).stdout
+
+
+@pytest.mark.parametrize("module, extra, blocked", INTEGRATIONS, ids=[i[1] for i in INTEGRATIONS])
+def test_a_missing_framework_names_the_extra(module, extra, blocked):
     code = (
         "import sys\n"
-        f"sys.modules[{extra!r}] = None\n"  # what `import` sees when the package is not installed
+        f"for name in {blocked!r}: sys.modules[name] = None\n"  # what `import` sees when it is not installed
         "try:\n"
         f"    import {module}\n"
         "except ImportError as e:\n"
         "    print(e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env=pylrcore_env(), cwd=scratch_dir()).stdout
-    assert f"pip install 'pylrcore[{extra}]'" in out
+    assert f"pip install 'pylrcore[{extra}]'" in _run(code)
 
 
-def test_import_pylrcore_imports_neither_framework():
-    code = ("import sys, pylrcore, pylrcore.integrations, pylrcore.torch, pylrcore.finder\n"
-            "print([m for m in ('transformers', 'accelerate', 'optuna') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env=pylrcore_env(), cwd=scratch_dir()).stdout
+def test_import_pylrcore_imports_no_framework():
+    frameworks = ("torch", "pytorch_lightning", "lightning", "tensorboard", "transformers", "accelerate", "optuna")
+    out = _run("import sys, pylrcore, pylrcore.integrations, pylrcore.cuda\n"
+               f"print([m for m in {frameworks!r} if m in sys.modules])")
+    assert out.strip() == "[]"
+    # ... nor does the torch-facing API pull in an integration's framework.
+    out = _run("import sys, pylrcore.torch, pylrcore.finder, pylrcore.guard\n"
+               f"print([m for m in {frameworks[1:]!r} if m in sys.modules])")
     assert out.strip() == "[]"
