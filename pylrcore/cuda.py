@@ -13,6 +13,22 @@ torch ops and fused optimizers; nothing waits for the GPU until you read them.
 device; ``request()`` queues a copy to pinned host memory and ``poll()`` picks it up when it has
 arrived, so a range test reads the curve every k steps without stalling the GPU.
 
+Status: built and tested through CPU twins of the same code (tests/cpp), but not yet run on a GPU
+(none was available), so nothing else uses these paths yet. The planned hook-up, for the GPU run:
+
+* ``Guard`` with CUDA gradients: a :class:`GradCheck` on the gradients instead of the CPU table
+  and the torch fallback; ``_cuda.DeviceGuard(device, loss_config, norm_config, actions,
+  max_consecutive_skips, core_state, stream).decide(loss_ptr, ..., found_inf, clip, grad_scale,
+  record_row, stream)`` after it, with ``optimizer.found_inf`` / ``optimizer.grad_scale`` set to
+  those device tensors (fused/capturable optimizers skip and clip without a sync; with a GradScaler
+  its own stay); decision records copied back without blocking, raise/rollback/scale_lr applied up
+  to k steps late.
+* ``LRFinder`` on CUDA: ``LossTracker(num_iter, beta=1 - smooth_f, kind="plain", diverge_th=...)``,
+  ``append(loss)`` each iteration (after the device all-reduce under DDP), ``request()`` every
+  ``sync_every`` iterations, stop when ``poll()`` shows a stop step, ``history()`` at the end.
+* Still to build: the schedule evaluated on the device at a device step counter, writing every
+  group's 0-d lr tensor in place.
+
 >>> import pylrcore.cuda
 >>> isinstance(pylrcore.cuda.is_available(), bool)
 True
