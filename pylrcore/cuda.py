@@ -36,7 +36,6 @@ True
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Tuple
@@ -44,7 +43,8 @@ from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Tuple
 import numpy as np
 
 from ._arrays import check_int, check_real
-from .nonfinite import ScanResult
+from .nonfinite import ScanResult, _torch_codes
+from .smoothing import _kind
 
 if TYPE_CHECKING:
     import torch
@@ -59,8 +59,6 @@ __all__ = [
 ]
 
 # Dtype codes of csrc/pylrcore/float_bits.hpp (enum class DType).
-_CODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}
-_EMA_KINDS = {"plain": 0, "torch_lr_finder": 0, "debiased": 1, "fastai": 1, "lightning": 2}
 
 
 def _module() -> Optional[ModuleType]:
@@ -119,7 +117,7 @@ def _describe(t: Any, name: str) -> Tuple[Any, int, int, int]:
     if t.device.type != "cuda":
         hint = " (pylrcore.nonfinite.scan checks CPU tensors)" if t.device.type == "cpu" else ""
         raise ValueError(f"{name} is on {t.device}; pylrcore.cuda reads CUDA tensors{hint}")
-    code = _CODES.get(str(t.dtype).replace("torch.", ""))
+    code = _torch_codes(torch).get(t.dtype)  # the CPU scan's codes: the same DType enum
     if code is None:
         raise TypeError(f"{name} has dtype {t.dtype}; pylrcore.cuda reads float32, float64, float16 or bfloat16")
     if not t.is_contiguous():
@@ -243,11 +241,9 @@ def _check_ema(beta: Any, kind: Any, diverge_th: Any) -> Tuple[float, int, float
     b = check_real(beta, "beta")
     if not 0.0 <= b < 1.0:
         raise ValueError(f"beta must be in [0, 1) (0: no smoothing; torch-lr-finder's smooth_f is 1 - beta), got {beta!r}")
-    code = _EMA_KINDS.get(kind) if isinstance(kind, str) else None
-    if code is None:
-        raise ValueError(f"kind must be one of {', '.join(map(repr, _EMA_KINDS))}; got {kind!r}")
-    th = check_real(diverge_th, "diverge_th")
-    if not (th > 1.0 and math.isfinite(th)):
+    code = int(_kind(kind))  # smoothing's names and codes
+    th = check_real(diverge_th, "diverge_th")  # finite
+    if not th > 1.0:
         raise ValueError(f"diverge_th must be a finite number > 1, got {diverge_th!r}")
     return b, code, th
 

@@ -52,10 +52,12 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from ._arrays import check_int, check_real
 from ._native import _core
 from .detect import DEFAULTS as DETECTOR_DEFAULTS
 from .detect import as_settings
 from .diagnosis import Diagnosis, diagnose
+from ._snapshot import model_tensors
 from .nonfinite import _describe, _torch_codes
 
 __all__ = ["Guard", "GuardEvent", "TrainingDiverged", "KINDS", "ACTIONS", "DEFAULT_POLICY"]
@@ -75,7 +77,8 @@ DEFAULT_POLICY: Dict[str, str] = {
 _SETTABLE = tuple(DEFAULT_POLICY)
 _FIXED = {"amp_overflow": "record", "skip_limit": "raise"}
 _NAN = float("nan")
-_RECORD, _SKIP, _SCALE, _ROLLBACK, _RAISE = range(5)
+_RECORD, _SCALE, _ROLLBACK, _RAISE = (int(_core.GuardAction.RECORD), int(_core.GuardAction.SCALE_LR),
+                                      int(_core.GuardAction.ROLLBACK), int(_core.GuardAction.RAISE))
 _DIST_AVAILABLE = torch.distributed.is_available()
 
 
@@ -191,12 +194,12 @@ class _GradTable:
 
     def _rebuild(self, grads: List[Optional[torch.Tensor]]) -> None:
         self.refs, self.pointers, self.counts, self.codes, self.others = [], [], [], [], []
-        self.simple = all(type(g) is torch.Tensor and g.is_cpu and g.is_contiguous() and g.numel() > 0
-                          and g.dtype in _torch_codes(torch) for g in grads)
         codes = _torch_codes(torch)
+        simple = True
         for i, g in enumerate(grads):
             if g is None:
                 self.refs.append(None)
+                simple = False
                 continue
             self.refs.append(weakref.ref(g))
             code = codes.get(g.dtype)
@@ -207,8 +210,13 @@ class _GradTable:
                 self.pointers.append(g.data_ptr() if g.numel() else 0)
                 self.counts.append(g.numel())
                 self.codes.append(code)
+                simple = simple and type(g) is torch.Tensor and g.numel() > 0 and g.is_contiguous()
             else:
+                if not (g.is_floating_point() or g.is_sparse):
+                    _describe(g, i)  # raises the error that names the gradient and the fix
                 self.others.append(g)
+                simple = False
+        self.simple = simple
         self.valid = True
 
 
@@ -302,7 +310,8 @@ class Guard:
         self.optimizer = optimizer
         self.model = model
         self.policy = _policy_codes(policy)
-        if "rollback" in self.policy.values() and model is None:
+        self._wants_snapshot = "rollback" in self.policy.values()
+        if self._wants_snapshot and model is None:
             raise ValueError("policy 'rollback' restores the model's weights and buffers: pass model=... to Guard")
         self.scheduler = scheduler
         self.scaler = scaler
@@ -311,27 +320,27 @@ class Guard:
         if not (self.check_loss or self.check_grads):
             raise ValueError("check_loss and check_grads are both False: the guard would check nothing")
         self.lr_factor = _fraction(lr_factor, "lr_factor")
-        self.snapshot_every = _count(snapshot_every, "snapshot_every", 1)
-        self.max_rollbacks = _count(max_rollbacks, "max_rollbacks", 0)
+        self.snapshot_every = check_int(snapshot_every, "snapshot_every", minimum=1)
+        self.max_rollbacks = check_int(max_rollbacks, "max_rollbacks", minimum=0)
         if grads not in ("replicated", "sharded"):
             raise ValueError(f"grads must be 'replicated' (DDP) or 'sharded' (FSDP/ZeRO), got {grads!r}")
         self.grads_mode = grads
         self.process_group = process_group
         self.on_event = on_event
-        self.max_events = _count(max_events, "max_events", 0)
+        self.max_events = check_int(max_events, "max_events", minimum=0)
 
         loss_settings = dict(loss_detector or {})
         loss_settings.update(spike_z=spike_z, explode_factor=explode_factor, warmup=warmup)
         norm_settings = dict(spike_z=grad_spike_z, warmup=warmup)
         self._loss_config = as_settings(loss_settings, DETECTOR_DEFAULTS, "Guard loss_detector")
         self._norm_config = as_settings(norm_settings, DETECTOR_DEFAULTS, "Guard")
-        self.max_consecutive_skips = _count(max_consecutive_skips, "max_consecutive_skips", 1)
+        self.max_consecutive_skips = check_int(max_consecutive_skips, "max_consecutive_skips", minimum=1)
         codes = [ACTIONS.index(self.policy[k]) for k in KINDS]
         self._core = _core.GuardCore(self._loss_config, self._norm_config, codes, self.max_consecutive_skips)
 
         self.events: List[GuardEvent] = []
         self.events_dropped = 0
-        self.losses: Deque[float] = deque(maxlen=_count(history, "history", 1))
+        self.losses: Deque[float] = deque(maxlen=check_int(history, "history", minimum=1))
         self.skipped = 0
         self.lr_scale = 1.0
         self.rollbacks = 0
@@ -342,7 +351,6 @@ class Guard:
         self._hook: Any = None
         self._snapshot: Optional[_Snapshot] = None
         self._since_snapshot = 0
-        self._wants_snapshot = "rollback" in self.policy.values()
 
     # -- the per-step path ------------------------------------------------------------------------
     def check(self, loss: Any = None) -> bool:
@@ -367,11 +375,10 @@ class Guard:
         d = self._core.check(value, has_loss, grads_checked, bad, sumsq, amp)
         if has_loss:
             self.losses.append(value)
-        if d.events:
-            return self._respond(d, value, bad)
-        if self._wants_snapshot:
+        applied = self._respond(d, value, bad) if d.events else True
+        if applied and self._wants_snapshot:
             self._maybe_snapshot(d)
-        return True
+        return applied
 
     def observe(self, loss: Any) -> None:
         """With :meth:`install`: the loss the next ``optimizer.step()`` will be checked with."""
@@ -421,23 +428,14 @@ class Guard:
         params = self._parameters()
         grads = [p.grad for p in params]
         table = self._table
-        if table.refresh(grads):
-            self._check_table(grads)
+        table.refresh(grads)
         # `grads` keeps every gradient alive until the native scan (which runs without the GIL) returns.
         finite, _, _, bad, sumsq = _core.scan(table.pointers, table.counts, table.codes, True, 0)
         if table.others:
             more_bad, more_sumsq = _fallback_summary(table.others)
             bad += more_bad
             sumsq += more_sumsq
-        del grads
         return int(bad), float(sumsq)
-
-    def _check_table(self, grads: List[Optional[torch.Tensor]]) -> None:
-        for g in self._table.others:
-            if g.is_floating_point() or g.is_sparse:
-                continue
-            index = next(i for i, h in enumerate(grads) if h is g)
-            _describe(g, index)  # raises the error that names the gradient
 
     def _unscale_for_scaler(self) -> bool:
         """True when a GradScaler owns non-finite gradients this step (after unscaling them if needed)."""
@@ -482,8 +480,6 @@ class Guard:
             if ACTIONS.index(self.policy[kind]) == action or kind == "skip_limit":
                 decisive = event
         if action == _RECORD:
-            if self._wants_snapshot:
-                self._maybe_snapshot(d)
             return True
         self._clear_grads()
         self.skipped += 1
@@ -559,6 +555,7 @@ class Guard:
         exploding = d.smoothed > d.explode_at  # never keep weights from inside an explosion
         if due and not exploding:
             if self._snapshot is None:
+                assert self.model is not None  # rollback policies require it (checked in __init__)
                 self._snapshot = _Snapshot(self.model, self.optimizer)
             self._snapshot.take(self.optimizer, self._core._get_state())
             self._since_snapshot = 0
@@ -625,12 +622,11 @@ class _Snapshot:
     place every ``snapshot_every`` steps (a rollback copies them back, keeping every live tensor's
     identity)."""
 
-    def __init__(self, model: Optional[torch.nn.Module], optimizer: torch.optim.Optimizer) -> None:
-        live: Dict[int, torch.Tensor] = {}
-        sources = list(model.parameters()) + list(model.buffers()) if model is not None else []
-        sources += [p for g in optimizer.param_groups for p in g["params"]]
-        for t in sources:
-            live.setdefault(id(t), t)
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        live = {id(t): t for t in model_tensors(model)}
+        for g in optimizer.param_groups:  # parameters the optimizer has beyond the model's
+            for p in g["params"]:
+                live.setdefault(id(p), p)
         self.live = list(live.values())
         self.kept = [torch.empty_like(t, memory_format=torch.preserve_format) for t in self.live]
         self.optimizer_state: Dict[Any, Dict[str, Any]] = {}
@@ -704,15 +700,10 @@ def _collective_device(backend: str) -> torch.device:
 
 
 def _fraction(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+    out = check_real(value, name)
+    if not 0 < out < 1:
         raise ValueError(f"{name} must be a number in (0, 1) (the lr is multiplied by it), got {value!r}")
-    return float(value)
-
-
-def _count(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return out
 
 
 _PLURALS = {

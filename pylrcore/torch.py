@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
+from ._arrays import check_positive
 from ._native import _core
 from .plateau import Plateau
 from .schedules import Schedule
@@ -112,6 +113,11 @@ class Scheduler(LRScheduler):
         self._kinds = [_SCALAR_KINDS[t.dtype] for t in self._native_tensors]
         self._native_values = np.zeros(len(self._native))
 
+    def _ensure_layout(self) -> None:
+        """Per-group arrays up to date with the optimizer's groups (built on first use)."""
+        if not hasattr(self, "_base") or self._layout_changed():
+            self._prepare()
+
     def _layout_changed(self) -> bool:
         groups = self.optimizer.param_groups
         if groups is not self._groups_list or len(groups) != len(self._values):
@@ -122,8 +128,7 @@ class Scheduler(LRScheduler):
         return False
 
     def _write(self) -> None:
-        if not hasattr(self, "_base") or self._layout_changed():
-            self._prepare()
+        self._ensure_layout()
         self._program.step_values(self.last_epoch, self._base, self._min, self._scales, self._values)
         if self._all_float:  # the common case: one native call evaluates and writes every group
             _core.write_group_lrs(self._float_dicts, self._values)
@@ -161,8 +166,7 @@ class Scheduler(LRScheduler):
             raise ValueError("this Scheduler has no plateau: pass plateau=pylrcore.Plateau(...) to use metrics")
         reduced = self.plateau.step(metric)
         if reduced:
-            if not hasattr(self, "_base") or self._layout_changed():
-                self._prepare()
+            self._ensure_layout()
             unscaled = np.zeros_like(self._base)
             self._program.step_values(max(self.last_epoch, 0), self._base, np.zeros_like(self._base),
                                       np.ones_like(self._base), unscaled)
@@ -176,11 +180,8 @@ class Scheduler(LRScheduler):
         """Multiply every group's lr by ``factor`` from now on: the schedule itself is scaled (the
         factor is kept with the plateau's in ``state_dict()``), so the next ``step()`` does not
         overwrite it. Used by the training guard's ``scale_lr`` response."""
-        value = float(factor)
-        if not (value > 0 and np.isfinite(value)):
-            raise ValueError(f"factor must be a finite number > 0, got {factor!r}")
-        if not hasattr(self, "_base") or self._layout_changed():
-            self._prepare()
+        value = check_positive(factor, "factor")
+        self._ensure_layout()
         self._scales = self._scales * value
         self._write()  # applies at once, like a plateau reduction
 

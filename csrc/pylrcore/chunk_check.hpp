@@ -196,28 +196,26 @@ inline void validate_table(const TensorRef* tensors, std::size_t n) {
     s << "at most " << kMaxTensors << " tensors per table, got " << n;
     fail(s.str());
   }
+  // Runs on every repoint (every step with new gradient tensors): the message is only built on failure.
+  auto bad = [](std::size_t i, auto&& describe) {
+    std::ostringstream s;
+    s << "tensors[" << i << "]: ";
+    describe(s);
+    fail(s.str());
+  };
   for (std::size_t i = 0; i < n; ++i) {
     const TensorRef& t = tensors[i];
     const int code = static_cast<int>(t.dtype);
-    std::ostringstream s;
-    s << "tensors[" << i << "]: ";
-    if (code < 0 || code > 3) {
-      s << "unknown dtype code " << code << " (0=float32, 1=float64, 2=float16, 3=bfloat16)";
-      fail(s.str());
-    }
-    if (t.count > 0 && t.address == 0) {
-      s << "null address with " << t.count << " elements";
-      fail(s.str());
-    }
-    if (t.count >= kMaxElements) {
-      s << t.count << " elements; at most 2^" << kIndexBits << " - 1 per tensor";
-      fail(s.str());
-    }
-    if (t.address % dtype_size(t.dtype) != 0) {
-      s << "address 0x" << std::hex << t.address << std::dec << " is not aligned to its " << dtype_size(t.dtype)
-        << "-byte elements";
-      fail(s.str());
-    }
+    if (code < 0 || code > 3)
+      bad(i, [&](std::ostream& s) { s << "unknown dtype code " << code << " (0=float32, 1=float64, 2=float16, 3=bfloat16)"; });
+    if (t.count > 0 && t.address == 0) bad(i, [&](std::ostream& s) { s << "null address with " << t.count << " elements"; });
+    if (t.count >= kMaxElements)
+      bad(i, [&](std::ostream& s) { s << t.count << " elements; at most 2^" << kIndexBits << " - 1 per tensor"; });
+    if (t.address % dtype_size(t.dtype) != 0)
+      bad(i, [&](std::ostream& s) {
+        s << "address 0x" << std::hex << t.address << std::dec << " is not aligned to its " << dtype_size(t.dtype)
+          << "-byte elements";
+      });
   }
 }
 

@@ -285,6 +285,11 @@ class Detector {
     value = threshold = nan;
   }
 
+  // The smoothed value at which EXPLOSION fires now (stats().explode_at without the window statistics).
+  double explode_threshold() const {
+    return detect_math::explode_threshold(state_.best, state_.start, config_.explode_factor);
+  }
+
  private:
   // The loss level that relative measures divide by: |mean| of the ring, but at least 1e-3 of its
   // root mean square (losses around zero) and 1e-150 (no ratio can overflow).
@@ -299,10 +304,6 @@ class Detector {
     if (!(std::fabs(start) > 0.0)) return 0.0;
     return (start - state_.best) / std::fabs(start);
   }
-  double explode_threshold() const {
-    return detect_math::explode_threshold(state_.best, state_.start, config_.explode_factor);
-  }
-
   void update_differences(double x, std::int64_t n) {
     if (n < 2) return;
     const double diff = std::clamp(x - state_.last, -kHuge, kHuge);

@@ -34,6 +34,7 @@
 
 #include "pylrcore/common.hpp"
 #include "pylrcore/detect.hpp"
+#include "pylrcore/hd.hpp"
 
 namespace pylrcore {
 
@@ -50,6 +51,19 @@ constexpr int kGuardEventKinds = 7;
 constexpr std::uint32_t kAllGuardEvents = (1u << kGuardEventKinds) - 1;
 
 enum class GuardAction : std::int32_t { Record = 0, Skip = 1, ScaleLR = 2, Rollback = 3, Raise = 4 };
+
+// The run of steps not applied, and the stop when it is too long: a step not applied, or skipped by
+// the GradScaler, extends the run (one applied step ends it); past `max_skips` in a row the step gets
+// SKIP_LIMIT and raises. Shared by GuardCore and guard_step() (the device decision).
+PYLRCORE_HD inline void apply_skip_limit(std::uint32_t& events, std::int32_t& action, std::int64_t& consecutive,
+                                         std::int64_t max_skips) {
+  const bool not_applied = action != static_cast<std::int32_t>(GuardAction::Record) || (events & kAmpOverflow);
+  consecutive = not_applied ? consecutive + 1 : 0;
+  if (consecutive > max_skips) {
+    events |= kSkipLimit;
+    action = static_cast<std::int32_t>(GuardAction::Raise);
+  }
+}
 
 inline int event_index(GuardEvent e) {
   int i = 0;
@@ -144,7 +158,7 @@ class GuardCore {
         d.loss_z = v.zscore;
       }
       d.smoothed = v.smoothed;
-      d.explode_at = loss_.stats().explode_at;
+      d.explode_at = loss_.explode_threshold();
     }
     if (in.grads_checked) {
       d.grad_norm = std::sqrt(in.grad_sumsq);
@@ -156,20 +170,14 @@ class GuardCore {
         d.norm_z = v.zscore;
       }
     }
-    GuardAction action = GuardAction::Record;
+    std::int32_t action = static_cast<std::int32_t>(GuardAction::Record);
     for (int i = 0; i < kGuardEventKinds; ++i) {
-      if (!(events & (1u << i))) continue;
-      const GuardAction a = policy_.action[static_cast<std::size_t>(i)];
-      if (a > action) action = a;
+      const auto a = static_cast<std::int32_t>(policy_.action[static_cast<std::size_t>(i)]);
+      if ((events & (1u << i)) && a > action) action = a;
     }
-    // A scaler-skipped step is not applied either; it counts toward the stuck-run limit.
-    consecutive_ = (action != GuardAction::Record || (events & kAmpOverflow)) ? consecutive_ + 1 : 0;
-    if (consecutive_ > policy_.max_consecutive_skips) {
-      events |= kSkipLimit;
-      action = GuardAction::Raise;
-    }
+    apply_skip_limit(events, action, consecutive_, policy_.max_consecutive_skips);
     d.events = events;
-    d.action = action;
+    d.action = static_cast<GuardAction>(action);
     d.consecutive_skips = consecutive_;
     return d;
   }
@@ -198,9 +206,6 @@ class GuardCore {
     consecutive_ = consecutive;
   }
 
-  const Detector& loss_detector() const { return loss_; }
-  const Detector& norm_detector() const { return norm_; }
-  const GuardPolicy& policy() const { return policy_; }
   std::int64_t step() const { return step_; }
 
  private:

@@ -158,13 +158,7 @@ PYLRCORE_HD inline GuardStepDecision guard_step(const GuardStepConfig& c, GuardS
   std::int32_t action = static_cast<std::int32_t>(GuardAction::Record);
   for (int i = 0; i < kGuardEventKinds; ++i)
     if ((events & (1u << i)) && c.action[i] > action) action = c.action[i];
-  // A scaler-skipped step is not applied either; it counts toward the stuck-run limit.
-  const bool not_applied = action != static_cast<std::int32_t>(GuardAction::Record) || (events & kAmpOverflow);
-  s.consecutive = not_applied ? s.consecutive + 1 : 0;
-  if (s.consecutive > c.max_consecutive_skips) {
-    events |= kSkipLimit;
-    action = static_cast<std::int32_t>(GuardAction::Raise);
-  }
+  apply_skip_limit(events, action, s.consecutive, c.max_consecutive_skips);
   d.events = events;
   d.action = action;
   d.consecutive_skips = s.consecutive;

@@ -110,8 +110,7 @@ class FinderCallback(_pl.Callback):  # type: ignore[misc,name-defined]
         groups = optimizer.param_groups
         before = [float(g["lr"]) for g in groups]
         result.apply(optimizer)  # the suggestion on group 0, the groups' ratios kept
-        schedulers = [c.scheduler for c in getattr(trainer, "lr_scheduler_configs", []) or []
-                      if getattr(c.scheduler, "optimizer", None) is optimizer and hasattr(c.scheduler, "base_lrs")]
+        schedulers = [s for s in _schedulers_of(trainer, optimizer) if hasattr(s, "base_lrs")]
         for sched in schedulers:
             # A schedule multiplies its base lr: the suggestion (a constant-lr measurement) replaces the
             # base, and the current lr keeps the schedule's factor at this step (warmup included).
@@ -176,6 +175,12 @@ class _silenced_logging:
                 self.module.__dict__[name] = value
 
 
+def _schedulers_of(trainer: Any, optimizer: Any) -> List[Any]:
+    """The lr schedulers configured for ``optimizer`` (configure_optimizers' order)."""
+    configs = getattr(trainer, "lr_scheduler_configs", None) or []
+    return [c.scheduler for c in configs if getattr(c.scheduler, "optimizer", None) is optimizer]
+
+
 def _real_optimizer(optimizer: Any) -> Any:
     return getattr(optimizer, "optimizer", optimizer)  # Lightning's wrappers keep the real one here
 
@@ -205,21 +210,17 @@ class GuardCallback(_pl.Callback):  # type: ignore[misc,name-defined]
         if not trainer.optimizers:
             raise ValueError("GuardCallback: the Trainer has no optimizer (configure_optimizers returned none)")
         optimizer = _real_optimizer(trainer.optimizers[0])
-        scheduler = None
-        for config in getattr(trainer, "lr_scheduler_configs", []) or []:
-            if getattr(config.scheduler, "optimizer", None) is optimizer:
-                scheduler = config.scheduler
-                break
+        scheduler = next(iter(_schedulers_of(trainer, optimizer)), None)
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         self._trainer = trainer
-        self.guard = Guard(optimizer, pl_module, scheduler=scheduler, scaler=scaler, on_event=self._on_event,
-                           **self.guard_options)
+        self.guard = Guard(optimizer, pl_module, scheduler=scheduler, scaler=scaler,
+                           on_event=self._on_event if self.log_events else None, **self.guard_options)
         if self._pending_state:
             self.guard.load_state_dict(self._pending_state)
             self._pending_state = None
 
     def on_before_backward(self, trainer: Any, pl_module: Any, loss: torch.Tensor) -> None:
-        self._losses.append(float(loss.detach().item()))
+        self._losses.append(loss.item())
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         if self.guard is None:
@@ -230,8 +231,6 @@ class GuardCallback(_pl.Callback):  # type: ignore[misc,name-defined]
 
     def _on_event(self, event: GuardEvent) -> None:
         trainer = self._trainer
-        if not self.log_events or trainer is None:
-            return
         metrics: Dict[str, float] = {f"guard/{event.kind}": event.value}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
