@@ -299,3 +299,34 @@ def test_without_a_writer_events_and_results_go_to_logging(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert messages[0] == "guard step 0: 1 non-finite gradient element(s), lr 0.1 -> skip"
     assert messages[1].startswith("range test: suggested lr")
+
+
+def test_lightning_guard_records_the_step_loss_under_gradient_accumulation(tmp_path):
+    """Lightning hands on_before_backward the micro-batch loss divided by accumulate_grad_batches;
+    the guard must record the step's loss (the mean over its micro-batches), not a fraction of it."""
+    pl, GuardCallback = _lightning()
+    raw = []
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            loss = (self.layer(batch[0]) - batch[0].sum(1, keepdim=True)).pow(2).mean()
+            raw.append(loss.item())
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    callback = GuardCallback()
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(96, 4)), batch_size=8)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=6, accumulate_grad_batches=2, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[callback], default_root_dir=str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(Module(), data)
+    expected = [(raw[2 * k] + raw[2 * k + 1]) / 2 for k in range(6)]
+    assert list(callback.guard.losses) == pytest.approx(expected, rel=1e-6)

@@ -11,8 +11,8 @@ mid-training (``milestones=(3,)``: at the start of epoch 3; Lightning's records 
 >>> from pylrcore.integrations.lightning import GuardCallback        # doctest: +SKIP
 >>> trainer = Trainer(callbacks=[GuardCallback(policy={"loss_spike": "skip"})])  # doctest: +SKIP
 
-The callback reads each loss in ``on_before_backward`` (the mean over the micro-batches of an
-accumulated step) and checks the gradients in ``on_before_optimizer_step``: after the backward
+The callback reads each loss in ``on_before_backward`` (for an accumulated step, the mean over its
+micro-batches) and checks the gradients in ``on_before_optimizer_step``: after the backward
 pass and, with a GradScaler (``precision="16-mixed"``), after Lightning has unscaled them. A step
 that must not be applied has its gradients cleared, so Lightning's ``optimizer.step()`` changes
 nothing. Events go to the Trainer's loggers as ``guard/<kind>`` metrics (value = the statistic
@@ -225,8 +225,10 @@ class GuardCallback(_pl.Callback):  # type: ignore[misc,name-defined]
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         if self.guard is None:
             return
+        # Lightning divides each micro-batch loss by accumulate_grad_batches before backward: their
+        # sum is the step's loss (the mean over its micro-batches, the value Lightning logs).
         losses, self._losses = self._losses, []
-        loss = sum(losses) / len(losses) if losses else None
+        loss = sum(losses) if losses else None
         self.guard.check(loss)
 
     def _on_event(self, event: GuardEvent) -> None:
