@@ -84,11 +84,13 @@ class FinderResult:
     #: What the streaming detector saw begin during the sweep: spikes, a non-finite loss, the explosion.
     events: List[SweepEvent] = field(default_factory=list)
 
-    def apply(self, optimizer: torch.optim.Optimizer) -> None:
-        """Set the suggested lr on ``optimizer``, keeping its groups' lr ratios (group 0 gets it)."""
-        if self.suggestion is None:
+    def apply(self, optimizer: torch.optim.Optimizer, lr: Optional[float] = None) -> None:
+        """Set the suggested lr (or ``lr``, e.g. a multiple of it) on ``optimizer``, keeping its groups'
+        lr ratios (group 0 gets it)."""
+        value = self.suggestion if lr is None else check_real(lr, "lr")
+        if value is None:
             raise ValueError(f"no lr to apply: {self.details.reason}")
-        _set_lrs(optimizer, self.suggestion, _ratios(optimizer))
+        _set_lrs(optimizer, value, _ratios(optimizer))
 
     def to_dict(self) -> Dict[str, Any]:
         return {

@@ -37,3 +37,15 @@ def test_plain_loop_guard(tmp_path: Path) -> None:
     assert "1 step with non-finite gradients (skipped) at step 30" in out
     if has_tb:
         assert any((tmp_path / "runs").iterdir())
+
+
+def test_transformers_guard(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    out = run("transformers_guard.py", cwd=tmp_path)
+    assert "range test: use about" in out and "guard: 20 steps checked" in out
+
+
+def test_optuna_sweep(tmp_path: Path) -> None:
+    pytest.importorskip("optuna")
+    out = run("optuna_sweep.py", "--trials", "3", "--storage", str(tmp_path / "sweep.journal"), cwd=tmp_path)
+    assert "3 trials:" in out and "best: validation loss" in out

@@ -149,12 +149,3 @@ def test_two_processes_share_one_study_through_a_journal_file(tmp_path):
     others = [t for t in trials if not t.user_attrs.get("diverge")]
     assert all(t.state == state.COMPLETE and math.isfinite(t.value) for t in others)
     assert {t.user_attrs["worker"] for t in others} == {1, 2}  # both processes ran trials of the one study
-
-
-def test_the_example_sweep_runs(tmp_path):
-    env = pylrcore_env()
-    out = subprocess.run([sys.executable, str(ROOT / "examples" / "optuna_sweep.py"), "--tiny", "--trials", "3",
-                          "--storage", str(tmp_path / "sweep.journal")],
-                         env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "3 trials:" in out.stdout and "best: validation loss" in out.stdout

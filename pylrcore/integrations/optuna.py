@@ -29,7 +29,8 @@ from . import require
 _optuna = require(("optuna",), "optuna", "pylrcore.integrations.optuna")
 
 from ..detect import Detector, Flag  # noqa: E402  (after the framework check: its error names the extra)
-from ..finder import FinderResult, LRFinder, _ratios, _set_lrs  # noqa: E402
+from .._arrays import check_int, check_positive  # noqa: E402
+from ..finder import FinderResult, LRFinder  # noqa: E402
 
 __all__ = ["suggest_lr", "DivergencePruner", "ATTR_PREFIX"]
 
@@ -62,11 +63,8 @@ def suggest_lr(
     trial is pruned (``optuna.TrialPruned`` with the diagnosis). A loss that is NaN at the very first
     step is a problem with the model or data, not the lr: the finder's ValueError propagates.
     """
-    if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not (
-            math.isfinite(multiplier) and multiplier > 0):
-        raise ValueError(f"multiplier must be a finite number > 0, got {multiplier!r}")
-    if isinstance(curve_points, bool) or not isinstance(curve_points, int) or curve_points < 0:
-        raise ValueError(f"curve_points must be an integer >= 0, got {curve_points!r}")
+    multiplier = check_positive(multiplier, "multiplier")
+    curve_points = check_int(curve_points, "curve_points")
     range_test_options.setdefault("progress", False)
     result = LRFinder(model, optimizer, criterion).range_test(train_loader, **range_test_options)
     lr = None if result.suggestion is None else result.suggestion * float(multiplier)
@@ -74,22 +72,22 @@ def suggest_lr(
         trial.set_user_attr(ATTR_PREFIX + name, value)
     if lr is None:
         raise _optuna.TrialPruned(f"the LR range test found no lr: {result.diagnosis}")
-    _set_lrs(optimizer, lr, _ratios(optimizer))  # as FinderResult.apply: the groups keep their lr ratios
+    result.apply(optimizer, lr)  # the groups keep their lr ratios
     return lr
 
 
 def _attributes(result: FinderResult, lr: Optional[float], multiplier: float, points: int) -> Dict[str, Any]:
     """JSON-safe values (every Optuna storage serialises user attributes as JSON)."""
     keep = np.unique(np.linspace(0, len(result.lrs) - 1, min(points, len(result.lrs))).round().astype(int))
+    saved = result.to_dict()  # JSON-safe already (non-finite losses are None)
     return {
-        "suggestion": result.suggestion,
+        "suggestion": saved["suggestion"],
         "lr": lr,
         "multiplier": multiplier,
-        "zone": list(result.zone) if result.zone else None,
-        "diagnosis": result.diagnosis,
-        "stop_reason": result.stop_reason,
-        "curve": {"lrs": [float(result.lrs[i]) for i in keep],
-                  "losses": [float(v) if math.isfinite(v) else None for v in result.losses[keep]]},
+        "zone": saved["zone"],
+        "diagnosis": saved["diagnosis"],
+        "stop_reason": saved["stop_reason"],
+        "curve": {"lrs": [saved["lrs"][i] for i in keep], "losses": [saved["losses"][i] for i in keep]},
     }
 
 
@@ -132,12 +130,13 @@ class DivergencePruner(_optuna.pruners.BasePruner):  # type: ignore[misc,name-de
         """Why ``values`` (in step order) count as diverged at their latest one, or "" if they do not."""
         if len(values) == 0:
             return ""
-        latest = float(values[-1])
+        reported = np.asarray(values, dtype=np.float64)
+        latest = float(reported[-1])
         if not math.isfinite(latest):
             return f"non-finite value ({latest}) at report {len(values) - 1}"
         if not minimize:
             return ""
-        finite = [float(v) for v in values if math.isfinite(float(v))]  # earlier non-finite ones were not pruned
+        finite = reported[np.isfinite(reported)]  # earlier non-finite ones were not pruned
         detector = Detector(**self.detector_options)
         verdicts = detector.update_many(finite)
         if verdicts.flags[-1] & np.uint32(int(Flag.EXPLOSION)):
