@@ -266,7 +266,7 @@ void bind_guard(py::module_& m) {
         GuardStepState s = step_state(state);
         py::list out;
         for (const auto& [has_loss, loss, grads_checked, nonfinite, sumsq, amp] : inputs)
-          out.append(decision_tuple(guard_step(config, s, GuardStepInput{has_loss, loss, grads_checked, nonfinite, sumsq, amp})));
+          out.append(decision_tuple(guard_step(config, s, GuardInput{has_loss, loss, grads_checked, nonfinite, sumsq, amp})));
         return out;
       },
       py::arg("loss_config"), py::arg("norm_config"), py::arg("actions"), py::arg("max_consecutive_skips"),

@@ -11,21 +11,10 @@
 namespace pylrcore::cuda {
 namespace {
 
-__device__ double read_value(const void* p, DType dtype) {
-  using namespace float_bits;
-  switch (dtype) {
-    case DType::F32: return F32::widen(*static_cast<const F32::Bits*>(p));
-    case DType::F64: return F64::widen(*static_cast<const F64::Bits*>(p));
-    case DType::F16: return F16::widen(*static_cast<const F16::Bits*>(p));
-    case DType::BF16: return BF16::widen(*static_cast<const BF16::Bits*>(p));
-  }
-  return 0.0;
-}
-
 __global__ void decide_kernel(GuardStepConfig config, GuardStepState* state, DecideInputs in, DecideOutputs out) {
-  GuardStepInput input{};
+  GuardInput input{};
   input.has_loss = in.loss != 0;
-  if (input.has_loss) input.loss = read_value(reinterpret_cast<const void*>(in.loss), in.loss_dtype);
+  if (input.has_loss) input.loss = float_bits::widen_at(reinterpret_cast<const void*>(in.loss), in.loss_dtype);
   input.grads_checked = in.check_info != 0;
   if (input.grads_checked) {
     input.grad_nonfinite = reinterpret_cast<const long long*>(in.check_info)[0];

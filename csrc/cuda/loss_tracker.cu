@@ -10,21 +10,10 @@
 namespace pylrcore::cuda {
 namespace {
 
-__device__ double read_loss(const void* p, DType dtype) {
-  using namespace float_bits;
-  switch (dtype) {
-    case DType::F32: return F32::widen(*static_cast<const F32::Bits*>(p));
-    case DType::F64: return F64::widen(*static_cast<const F64::Bits*>(p));
-    case DType::F16: return F16::widen(*static_cast<const F16::Bits*>(p));
-    case DType::BF16: return BF16::widen(*static_cast<const BF16::Bits*>(p));
-  }
-  return 0.0;
-}
-
 __global__ void append_kernel(LossTrackConfig config, LossTrackState* state, const void* loss, DType dtype,
                               double* losses, double* smoothed, std::int64_t capacity) {
   LossTrackState s = *state;
-  track_loss(config, s, read_loss(loss, dtype), losses, smoothed, capacity);
+  track_loss(config, s, float_bits::widen_at(loss, dtype), losses, smoothed, capacity);
   *state = s;
 }
 

@@ -108,5 +108,17 @@ PYLRCORE_HD inline bool is_nonfinite_bits(typename Format::Bits b) {
   return static_cast<typename Format::Bits>(b & Format::kMagnitude) >= Format::kExponent;
 }
 
+// One element at an address aligned for its dtype, widened exactly: a 0-d loss tensor read where it
+// lies (device kernels; host code reads through memcpy-based loads instead).
+PYLRCORE_HD inline double widen_at(const void* p, DType dtype) {
+  switch (dtype) {
+    case DType::F32: return F32::widen(*static_cast<const F32::Bits*>(p));
+    case DType::F64: return F64::widen(*static_cast<const F64::Bits*>(p));
+    case DType::F16: return F16::widen(*static_cast<const F16::Bits*>(p));
+    case DType::BF16: return BF16::widen(*static_cast<const BF16::Bits*>(p));
+  }
+  return 0.0;
+}
+
 }  // namespace float_bits
 }  // namespace pylrcore

@@ -53,15 +53,6 @@ struct GuardStepState {
   SpikeMoments loss, log_loss, norm;
 };
 
-struct GuardStepInput {
-  bool has_loss;
-  double loss;
-  bool grads_checked;
-  std::int64_t grad_nonfinite;
-  double grad_sumsq;
-  bool amp_active;
-};
-
 // GuardDecision as plain data.
 struct GuardStepDecision {
   std::int64_t step;
@@ -110,7 +101,7 @@ PYLRCORE_HD inline detect_math::SpikeStep spike_update(SpikeMoments& m, const Sp
   return detect_math::spike_step(m.mean, m.var, x, m.n, warm, c.spike_z, c.spike_clip, c.spike_beta, c.spike_var_beta);
 }
 
-PYLRCORE_HD inline GuardStepDecision guard_step(const GuardStepConfig& c, GuardStepState& s, const GuardStepInput& in) {
+PYLRCORE_HD inline GuardStepDecision guard_step(const GuardStepConfig& c, GuardStepState& s, const GuardInput& in) {
   const double nan = float_bits::double_from_bits(0x7ff8000000000000ull);  // quiet NaN, host and device
   GuardStepDecision d{s.step++, 0u, 0, 0, nan, nan, nan, nan, nan};
   std::uint32_t events = 0;
@@ -126,7 +117,8 @@ PYLRCORE_HD inline GuardStepDecision guard_step(const GuardStepConfig& c, GuardS
       const std::int64_t n = s.loss.n + 1;
       if (n <= detect_math::kStartPoints) s.start = s.best = s.smoothed;
       else if (s.smoothed < s.best) s.best = s.smoothed;
-      const bool exploding = s.smoothed > detect_math::explode_threshold(s.best, s.start, c.explode_factor);
+      d.explode_at = detect_math::explode_threshold(s.best, s.start, c.explode_factor);
+      const bool exploding = s.smoothed > d.explode_at;
       if (exploding && !s.exploding) events |= kLossExplosion;
       s.exploding = exploding ? 1 : 0;
       const detect_math::SpikeStep step = spike_update(s.loss, c.loss, in.loss);
@@ -143,7 +135,7 @@ PYLRCORE_HD inline GuardStepDecision guard_step(const GuardStepConfig& c, GuardS
       d.loss_z = z;
     }
     d.smoothed = s.smoothed;
-    d.explode_at = detect_math::explode_threshold(s.best, s.start, c.explode_factor);
+    if (!finite) d.explode_at = detect_math::explode_threshold(s.best, s.start, c.explode_factor);
   }
   if (in.grads_checked) {
     d.grad_norm = std::sqrt(in.grad_sumsq);

@@ -54,10 +54,6 @@ std::vector<GuardInput> stream(unsigned seed, std::size_t n, bool negative_phase
   return out;
 }
 
-GuardStepInput as_step_input(const GuardInput& in) {
-  return GuardStepInput{in.has_loss, in.loss, in.grads_checked, in.grad_nonfinite, in.grad_sumsq, in.amp_active};
-}
-
 }  // namespace
 
 TEST(guard_step_decides_like_guard_core_to_the_bit) {
@@ -78,7 +74,7 @@ TEST(guard_step_decides_like_guard_core_to_the_bit) {
       GuardStepState state = guard_step_state(core.state());
       for (const GuardInput& in : stream(seed, 3000, negative)) {
         const GuardDecision expected = core.check(in);
-        const GuardStepDecision got = guard_step(config, state, as_step_input(in));
+        const GuardStepDecision got = guard_step(config, state, in);
         seen |= expected.events;
         if (!same(expected, got)) {
           CHECK(same(expected, got));
@@ -104,7 +100,7 @@ TEST(guard_step_state_can_be_taken_over_mid_run) {
   GuardStepState state = guard_step_state(core.state());
   for (std::size_t i = 900; i < inputs.size(); ++i) {
     const GuardDecision expected = core.check(inputs[i]);
-    const GuardStepDecision got = guard_step(config, state, as_step_input(inputs[i]));
+    const GuardStepDecision got = guard_step(config, state, inputs[i]);
     if (!same(expected, got)) {
       CHECK(same(expected, got));
       return;
