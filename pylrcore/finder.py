@@ -35,14 +35,16 @@ import numpy as np
 import torch
 
 from . import schedules as S
-from ._arrays import check_real
-from ._snapshot import _Snapshot
+from ._arrays import check_int, check_real
+from ._snapshot import Snapshot, interrupt_shield
 from .detect import Detector, Event, Flag
 from .plotting import plot_range_test
 from .smoothing import EMA
 from .suggestion import METHODS, COMPAT_METHODS, Suggestion, suggest
 
 __all__ = ["LRFinder", "FinderResult", "SweepEvent"]
+
+_MAX_ITER = 2**31 - 1
 
 
 # ---- the result ----------------------------------------------------------------------------------
@@ -84,10 +86,19 @@ class FinderResult:
     #: What the streaming detector saw begin during the sweep: spikes, a non-finite loss, the explosion.
     events: List[SweepEvent] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        lr = "None" if self.suggestion is None else f"{self.suggestion:.3g}"
+        zone = "None" if self.zone is None else f"({self.zone[0]:.3g}, {self.zone[1]:.3g})"
+        stop = f", stop_reason={self.stop_reason!r}" if self.stopped_early else ""
+        return (f"FinderResult(suggestion={lr}, zone={zone}, method={self.method!r}, points={len(self.lrs)}, "
+                f"events={len(self.events)}{stop})")
+
     def apply(self, optimizer: torch.optim.Optimizer, lr: Optional[float] = None) -> None:
         """Set the suggested lr (or ``lr``, e.g. a multiple of it) on ``optimizer``, keeping its groups'
         lr ratios (group 0 gets it)."""
         value = self.suggestion if lr is None else check_real(lr, "lr")
+        if value is not None and not value > 0:
+            raise ValueError(f"lr must be > 0, got {lr!r}")
         if value is None:
             raise ValueError(f"no lr to apply: {self.details.reason}")
         _set_lrs(optimizer, value, _ratios(optimizer))
@@ -115,7 +126,10 @@ class FinderResult:
         return text
 
     def to_csv(self, path: Optional[str] = None) -> str:
-        rows = ["lr,loss,smoothed"] + [f"{lr!r},{loss!r},{s!r}" for lr, loss, s in zip(self.lrs, self.losses, self.smoothed)]
+        # repr(float) is the shortest text that reads back to the same double (numpy 2 scalars would
+        # write "np.float64(...)"); nan/inf as Python writes them, which every CSV reader here takes.
+        rows = ["lr,loss,smoothed"] + [f"{float(lr)!r},{float(loss)!r},{float(s)!r}"
+                                       for lr, loss, s in zip(self.lrs, self.losses, self.smoothed)]
         text = "\n".join(rows) + "\n"
         if path:
             with open(path, "w", encoding="utf-8") as f:
@@ -152,6 +166,32 @@ def _set_lrs(optimizer: torch.optim.Optimizer, lr: float, ratios: Sequence[float
 
 
 # ---- data ----------------------------------------------------------------------------------------
+
+
+class _Ladder:
+    """The sweep's lrs, made a chunk at a time (a huge ``num_iter`` costs nothing until it is run):
+    ``start * (end/start) ** (i / (n-1))`` for ``step_mode="exp"``, a straight line for ``"linear"``,
+    evaluated by pylrcore's schedules."""
+
+    _CHUNK = 4096
+
+    def __init__(self, start: float, end: float, n: int, step_mode: str) -> None:
+        self.start, self.n = start, n
+        self.schedule = (S.exponential(decay_rate=end / start, decay_steps=n - 1) if step_mode == "exp"
+                         else S.linear(1.0, end / start, n - 1))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def first(self, k: int) -> np.ndarray:
+        return np.asarray(self.schedule(np.arange(k), self.start), dtype=np.float64)
+
+    def __getitem__(self, i: int) -> float:
+        return float(self.schedule(i, self.start))
+
+    def __iter__(self) -> Iterator[float]:
+        for a in range(0, self.n, self._CHUNK):
+            yield from self.schedule(np.arange(a, min(a + self._CHUNK, self.n)), self.start).tolist()
 
 
 def _to_device(batch: Any, device: Optional[torch.device], non_blocking: bool = True) -> Any:
@@ -293,25 +333,27 @@ class LRFinder:
         ``sync_every`` iterations (default 1 on the CPU, 10 on CUDA: no host sync per iteration).
         """
         start, end, n = self._check(start_lr, end_lr, num_iter, step_mode, smooth_f, diverge_th, accumulation_steps, method)
+        if clip_grad_norm is not None and not check_real(clip_grad_norm, "clip_grad_norm") > 0:
+            raise ValueError(f"clip_grad_norm must be > 0 (the largest gradient norm kept) or None, got {clip_grad_norm!r}")
         sync = sync_every if sync_every is not None else (10 if self.device.type == "cuda" else 1)
         if isinstance(sync, bool) or not isinstance(sync, int) or sync < 1:
             raise ValueError(f"sync_every must be an integer >= 1, got {sync_every!r}")
-        sweep = (S.exponential(decay_rate=end / start, decay_steps=n - 1) if step_mode == "exp"
-                 else S.linear(1.0, end / start, n - 1))
-        lr_ladder = sweep(np.arange(n), start)
+        ladder = _Ladder(start, end, n, step_mode)
         ratios = _ratios(self.optimizer)
 
-        saved = _Snapshot(self.model, self.optimizer, to_cpu=self.snapshot == "cpu")
-        try:
-            raw, smoothed, stop, events = self._sweep(train_loader, val_loader, lr_ladder, ratios, smooth_f, diverge_th,
-                                              accumulation_steps, train_step, amp, grad_scaler, clip_grad_norm, sync,
-                                              progress)
-        finally:
-            saved.restore(self.model, self.optimizer)
-            del saved  # its copy is as large as the model and its state: not kept alive by a traceback
+        with interrupt_shield():  # a Ctrl-C during the restore waits for its end
+            # Taking the snapshot only reads: an interrupt before the try changes nothing.
+            saved = Snapshot(self.model, self.optimizer, to_cpu=self.snapshot == "cpu", scaler=grad_scaler).take()
+            try:
+                saved.detach_grads()
+                raw, smoothed, stop, events = self._sweep(train_loader, val_loader, ladder, ratios, smooth_f,
+                                                          diverge_th, accumulation_steps, train_step, amp, grad_scaler,
+                                                          clip_grad_norm, sync, progress)
+            finally:
+                saved.restore()  # runs to the end even through Ctrl-C (then re-raised)
+                del saved  # its copy is as large as the model and its state: not kept alive by a traceback
 
-        k = len(raw)
-        lrs = lr_ladder[:k]
+        lrs = ladder.first(len(raw))
         if method in COMPAT_METHODS:
             details = suggest(lrs, smoothed, method)
         else:
@@ -340,8 +382,10 @@ class LRFinder:
             raise ValueError(f"start_lr and end_lr must be > 0, got {start} and {end}")
         if start >= end:
             raise ValueError(f"start_lr ({start:g}) must be smaller than end_lr ({end:g}): the test sweeps the lr up")
-        if isinstance(num_iter, bool) or not isinstance(num_iter, int) or num_iter < 2:
-            raise ValueError(f"num_iter must be an integer >= 2, got {num_iter!r}")
+        num_iter = check_int(num_iter, "num_iter", minimum=2)
+        if num_iter > _MAX_ITER:
+            raise ValueError(f"num_iter must be at most {_MAX_ITER} (a range test takes tens to a few thousand "
+                             f"steps), got {num_iter}")
         if step_mode not in ("exp", "linear"):
             raise ValueError(f"step_mode must be 'exp' or 'linear', got {step_mode!r}")
         f = check_real(smooth_f, "smooth_f")
@@ -355,7 +399,7 @@ class LRFinder:
             raise ValueError(f"method must be one of {', '.join(map(repr, METHODS + COMPAT_METHODS))}; got {method!r}")
         return start, end, num_iter
 
-    def _sweep(self, train_loader: Any, val_loader: Any, lr_ladder: np.ndarray, ratios: List[float], smooth_f: float,
+    def _sweep(self, train_loader: Any, val_loader: Any, lr_ladder: _Ladder, ratios: List[float], smooth_f: float,
                diverge_th: float, accumulation: int, train_step: Any, amp: bool, scaler: Any,
                clip: Optional[float], sync: int, progress: Optional[bool]
                ) -> Tuple[List[float], List[float], str, List[SweepEvent]]:
@@ -383,7 +427,7 @@ class LRFinder:
 
         model.train()  # once: model.train() walks every module (~20 us on a small net); _validate sets it back
         try:
-            for i, lr in enumerate(lr_ladder.tolist()):
+            for i, lr in enumerate(lr_ladder):
                 _set_lrs(opt, lr, ratios)
                 opt.zero_grad(set_to_none=True)
                 total: Any = 0.0

@@ -57,7 +57,7 @@ from ._native import _core
 from .detect import DEFAULTS as DETECTOR_DEFAULTS
 from .detect import as_settings
 from .diagnosis import Diagnosis, diagnose
-from ._snapshot import model_tensors
+from ._snapshot import Snapshot, run_to_completion
 from .nonfinite import _describe, _torch_codes
 
 __all__ = ["Guard", "GuardEvent", "TrainingDiverged", "KINDS", "ACTIONS", "DEFAULT_POLICY"]
@@ -313,6 +313,12 @@ class Guard:
         self._wants_snapshot = "rollback" in self.policy.values()
         if self._wants_snapshot and model is None:
             raise ValueError("policy 'rollback' restores the model's weights and buffers: pass model=... to Guard")
+        if scheduler is not None and not _can_scale(scheduler) and any(
+                self.policy[k] in ("scale_lr", "rollback") for k in _SETTABLE):
+            raise TypeError(
+                f"the guard cannot scale the lr of a {type(scheduler).__name__}: it knows pylrcore's Scheduler and "
+                "torch.optim.lr_scheduler's schedulers (and their subclasses); without scale_lr/rollback in the "
+                "policy any scheduler works, or scale the lr yourself in on_event")
         self.scheduler = scheduler
         self.scaler = scaler
         self.check_loss = bool(check_loss)
@@ -349,7 +355,8 @@ class Guard:
         self._groups_key: Tuple[Any, ...] = ()
         self._pending_loss: Any = None
         self._hook: Any = None
-        self._snapshot: Optional[_Snapshot] = None
+        self._snapshot: Optional[Snapshot] = None
+        self._snapshot_core: Dict[str, Any] = {}
         self._since_snapshot = 0
 
     # -- the per-step path ------------------------------------------------------------------------
@@ -523,19 +530,19 @@ class Guard:
     def _scale_lr(self) -> None:
         f = self.lr_factor
         sched = self.scheduler
-        scales_schedule = sched is not None and hasattr(sched, "scale") and hasattr(sched, "schedule")
-        if scales_schedule:
+        if _is_pylrcore_scheduler(sched):
             sched.scale(f)  # pylrcore Scheduler: the schedule is scaled and written at once
         else:
             for group in self.optimizer.param_groups:
-                lr = group["lr"]
-                if isinstance(lr, torch.Tensor):
-                    with torch.no_grad():
-                        lr.mul_(f)  # keeps the tensor's identity (compiled/captured steps hold it)
-                else:
-                    group["lr"] = lr * f
-            if sched is not None and hasattr(sched, "base_lrs"):  # torch schedulers recompute from base_lrs
-                sched.base_lrs = [b * f for b in sched.base_lrs]
+                for key in _GROUP_LR_KEYS:  # the lr, and what torch schedulers read it from
+                    value = group.get(key)
+                    if isinstance(value, torch.Tensor):
+                        with torch.no_grad():
+                            value.mul_(f)  # keeps the tensor's identity (compiled/captured steps hold it)
+                    elif isinstance(value, (float, int)) and not isinstance(value, bool):
+                        group[key] = value * f
+            if sched is not None:
+                _scale_torch_scheduler(sched, f)
         self.lr_scale *= f
 
     def _rollback(self, event: Optional[GuardEvent]) -> None:
@@ -543,9 +550,10 @@ class Guard:
             why = "no snapshot was taken yet" if self._snapshot is None else f"{self.rollbacks} rollbacks already"
             assert event is not None
             self._raise(event, f"rollback impossible ({why})")
-        assert self._snapshot is not None
-        self._snapshot.restore(self.optimizer)
-        self._core._restore_detectors(self._snapshot.core_state)
+        snapshot = self._snapshot
+        assert snapshot is not None
+        # Weights, buffers, optimizer state and the detectors: all or (after a Ctrl-C) all the same.
+        run_to_completion([snapshot.restore, lambda: self._core._restore_detectors(self._snapshot_core)])
         self.rollbacks += 1
         self._scale_lr()  # the lr that blew up would blow up again
 
@@ -556,8 +564,9 @@ class Guard:
         if due and not exploding:
             if self._snapshot is None:
                 assert self.model is not None  # rollback policies require it (checked in __init__)
-                self._snapshot = _Snapshot(self.model, self.optimizer)
-            self._snapshot.take(self.optimizer, self._core._get_state())
+                self._snapshot = Snapshot(self.model, self.optimizer, scope="weights")
+            self._snapshot.take()
+            self._snapshot_core = self._core._get_state()
             self._since_snapshot = 0
 
     def _raise(self, event: GuardEvent, prefix: str = "") -> None:
@@ -577,8 +586,10 @@ class Guard:
         return _summarise(self)
 
     def state_dict(self) -> Dict[str, Any]:
-        """Counters, detector states, the event log and the loss history (plain Python values).
-        The lr scaling itself lives in the optimizer's/scheduler's own state dicts."""
+        """Counters, detector states, the event log, the loss history and the rollback point (the last
+        good weights and optimizer state as tensors, when a rollback policy has taken one), so that a
+        resumed run equals the uninterrupted one bitwise. The lr scaling itself lives in the
+        optimizer's/scheduler's own state dicts."""
         return {
             "core": self._core._get_state(),
             "policy": dict(self.policy),
@@ -590,88 +601,64 @@ class Guard:
             "skipped": self.skipped,
             "lr_scale": self.lr_scale,
             "rollbacks": self.rollbacks,
+            "since_snapshot": self._since_snapshot,
+            "snapshot": None if self._snapshot is None else self._snapshot.state_dict(),
+            "snapshot_core": self._snapshot_core,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a :meth:`state_dict` (the guard must have the same policy and detector settings)."""
+        """Restore a :meth:`state_dict` (the guard must have the same policy and detector settings).
+        All or nothing: a state that cannot be loaded raises and leaves the guard as it was."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a dict returned by Guard.state_dict(), got {type(state).__name__}")
+        missing = [k for k in _STATE_KEYS if k not in state]
+        unknown = [k for k in state if k not in _STATE_KEYS and k not in _OPTIONAL_STATE_KEYS]
+        if missing or unknown:
+            raise ValueError("state must be a dict returned by Guard.state_dict()"
+                             + (f"; missing {', '.join(missing)}" if missing else "")
+                             + (f"; unknown keys {', '.join(map(repr, unknown))}" if unknown else ""))
         try:
             mismatched = [k for k, mine in (("policy", self.policy), ("loss_detector", self._loss_config),
                                             ("norm_detector", self._norm_config)) if dict(state[k]) != mine]
-        except (KeyError, TypeError):
+        except (TypeError, ValueError):
             raise ValueError("state must be a dict returned by Guard.state_dict()") from None
         if mismatched:
             raise ValueError(f"the state was saved from a Guard with other settings ({', '.join(mismatched)}); "
                              "create the Guard with the same policy and detector settings")
-        self._core._set_state(state["core"])
-        self.events = [GuardEvent(**e) for e in state["events"]]
-        self.events_dropped = int(state["events_dropped"])
+        # Everything is checked and built first; the guard changes only once nothing can fail.
+        _check_counters(state["core"], "state['core']")
+        _check_counters(state.get("snapshot_core") or {}, "state['snapshot_core']")
+        try:
+            events = [GuardEvent(**e) for e in state["events"]]
+            losses = [float(v) for v in state["losses"]]
+            counters = {k: check_int(state[k], f"state[{k!r}]", minimum=0)
+                        for k in ("events_dropped", "skipped", "rollbacks")}
+            since = check_int(state.get("since_snapshot", 0), "state['since_snapshot']", minimum=0)
+            lr_scale = check_real(state["lr_scale"], "state['lr_scale']")
+        except TypeError as e:
+            raise ValueError(f"state must be a dict returned by Guard.state_dict(): {e}") from None
+        snapshot: Optional[Snapshot] = None
+        if state.get("snapshot") is not None:
+            if self.model is None:
+                raise ValueError("the state holds a rollback point: create the Guard with model=...")
+            snapshot = Snapshot(self.model, self.optimizer, scope="weights")
+            snapshot.load_state_dict(state["snapshot"])
+        self._core._set_state(state["core"])  # the last step that can fail: it parses before it assigns
+        self.events = events
+        self.events_dropped = counters["events_dropped"]
         self.losses.clear()
-        self.losses.extend(float(v) for v in state["losses"])
-        self.skipped = int(state["skipped"])
-        self.lr_scale = float(state["lr_scale"])
-        self.rollbacks = int(state["rollbacks"])
+        self.losses.extend(losses)
+        self.skipped = counters["skipped"]
+        self.lr_scale = lr_scale
+        self.rollbacks = counters["rollbacks"]
+        self._since_snapshot = since
+        self._snapshot = snapshot
+        self._snapshot_core = dict(state.get("snapshot_core") or {})
 
     def __repr__(self) -> str:
         changed = {k: v for k, v in self.policy.items() if DEFAULT_POLICY.get(k, v) != v}
         return (f"Guard(step={self.step}, events={len(self.events) + self.events_dropped}, skipped={self.skipped}, "
                 f"lr_scale={self.lr_scale:g}{', policy=' + repr(changed) if changed else ''})")
-
-
-class _Snapshot:
-    """The last good weights, buffers and optimizer state, in buffers allocated once and refilled in
-    place every ``snapshot_every`` steps (a rollback copies them back, keeping every live tensor's
-    identity)."""
-
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        live = {id(t): t for t in model_tensors(model)}
-        for g in optimizer.param_groups:  # parameters the optimizer has beyond the model's
-            for p in g["params"]:
-                live.setdefault(id(p), p)
-        self.live = list(live.values())
-        self.kept = [torch.empty_like(t, memory_format=torch.preserve_format) for t in self.live]
-        self.optimizer_state: Dict[Any, Dict[str, Any]] = {}
-        self.core_state: Dict[str, Any] = {}
-
-    def take(self, optimizer: torch.optim.Optimizer, core_state: Dict[str, Any]) -> None:
-        with torch.no_grad():
-            for kept, t in zip(self.kept, self.live):
-                kept.copy_(t)
-            state: Dict[Any, Dict[str, Any]] = {}
-            for p, s in optimizer.state.items():
-                old = self.optimizer_state.get(p, {})
-                entry: Dict[str, Any] = {}
-                for name, v in s.items():
-                    if isinstance(v, torch.Tensor):
-                        buf = old.get(name)
-                        if not (isinstance(buf, torch.Tensor) and buf.shape == v.shape and buf.dtype == v.dtype
-                                and buf.device == v.device):
-                            buf = torch.empty_like(v)
-                        buf.copy_(v)
-                        entry[name] = buf
-                    else:
-                        entry[name] = v
-                state[p] = entry
-        self.optimizer_state = state
-        self.core_state = core_state
-
-    def restore(self, optimizer: torch.optim.Optimizer) -> None:
-        with torch.no_grad():
-            for kept, t in zip(self.kept, self.live):
-                t.copy_(kept)
-            for p in list(optimizer.state):
-                if p not in self.optimizer_state:
-                    del optimizer.state[p]
-            for p, saved in self.optimizer_state.items():
-                live = optimizer.state[p]
-                for name in list(live):
-                    if name not in saved:
-                        del live[name]
-                for name, v in saved.items():
-                    current = live.get(name)
-                    if isinstance(v, torch.Tensor) and isinstance(current, torch.Tensor) and current.shape == v.shape:
-                        current.copy_(v)
-                    else:
-                        live[name] = v.clone() if isinstance(v, torch.Tensor) else v
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -697,6 +684,61 @@ def _collective_device(backend: str) -> torch.device:
     if backend == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+# Param-group entries that hold an lr: the lr itself, torch's "initial_lr" (every LRScheduler's
+# base), OneCycleLR's "max_lr"/"min_lr" (its phases read the group, not base_lrs), SWALR's "swa_lr".
+_GROUP_LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr", "swa_lr")
+
+
+def _is_pylrcore_scheduler(sched: Any) -> bool:
+    return sched is not None and hasattr(sched, "scale") and hasattr(sched, "schedule")
+
+
+def _torch_scheduler_types() -> Tuple[type, ...]:
+    from torch.optim import lr_scheduler
+
+    return (lr_scheduler.LRScheduler, lr_scheduler.ReduceLROnPlateau)
+
+
+def _can_scale(sched: Any) -> bool:
+    if _is_pylrcore_scheduler(sched):
+        return True
+    if not isinstance(sched, _torch_scheduler_types()):
+        return False
+    return all(_can_scale(s) for s in getattr(sched, "_schedulers", ()))
+
+
+def _scale_torch_scheduler(sched: Any, f: float) -> None:
+    """Scale the lrs a torch scheduler computes from (the group entries are scaled by the caller):
+    ``base_lrs``; CyclicLR's ``max_lrs``; the children of SequentialLR / ChainedScheduler."""
+    if hasattr(sched, "base_lrs"):
+        sched.base_lrs = [b * f for b in sched.base_lrs]
+    if hasattr(sched, "max_lrs"):
+        sched.max_lrs = [m * f for m in sched.max_lrs]
+    for child in getattr(sched, "_schedulers", ()):
+        _scale_torch_scheduler(child, f)
+
+
+_STATE_KEYS = ("core", "policy", "loss_detector", "norm_detector", "events", "events_dropped", "losses", "skipped",
+               "lr_scale", "rollbacks")
+_OPTIONAL_STATE_KEYS = ("since_snapshot", "snapshot", "snapshot_core")  # absent in states saved before 0.2
+# Counters loaded from a checkpoint must leave room to count on (the core's are 64-bit).
+_MAX_COUNTER = 2**53
+
+
+def _check_counters(state: Any, where: str) -> None:
+    """Every integer in a core state (nested dicts and lists) is a count in [0, 2**53]."""
+    if isinstance(state, Mapping):
+        for k, v in state.items():
+            _check_counters(v, f"{where}[{k!r}]")
+    elif isinstance(state, (list, tuple)):
+        for k, v in enumerate(state):
+            _check_counters(v, f"{where}[{k}]")
+    elif isinstance(state, (int, np.integer)) and not isinstance(state, bool):
+        if not 0 <= state <= _MAX_COUNTER:
+            raise ValueError(f"{where} = {state} is not a step count this guard can continue from "
+                             f"(0 to 2**53); the state dict is corrupt")
 
 
 def _fraction(value: Any, name: str) -> float:

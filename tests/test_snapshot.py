@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from pylrcore import _core  # noqa: E402
-from pylrcore._snapshot import _Snapshot, model_tensors  # noqa: E402
+from pylrcore._snapshot import Snapshot, model_tensors  # noqa: E402
 
 
 class Mixed(torch.nn.Module):
@@ -60,11 +60,11 @@ def test_every_tensor_comes_back_bitwise_at_the_same_address():
     state_before = {k: v.clone() for k, v in state.items()}
     addresses = [t.data_ptr() for t in tensors]
 
-    snap = _Snapshot(model, opt, to_cpu=False)
+    snap = Snapshot(model, opt, to_cpu=False).take()
     assert len(snap.copies.cloned) == 2  # the transposed buffer and the empty one take the torch path
     scribble(model, opt)
     versions = [t._version for t in tensors]
-    snap.restore(model, opt)
+    snap.restore()
 
     for t, b, a, v in zip(tensors, before, addresses, versions):
         assert torch.equal(t, b) and t.data_ptr() == a
@@ -80,15 +80,15 @@ def test_state_the_sweep_replaced_or_created_is_put_back():
     trained(model, opt, steps=1)
     p = model.lin.weight
     momentum = opt.state[p]["momentum_buffer"].clone()
-    snap = _Snapshot(model, opt, to_cpu=False)
+    snap = Snapshot(model, opt, to_cpu=False).take()
     opt.state[p]["momentum_buffer"] = torch.zeros(2)  # another shape: cannot be restored in place
     opt.state[p]["extra"] = torch.ones(1)
     new = torch.nn.Parameter(torch.zeros(1))
     opt.state[new]["momentum_buffer"] = torch.zeros(1)
-    snap.restore(model, opt)
+    snap.restore()
     assert torch.equal(opt.state[p]["momentum_buffer"], momentum)
     assert "extra" not in opt.state[p] and new not in opt.state
-    snap.restore(model, opt)  # the fresh tensor is not a view into the snapshot
+    snap.restore()  # the fresh tensor is not a view into the snapshot
     assert opt.state[p]["momentum_buffer"]._base is None
 
 
@@ -101,9 +101,9 @@ def test_a_large_model_is_copied_by_several_threads_and_restored(monkeypatch):
     opt.step()
     monkeypatch.setattr("pylrcore._snapshot._copy_threads", lambda: 4)
     before = [t.detach().clone() for t in model_tensors(model)]
-    snap = _Snapshot(model, opt, to_cpu=False)
+    snap = Snapshot(model, opt, to_cpu=False).take()
     scribble(model, opt)
-    snap.restore(model, opt)
+    snap.restore()
     assert all(torch.equal(a, b) for a, b in zip(before, model_tensors(model)))
 
 
