@@ -276,8 +276,8 @@ def _inside_restore(frame: Any) -> bool:
     return False
 
 
-def run_to_completion(steps: Sequence[Callable[[], None]]) -> None:
-    """Run every step, whatever happens: SIGINT is deferred meanwhile; a KeyboardInterrupt raised inside
+def run_to_completion(plan: Callable[[], Sequence[Callable[[], None]]]) -> None:
+    """Run every step of ``plan()``, whatever happens: SIGINT is deferred meanwhile; a KeyboardInterrupt raised inside
     a step anyway starts the (idempotent) steps again from the first; any other error does not stop
     the later steps and is raised at the end (the first one). The interrupt is re-raised after."""
     interrupted: Optional[BaseException] = None
@@ -285,7 +285,7 @@ def run_to_completion(steps: Sequence[Callable[[], None]]) -> None:
         for _ in range(_MAX_RESTARTS):
             errors: List[BaseException] = []
             try:
-                for step in steps:
+                for step in plan():
                     try:
                         step()
                     except KeyboardInterrupt:
@@ -424,6 +424,9 @@ class Snapshot:
     # -- restoring --
     def restore(self) -> None:
         """Put everything back (see the module docstring); Ctrl-C waits until it is done."""
+        run_to_completion(self._restore_steps)
+
+    def _restore_steps(self) -> List[Callable[[], None]]:
         if not self.taken:
             raise RuntimeError("Snapshot.restore() before take()")
         steps: List[Callable[[], None]] = [self._restore_tensors, self._restore_optimizer_state]
@@ -431,7 +434,7 @@ class Snapshot:
             steps += [self._restore_groups, self._restore_grads, self._restore_flags, self._restore_rng]
             if self.scaler_state is not None:
                 steps.append(self.scaler_state.restore)
-        run_to_completion(steps)
+        return steps
 
     def _restore_tensors(self) -> None:
         assert self.copies is not None

@@ -553,7 +553,7 @@ class Guard:
         snapshot = self._snapshot
         assert snapshot is not None
         # Weights, buffers, optimizer state and the detectors: all or (after a Ctrl-C) all the same.
-        run_to_completion([snapshot.restore, lambda: self._core._restore_detectors(self._snapshot_core)])
+        run_to_completion(lambda: [snapshot.restore, lambda: self._core._restore_detectors(self._snapshot_core)])
         self.rollbacks += 1
         self._scale_lr()  # the lr that blew up would blow up again
 
