@@ -266,8 +266,13 @@ class Guard:
     ``optimizer``: whose parameters' gradients are checked and whose steps are guarded.
     ``model``: needed for ``rollback`` (its buffers are restored with the weights); otherwise optional.
     ``policy``: an action for every kind, or ``{kind: action}`` over :data:`DEFAULT_POLICY`.
-    ``scheduler``: a pylrcore ``Scheduler`` (``scale_lr`` scales its schedule) or a torch
-    ``LRScheduler`` (its ``base_lrs`` are scaled with the groups' lrs).
+    ``scheduler``: a pylrcore ``Scheduler`` (``scale_lr`` scales its schedule) or a torch scheduler
+    (what it computes from is scaled with the groups' lrs: ``base_lrs``, the groups' ``initial_lr``,
+    OneCycleLR's ``max_lr``/``min_lr``, CyclicLR's ``max_lrs``, SequentialLR's children); another
+    scheduler type is refused when the policy can scale the lr, since the guard could not keep it scaled.
+    ``snapshot_every``: clean steps between rollback points (``rollback`` policies; a snapshot is kept in
+    :meth:`state_dict`). ``max_rollbacks``: rollbacks allowed within one incident, i.e. without
+    ``snapshot_every`` clean steps in between (then the guard raises); ``guard.rollbacks`` counts all.
     ``scaler``: the ``GradScaler`` of an AMP loop; its overflow steps are recorded as ``amp_overflow``,
     not as divergence, and ``check`` unscales the gradients first if the loop has not.
     ``check_loss`` / ``check_grads``: turn either family of checks off (``check_grads=False`` costs
@@ -349,7 +354,8 @@ class Guard:
         self.losses: Deque[float] = deque(maxlen=check_int(history, "history", minimum=1))
         self.skipped = 0
         self.lr_scale = 1.0
-        self.rollbacks = 0
+        self.rollbacks = 0  # over the whole run (reported); max_rollbacks bounds those of one incident
+        self._incident_rollbacks = 0
         self._table = _GradTable()
         self._params: List[torch.nn.Parameter] = []
         self._groups_key: Tuple[Any, ...] = ()
@@ -546,8 +552,10 @@ class Guard:
         self.lr_scale *= f
 
     def _rollback(self, event: Optional[GuardEvent]) -> None:
-        if self._snapshot is None or self.rollbacks >= self.max_rollbacks:
-            why = "no snapshot was taken yet" if self._snapshot is None else f"{self.rollbacks} rollbacks already"
+        if self._snapshot is None or self._incident_rollbacks >= self.max_rollbacks:
+            why = ("no snapshot was taken yet" if self._snapshot is None else
+                   f"{self._incident_rollbacks} rollbacks to step {self._snapshot_core.get('step', '?')} already, "
+                   f"max_rollbacks={self.max_rollbacks}")
             assert event is not None
             self._raise(event, f"rollback impossible ({why})")
         snapshot = self._snapshot
@@ -555,6 +563,7 @@ class Guard:
         # Weights, buffers, optimizer state and the detectors: all or (after a Ctrl-C) all the same.
         run_to_completion(lambda: [snapshot.restore, lambda: self._core._restore_detectors(self._snapshot_core)])
         self.rollbacks += 1
+        self._incident_rollbacks += 1
         self._scale_lr()  # the lr that blew up would blow up again
 
     def _maybe_snapshot(self, d: Any) -> None:
@@ -568,6 +577,7 @@ class Guard:
             self._snapshot.take()
             self._snapshot_core = self._core._get_state()
             self._since_snapshot = 0
+            self._incident_rollbacks = 0  # snapshot_every clean steps since: the incident is over
 
     def _raise(self, event: GuardEvent, prefix: str = "") -> None:
         try:
@@ -602,6 +612,7 @@ class Guard:
             "lr_scale": self.lr_scale,
             "rollbacks": self.rollbacks,
             "since_snapshot": self._since_snapshot,
+            "incident_rollbacks": self._incident_rollbacks,
             "snapshot": None if self._snapshot is None else self._snapshot.state_dict(),
             "snapshot_core": self._snapshot_core,
         }
@@ -634,6 +645,7 @@ class Guard:
             counters = {k: check_int(state[k], f"state[{k!r}]", minimum=0)
                         for k in ("events_dropped", "skipped", "rollbacks")}
             since = check_int(state.get("since_snapshot", 0), "state['since_snapshot']", minimum=0)
+            incident = check_int(state.get("incident_rollbacks", 0), "state['incident_rollbacks']", minimum=0)
             lr_scale = check_real(state["lr_scale"], "state['lr_scale']")
         except TypeError as e:
             raise ValueError(f"state must be a dict returned by Guard.state_dict(): {e}") from None
@@ -652,6 +664,7 @@ class Guard:
         self.lr_scale = lr_scale
         self.rollbacks = counters["rollbacks"]
         self._since_snapshot = since
+        self._incident_rollbacks = incident
         self._snapshot = snapshot
         self._snapshot_core = dict(state.get("snapshot_core") or {})
 
@@ -722,7 +735,7 @@ def _scale_torch_scheduler(sched: Any, f: float) -> None:
 
 _STATE_KEYS = ("core", "policy", "loss_detector", "norm_detector", "events", "events_dropped", "losses", "skipped",
                "lr_scale", "rollbacks")
-_OPTIONAL_STATE_KEYS = ("since_snapshot", "snapshot", "snapshot_core")  # absent in states saved before 0.2
+_OPTIONAL_STATE_KEYS = ("since_snapshot", "incident_rollbacks", "snapshot", "snapshot_core")  # absent in states saved before 0.2
 # Counters loaded from a checkpoint must leave room to count on (the core's are 64-bit).
 _MAX_COUNTER = 2**53
 
