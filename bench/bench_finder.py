@@ -118,7 +118,7 @@ def test_finder_fixed_cost(benchmark, impl, heap):
     round freed (glibc keeps it). heap="trimmed": that memory goes back to the OS before each round
     (untimed), as for a single range test in a process that has not just freed as much. pylrcore
     maps its snapshot itself, so it pays fresh memory in both."""
-    from pylrcore.finder import _Snapshot
+    from pylrcore._snapshot import Snapshot
 
     if size(1, 0) == 0:
         pytest.skip("quick mode: the 8.4M model is only timed in full runs")
@@ -132,10 +132,11 @@ def test_finder_fixed_cost(benchmark, impl, heap):
 
     def run():
         if impl == "pylrcore":
-            snap = _Snapshot(model, opt, to_cpu=False)
+            snap = Snapshot(model, opt).take()  # what range_test takes: model, state, grads, RNG
+            snap.detach_grads()
             with torch.no_grad():
                 model[0].weight.add_(1.0)  # what a sweep does to the weights
-            snap.restore(model, opt)
+            snap.restore()
         elif impl == "torch-lr-finder":
             finder = tlf.LRFinder(model, opt, crit)
             with torch.no_grad():

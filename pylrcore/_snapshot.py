@@ -182,6 +182,40 @@ class _Copies:
                     t.data = self.fresh(i)
 
 
+class _DiskCopies(_Copies):
+    """The copies in one file under ``directory`` (torch-lr-finder's ``memory_cache=False``: a model
+    larger than the free RAM). Read back memory-mapped, so the restore needs no second full copy in
+    memory; the file is deleted with the snapshot."""
+
+    def __init__(self, tensors: Sequence[torch.Tensor], directory: str) -> None:
+        import os
+        import tempfile
+
+        self.keys = [_layout_key(t) for t in tensors]
+        self.where, self.host = {}, None
+        self.devices = {i: t.device for i, t in enumerate(tensors)}
+        fd, self.path = tempfile.mkstemp(prefix="pylrcore-snapshot-", suffix=".pt", dir=directory)
+        os.close(fd)
+        self._remove = os.remove
+        self.fill(tensors)
+
+    def fill(self, tensors: Sequence[torch.Tensor]) -> None:
+        torch.save([t.detach().to("cpu") for t in tensors], self.path)
+        self._loaded: Optional[Dict[int, torch.Tensor]] = None
+
+    @property
+    def cloned(self) -> Dict[int, torch.Tensor]:  # type: ignore[override]
+        if self._loaded is None:
+            self._loaded = dict(enumerate(torch.load(self.path, mmap=True, weights_only=True)))
+        return self._loaded
+
+    def __del__(self) -> None:
+        try:
+            self._remove(self.path)
+        except (OSError, AttributeError):
+            pass
+
+
 # ---- what a snapshot records ---------------------------------------------------------------------
 
 _Slot = Tuple[str, torch.nn.Module, str]  # (qualified prefix, module, "_parameters" or "_buffers")
@@ -330,14 +364,17 @@ class Snapshot:
 
     ``take()`` records (again: storage is reused while the layout is unchanged), ``restore()`` puts
     everything back and cannot be interrupted half-way. ``to_cpu`` keeps the copies of device tensors
-    in host memory. ``scaler``: a ``GradScaler`` to restore with the rest (range_test scope).
+    in host memory; ``directory`` keeps all copies in a file there. ``scaler``: a ``GradScaler`` to
+    restore with the rest (range_test scope).
     """
 
     def __init__(self, model: Optional[torch.nn.Module], optimizer: torch.optim.Optimizer, *,
-                 scope: str = "range_test", to_cpu: bool = False, scaler: Any = None) -> None:
+                 scope: str = "range_test", to_cpu: bool = False, scaler: Any = None,
+                 directory: Optional[str] = None) -> None:
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
         self.model, self.optimizer, self.scope, self.to_cpu, self.scaler = model, optimizer, scope, to_cpu, scaler
+        self.directory = directory  # keep the copies in a file there instead of in memory
         self.copies: Optional[_Copies] = None
         self.taken = False
 
@@ -413,7 +450,8 @@ class Snapshot:
             self.copies.fill(values)
         else:
             self.copies = None  # the old copies go before the new ones are allocated
-            self.copies = _Copies(values, self.to_cpu)
+            self.copies = (_DiskCopies(values, self.directory) if self.directory is not None
+                           else _Copies(values, self.to_cpu))
 
     def detach_grads(self) -> None:
         """Set every gradient to None (range_test scope). The old gradient tensors are kept as they are
@@ -477,8 +515,9 @@ class Snapshot:
         del opt.param_groups[self.group_count:]  # groups the test added
         for group, params, settings, lr_tensor in zip(opt.param_groups, self.group_params, self.groups,
                                                       self.group_lr_tensors):
-            if group["params"] != params:
-                group["params"][:] = params
+            live = group["params"]
+            if len(live) != len(params) or any(a is not b for a, b in zip(live, params)):  # by identity
+                live[:] = params
             for k in [k for k in group if k != "params" and k not in settings]:
                 del group[k]
             for k, v in settings.items():

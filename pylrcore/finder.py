@@ -27,9 +27,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -38,11 +40,11 @@ from . import schedules as S
 from ._arrays import check_int, check_real
 from ._snapshot import Snapshot, interrupt_shield
 from .detect import Detector, Event, Flag
-from .plotting import plot_range_test
+from .plotting import plot_history, plot_range_test
 from .smoothing import EMA
 from .suggestion import METHODS, COMPAT_METHODS, Suggestion, suggest
 
-__all__ = ["LRFinder", "FinderResult", "SweepEvent"]
+__all__ = ["LRFinder", "FinderResult", "SweepEvent", "DataLoaderIter", "TrainDataLoaderIter", "ValDataLoaderIter"]
 
 _MAX_ITER = 2**31 - 1
 
@@ -207,6 +209,73 @@ def _to_device(batch: Any, device: Optional[torch.device], non_blocking: bool = 
     return batch
 
 
+class DataLoaderIter:
+    """torch-lr-finder's loader protocol: iterate ``data_loader`` and turn each batch into
+    ``(inputs, labels)`` with :meth:`inputs_labels_from_batch` (override it for other batch
+    structures). Subclasses of torch-lr-finder's own classes work the same way with pylrcore."""
+
+    def __init__(self, data_loader: Any) -> None:
+        self.data_loader = data_loader
+        self._iterator = iter(data_loader)
+
+    @property
+    def dataset(self) -> Any:
+        return self.data_loader.dataset
+
+    def inputs_labels_from_batch(self, batch_data: Any) -> Tuple[Any, Any]:
+        if not isinstance(batch_data, (list, tuple)):
+            raise ValueError(
+                f"Your batch type is not supported: {type(batch_data)}. Please inherit from `TrainDataLoaderIter` "
+                "or `ValDataLoaderIter` and override the `inputs_labels_from_batch` method.")
+        inputs, labels, *_ = batch_data
+        return inputs, labels
+
+    def __iter__(self) -> "DataLoaderIter":
+        return self
+
+    def __next__(self) -> Tuple[Any, Any]:
+        return self.inputs_labels_from_batch(next(self._iterator))
+
+
+class TrainDataLoaderIter(DataLoaderIter):
+    """Starts ``data_loader`` again when it ends (``auto_reset``), so a range test longer than one
+    epoch keeps getting batches."""
+
+    def __init__(self, data_loader: Any, auto_reset: bool = True) -> None:
+        super().__init__(data_loader)
+        self.auto_reset = auto_reset
+
+    def __next__(self) -> Tuple[Any, Any]:
+        try:
+            batch = next(self._iterator)
+        except StopIteration:
+            if not self.auto_reset:
+                raise
+            self._iterator = iter(self.data_loader)
+            batch = next(self._iterator)
+        return self.inputs_labels_from_batch(batch)
+
+
+class ValDataLoaderIter(DataLoaderIter):
+    """One pass over ``data_loader`` per ``iter()`` (like a DataLoader): ``for batch in it`` runs
+    ``len(data_loader)`` batches, and the next ``iter(it)`` starts again."""
+
+    def __init__(self, data_loader: Any) -> None:
+        super().__init__(data_loader)
+        self.run_limit = len(self.data_loader)
+        self.run_counter = 0
+
+    def __iter__(self) -> "ValDataLoaderIter":
+        if self.run_counter >= self.run_limit:
+            self._iterator = iter(self.data_loader)
+            self.run_counter = 0
+        return self
+
+    def __next__(self) -> Tuple[Any, Any]:
+        self.run_counter += 1
+        return super().__next__()
+
+
 class _Cycle:
     """Iterates a loader, starting it again when it ends (a short loader still gives num_iter batches)."""
 
@@ -256,12 +325,21 @@ def _forward(model: torch.nn.Module, batch: Any) -> Any:
 
 
 class LRFinder:
-    """LR range test over ``model`` trained by ``optimizer`` (torch-lr-finder's calling conventions).
+    """LR range test over ``model`` trained by ``optimizer``, with torch-lr-finder's constructor and
+    calling conventions (switching is one import).
 
     Args:
         model, optimizer: what to test. Both are restored exactly after every ``range_test``.
         criterion: ``loss = criterion(model(inputs), targets)``; None when the model returns its loss.
-        device: where to run (default: where the model's parameters are).
+        device: where to run the test. As in torch-lr-finder, the model (and the optimizer's state) is
+            moved there for the test; unlike it, it is moved back when the test ends (default: where
+            the model's parameters are).
+        memory_cache, cache_dir: ``memory_cache=False`` keeps the restore copy in a file under
+            ``cache_dir`` (default: the system's temporary folder) instead of in memory, for models
+            larger than the free RAM; the file is removed after the restore.
+        amp_backend, amp_config, grad_scaler: torch-lr-finder's mixed precision. ``amp_backend="torch"``
+            (or ``"native"``) runs the forward under ``torch.amp.autocast(**amp_config)`` and steps
+            through ``grad_scaler``; ``"apex"`` is refused (apex.amp is deprecated upstream).
         snapshot: ``"device"`` (default) keeps the restore copy next to the model, ``"cpu"`` in host memory.
     """
 
@@ -271,6 +349,11 @@ class LRFinder:
         optimizer: torch.optim.Optimizer,
         criterion: Optional[Callable[..., torch.Tensor]] = None,
         device: Any = None,
+        memory_cache: bool = True,
+        cache_dir: Optional[str] = None,
+        amp_backend: Optional[str] = None,
+        amp_config: Optional[Dict[str, Any]] = None,
+        grad_scaler: Any = None,
         *,
         snapshot: str = "device",
     ) -> None:
@@ -285,25 +368,60 @@ class LRFinder:
         if snapshot not in ("device", "cpu"):
             raise ValueError(f"snapshot must be 'device' or 'cpu', got {snapshot!r}")
         self.model, self.optimizer, self.criterion = model, optimizer, criterion
-        first = next(model.parameters())
-        self.device = torch.device(device) if device is not None else first.device
+        self.model_device = next(model.parameters()).device
+        try:
+            self.device = torch.device(device) if device is not None else self.model_device
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"device must be a torch device or its name ('cpu', 'cuda', 'cuda:1', ...), "
+                             f"got {device!r}: {e}") from None
         self.snapshot = snapshot
+        self.memory_cache = bool(memory_cache)
+        self.cache_dir = cache_dir
+        if not self.memory_cache and cache_dir is not None and not os.path.isdir(cache_dir):
+            raise ValueError(f"cache_dir {cache_dir!r} is not a folder: create it, or pass memory_cache=True")
+        if amp_backend not in (None, "torch", "native"):
+            if amp_backend == "apex":
+                raise ValueError("amp_backend='apex' is not supported (apex.amp is deprecated): use "
+                                 "amp_backend='torch' with amp_config={'device_type': 'cuda', 'dtype': torch.float16} "
+                                 "and grad_scaler=torch.amp.GradScaler()")
+            raise ValueError(f"amp_backend must be None, 'torch' or 'native', got {amp_backend!r}")
+        if amp_config is not None and not isinstance(amp_config, Mapping):
+            raise TypeError(f"amp_config must be a dict of torch.amp.autocast arguments, got {type(amp_config).__name__}")
+        self.amp_backend = amp_backend
+        self.amp_config = dict(amp_config) if amp_config is not None else None
+        self.grad_scaler = grad_scaler
         self.result: Optional[FinderResult] = None
-
-    @property
-    def history(self) -> Dict[str, List[float]]:
-        """torch-lr-finder's ``history``: ``{"lr": [...], "loss": [...]}`` with the smoothed loss."""
-        if self.result is None:
-            return {"lr": [], "loss": []}
-        return {"lr": self.result.lrs.tolist(), "loss": self.result.smoothed.tolist()}
+        #: torch-lr-finder's record of the last test: ``{"lr": [...], "loss": [...]}`` (the smoothed loss),
+        #: a plain dict that ``plot()`` reads (assign to it to plot another curve).
+        self.history: Dict[str, Any] = {"lr": [], "loss": []}
+        self.best_loss: Optional[float] = None
 
     def reset(self) -> None:
         """Kept for torch-lr-finder users: the state is already restored after every range test."""
 
-    def plot(self, path: Optional[str] = None, ax: Any = None) -> Any:
-        if self.result is None:
-            raise RuntimeError("run range_test() before plot()")
-        return self.result.plot(path=path, ax=ax)
+    def plot(
+        self,
+        skip_start: Any = 10,
+        skip_end: int = 5,
+        log_lr: bool = True,
+        show_lr: Optional[float] = None,
+        ax: Any = None,
+        suggest_lr: bool = True,
+        *,
+        path: Optional[str] = None,
+    ) -> Any:
+        """torch-lr-finder's plot of ``history``: the loss against the lr without the first
+        ``skip_start`` and last ``skip_end`` points, a red dot at the steepest gradient (its
+        ``np.gradient`` rule) when ``suggest_lr``, a vertical line at ``show_lr``. Returns ``ax``, or
+        ``(ax, suggested_lr)`` with ``suggest_lr``; shows the figure when it made it (``ax=None``).
+
+        ``plot(path)`` or ``plot(path=...)`` draws pylrcore's own figure of the last result instead
+        (raw and smoothed loss, the suggestion, the usable range) and writes it to ``path``."""
+        if isinstance(skip_start, (str, os.PathLike)) or path is not None:
+            if self.result is None:
+                raise RuntimeError("run range_test() before plot()")
+            return self.result.plot(path=os.fspath(path if path is not None else skip_start), ax=ax)
+        return plot_history(self.history, skip_start, skip_end, log_lr, show_lr, ax, suggest_lr)
 
     def range_test(
         self,
@@ -316,6 +434,7 @@ class LRFinder:
         smooth_f: float = 0.05,
         diverge_th: float = 5.0,
         accumulation_steps: int = 1,
+        non_blocking_transfer: bool = True,
         *,
         method: str = "steepest",
         train_step: Optional[Callable[[torch.nn.Module, Any], torch.Tensor]] = None,
@@ -327,10 +446,15 @@ class LRFinder:
     ) -> FinderResult:
         """Run the sweep and return a :class:`FinderResult` (also kept as ``self.result``).
 
+        The positional arguments are torch-lr-finder's, with its defaults and meaning;
+        ``train_loader`` may also be any iterable of batches (a torch-lr-finder ``TrainDataLoaderIter``
+        subclass included), ``non_blocking_transfer`` is used when batches are moved to ``device``.
         ``train_step(model, batch) -> loss`` replaces forward + criterion for custom loops. ``amp``
         runs the forward under autocast (with ``grad_scaler``, e.g. ``torch.amp.GradScaler()``, for
-        float16 on CUDA). ``clip_grad_norm`` clips before each step. Losses are read back every
-        ``sync_every`` iterations (default 1 on the CPU, 10 on CUDA: no host sync per iteration).
+        float16 on CUDA; the constructor's ``amp_backend``/``amp_config``/``grad_scaler`` do the same).
+        ``clip_grad_norm`` clips before each step. Losses are read back every ``sync_every`` iterations
+        (default 1 on the CPU, 10 on CUDA: no host sync per iteration). ``self.history`` holds the lrs
+        and the smoothed losses after the test, as in torch-lr-finder.
         """
         start, end, n = self._check(start_lr, end_lr, num_iter, step_mode, smooth_f, diverge_th, accumulation_steps, method)
         if clip_grad_norm is not None and not check_real(clip_grad_norm, "clip_grad_norm") > 0:
@@ -340,15 +464,22 @@ class LRFinder:
             raise ValueError(f"sync_every must be an integer >= 1, got {sync_every!r}")
         ladder = _Ladder(start, end, n, step_mode)
         ratios = _ratios(self.optimizer)
+        scaler = grad_scaler if grad_scaler is not None else self.grad_scaler
+        autocast = self._autocast(amp)
+        directory = None if self.memory_cache else (self.cache_dir or tempfile.gettempdir())
+        self.history = {"lr": [], "loss": []}
+        self.best_loss = None
 
         with interrupt_shield():  # a Ctrl-C during the restore waits for its end
             # Taking the snapshot only reads: an interrupt before the try changes nothing.
-            saved = Snapshot(self.model, self.optimizer, to_cpu=self.snapshot == "cpu", scaler=grad_scaler).take()
+            saved = Snapshot(self.model, self.optimizer, to_cpu=self.snapshot == "cpu", scaler=scaler,
+                             directory=directory).take()
             try:
                 saved.detach_grads()
+                self._move_to_device()
                 raw, smoothed, stop, events = self._sweep(train_loader, val_loader, ladder, ratios, smooth_f,
-                                                          diverge_th, accumulation_steps, train_step, amp, grad_scaler,
-                                                          clip_grad_norm, sync, progress)
+                                                          diverge_th, accumulation_steps, train_step, autocast, scaler,
+                                                          clip_grad_norm, sync, progress, bool(non_blocking_transfer))
             finally:
                 saved.restore()  # runs to the end even through Ctrl-C (then re-raised)
                 del saved  # its copy is as large as the model and its state: not kept alive by a traceback
@@ -358,6 +489,8 @@ class LRFinder:
             details = suggest(lrs, smoothed, method)
         else:
             details = suggest(lrs, raw, method, diverge_factor=diverge_th)
+        self.history = {"lr": lrs.tolist(), "loss": list(smoothed)}
+        self.best_loss = float(np.nanmin(smoothed)) if smoothed and not np.isnan(smoothed).all() else None
         self.result = FinderResult(
             lrs=lrs,
             losses=np.asarray(raw, dtype=np.float64),
@@ -374,6 +507,38 @@ class LRFinder:
         return self.result
 
     # -- internals --
+    def _autocast(self, amp: bool) -> Any:
+        """The forward's autocast context, or None: the constructor's ``amp_backend`` (torch-lr-finder's
+        ``amp_config``, default the test device's type), else ``amp=True`` (bfloat16 on the CPU,
+        float16 elsewhere)."""
+        if self.amp_backend is not None:
+            config = self.amp_config if self.amp_config is not None else {"device_type": self.device.type}
+            return torch.autocast(**config)
+        if amp:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.device.type == "cpu" else torch.float16)
+        return None
+
+    def _move_to_device(self) -> None:
+        """Move the model and the optimizer's state to ``device`` for the test (torch-lr-finder's
+        ``device``); the snapshot's restore puts the original tensors back afterwards."""
+        if next(self.model.parameters()).device == self.device:
+            return
+        before = list(self.model.parameters())
+        self.model.to(self.device)
+        # Between some devices (meta, or with torch's overwrite-on-conversion flag) .to() makes new
+        # Parameter objects: the optimizer must then train those.
+        renamed = {id(old): new for old, new in zip(before, self.model.parameters()) if old is not new}
+        opt = self.optimizer
+        for group in opt.param_groups:
+            group["params"][:] = [renamed.get(id(q), q) for q in group["params"]]
+        for old in [q for q in list(opt.state) if id(q) in renamed]:
+            opt.state[renamed[id(old)]] = opt.state.pop(old)
+        for state in opt.state.values():
+            for name, value in list(state.items()):
+                # Adam's "step" counters stay on the CPU unless the optimizer is capturable
+                if torch.is_tensor(value) and not (name == "step" and value.dim() == 0):
+                    state[name] = value.to(self.device)
+
     def _check(self, start_lr: Any, end_lr: Any, num_iter: Any, step_mode: Any, smooth_f: Any, diverge_th: Any,
                accumulation_steps: Any, method: Any) -> Tuple[float, float, int]:
         start = float(self.optimizer.param_groups[0]["lr"]) if start_lr is None else check_real(start_lr, "start_lr")
@@ -400,8 +565,8 @@ class LRFinder:
         return start, end, num_iter
 
     def _sweep(self, train_loader: Any, val_loader: Any, lr_ladder: _Ladder, ratios: List[float], smooth_f: float,
-               diverge_th: float, accumulation: int, train_step: Any, amp: bool, scaler: Any,
-               clip: Optional[float], sync: int, progress: Optional[bool]
+               diverge_th: float, accumulation: int, train_step: Any, amp: Any, scaler: Any,
+               clip: Optional[float], sync: int, progress: Optional[bool], non_blocking: bool = True
                ) -> Tuple[List[float], List[float], str, List[SweepEvent]]:
         model, opt = self.model, self.optimizer
         batches = _Cycle(train_loader, "train_loader")
@@ -415,8 +580,7 @@ class LRFinder:
         detector = _sweep_detector(smooth_f, diverge_th)
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         bar = _progress(len(lr_ladder), progress)
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16 if self.device.type == "cpu" else torch.float16)
-                    if amp else contextlib.nullcontext())
+        autocast = amp if amp is not None else contextlib.nullcontext()
         # A CPU run reads CPU batches as they are (.to() per tensor costs ~1 us each, every step).
         on_cpu = self.device.type == "cpu"
 
@@ -432,8 +596,8 @@ class LRFinder:
                 opt.zero_grad(set_to_none=True)
                 total: Any = 0.0
                 for _ in range(accumulation):
-                    batch = batches.next() if on_cpu else _to_device(batches.next(), self.device)
-                    if amp:
+                    batch = batches.next() if on_cpu else _to_device(batches.next(), self.device, non_blocking)
+                    if amp is not None:
                         with autocast:
                             loss = compute(batch)
                     else:
@@ -458,7 +622,7 @@ class LRFinder:
                 else:
                     opt.step()
                 if val_loader is not None:
-                    total = self._validate(val_loader, train_step).to(self.device)
+                    total = self._validate(val_loader, train_step, non_blocking).to(self.device)
                 pending.append(total)
                 if len(pending) < sync and i + 1 < len(lr_ladder):
                     continue
@@ -501,13 +665,13 @@ class LRFinder:
                   for e in detector.events if e.kind & _EVENT_KINDS]
         return raw, smoothed, stop, events
 
-    def _validate(self, val_loader: Any, train_step: Any) -> torch.Tensor:
+    def _validate(self, val_loader: Any, train_step: Any, non_blocking: bool = True) -> torch.Tensor:
         model = self.model
         model.eval()
         total, count = torch.zeros((), device=self.device), 0
         with torch.no_grad():
             for batch in val_loader:
-                batch = _to_device(batch, self.device)
+                batch = _to_device(batch, self.device, non_blocking)
                 loss = train_step(model, batch) if train_step is not None else _loss_from(
                     _forward(model, batch), batch, self.criterion)
                 size = len(batch[0]) if isinstance(batch, (list, tuple)) else 1

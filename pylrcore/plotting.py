@@ -9,7 +9,7 @@ import numpy as np
 
 from .suggestion import Suggestion
 
-__all__ = ["plot_range_test"]
+__all__ = ["plot_range_test", "plot_history"]
 
 
 def plot_range_test(
@@ -66,3 +66,53 @@ def plot_range_test(
         if fig is not None:
             plt.close(fig)
     return ax
+
+
+def plot_history(history: Any, skip_start: int = 10, skip_end: int = 5, log_lr: bool = True,
+                 show_lr: Optional[float] = None, ax: Any = None, suggest_lr: bool = True) -> Any:
+    """torch-lr-finder's ``LRFinder.plot()`` on its ``history`` dict, argument for argument: the same
+    checks and errors, one line for the curve, the steepest gradient of the (uniformly spaced)
+    losses as one red dot, ``show_lr`` as a vertical line; returns ``ax`` or ``(ax, suggested_lr)``.
+    A figure it made itself is shown (on an interactive backend)."""
+    from .suggestion import gradient
+
+    if skip_start < 0:
+        raise ValueError("skip_start cannot be negative")
+    if skip_end < 0:
+        raise ValueError("skip_end cannot be negative")
+    if show_lr is not None and not isinstance(show_lr, float):
+        raise ValueError("show_lr must be float")
+    lrs, losses = list(history["lr"]), list(history["loss"])
+    if suggest_lr and len(lrs) < skip_start + skip_end + 2:
+        raise RuntimeError(f"Need at least {skip_start + skip_end + 2} iterations to suggest a learning rate. "
+                           f"Got {len(lrs)}")
+    end = len(lrs) - skip_end
+    lrs, losses = lrs[skip_start:end], losses[skip_start:end]
+    try:
+        import matplotlib
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("plotting needs matplotlib: pip install 'pylrcore[plot]'") from None
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots()
+    ax.plot(lrs, losses)
+    suggested = None
+    if suggest_lr:
+        best = int(np.argmin(gradient(np.asarray(losses, dtype=np.float64)))) if len(losses) > 1 else 0
+        suggested = lrs[best]
+        ax.scatter(suggested, losses[best], s=75, marker="o", color="red", zorder=3, label="steepest gradient")
+        ax.legend()
+    if log_lr:
+        ax.set_xscale("log")
+    ax.set_xlabel("Learning rate")
+    ax.set_ylabel("Loss")
+    if show_lr is not None:
+        ax.axvline(x=show_lr, color="red")
+    if fig is not None and matplotlib.get_backend().lower() not in _NON_INTERACTIVE:
+        plt.show()
+    return (ax, suggested) if suggest_lr else ax
+
+
+# Backends that cannot show a window: plt.show() there only warns.
+_NON_INTERACTIVE = {"agg", "pdf", "ps", "svg", "pgf", "cairo", "template"}
