@@ -80,13 +80,18 @@ class Scheduler(LRScheduler):
     # -- the per-step path --
     def _prepare(self) -> None:
         """Per-group arrays for the native call, rebuilt when the groups change."""
-        groups = self.optimizer.param_groups
+        all_groups = self.optimizer.param_groups
         self._base = np.array([float(b) for b in self.base_lrs], dtype=np.float64)
-        if len(self._base) != len(groups):
+        if len(self._base) > len(all_groups):
             raise ValueError(
-                f"the optimizer has {len(groups)} param groups but the scheduler knows {len(self._base)} base lrs; "
-                "create the Scheduler after adding every param group"
+                f"the optimizer has {len(all_groups)} param groups but the scheduler knows {len(self._base)} base lrs; "
+                "param groups were removed: create a new Scheduler"
             )
+        # Groups added after the scheduler (optimizer.add_param_group, e.g. Lightning's
+        # BackboneFinetuning) are left alone, as torch's schedulers leave them; a plateau still
+        # reduces them (as ReduceLROnPlateau does every group).
+        groups = all_groups[:len(self._base)]
+        self._group_count = len(all_groups)
         min_lr = 0.0 if self.plateau is None else self.plateau.min_lr
         mins = np.broadcast_to(np.asarray(min_lr, dtype=np.float64), self._base.shape)
         self._min = np.ascontiguousarray(mins)
@@ -107,7 +112,7 @@ class Scheduler(LRScheduler):
             else:
                 self._filled.append(i)
         self._float_dicts = [groups[i] for i in self._float_groups]  # zip-able with their values
-        self._groups_list = groups  # optimizer.load_state_dict() replaces it (and every group dict in it)
+        self._groups_list = all_groups  # optimizer.load_state_dict() replaces it (and every group dict in it)
         self._all_float = len(self._float_groups) == len(groups)
         self._addresses = [t.data_ptr() for t in self._native_tensors]
         self._kinds = [_SCALAR_KINDS[t.dtype] for t in self._native_tensors]
@@ -120,7 +125,7 @@ class Scheduler(LRScheduler):
 
     def _layout_changed(self) -> bool:
         groups = self.optimizer.param_groups
-        if groups is not self._groups_list or len(groups) != len(self._values):
+        if groups is not self._groups_list or len(groups) != self._group_count:
             return True
         for i, t in zip(self._native, self._native_tensors):
             if groups[i]["lr"] is not t:
@@ -174,7 +179,26 @@ class Scheduler(LRScheduler):
             new = np.maximum(self._min, unscaled * self._scales * self.plateau.factor)
             self._scales = np.where(old - new > self.plateau.eps, self._scales * self.plateau.factor, self._scales)
             self._write()  # the new scale applies at once, as ReduceLROnPlateau's does
+            self._reduce_unscheduled_groups()
         return reduced
+
+    def _reduce_unscheduled_groups(self) -> None:
+        """A plateau reduction for groups added after the scheduler: their own lr x factor, not below
+        min_lr, unless the change is under eps (ReduceLROnPlateau's rule)."""
+        assert self.plateau is not None
+        min_lr = self.plateau.min_lr
+        for i, group in enumerate(self.optimizer.param_groups[len(self._base):], start=len(self._base)):
+            floor = float(min_lr[i]) if isinstance(min_lr, (list, tuple)) and i < len(min_lr) else (
+                float(min_lr) if not isinstance(min_lr, (list, tuple)) else 0.0)
+            lr = group["lr"]
+            old = float(lr) if not isinstance(lr, torch.Tensor) else float(lr.detach())
+            new = max(old * self.plateau.factor, floor)
+            if old - new > self.plateau.eps:
+                if isinstance(lr, torch.Tensor):
+                    with torch.no_grad():
+                        lr.fill_(new)
+                else:
+                    group["lr"] = new
 
     def scale(self, factor: float) -> None:
         """Multiply every group's lr by ``factor`` from now on: the schedule itself is scaled (the
@@ -212,7 +236,7 @@ class Scheduler(LRScheduler):
     _TRANSIENT = (
         "optimizer", "_program", "_base", "_min", "_values", "_float_groups", "_native", "_native_tensors",
         "_filled", "_addresses", "_kinds", "_native_values", "_hook", "schedule", "plateau", "_float_dicts",
-        "_all_float", "_groups_list",
+        "_all_float", "_groups_list", "_group_count",
     )
 
     def state_dict(self) -> Dict[str, Any]:

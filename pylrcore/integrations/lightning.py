@@ -23,8 +23,10 @@ Works with ``lightning.pytorch`` or ``pytorch_lightning``, whichever is installe
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 
 from . import require
@@ -33,7 +35,7 @@ _pl = require(("lightning.pytorch", "pytorch_lightning"), "lightning", "pylrcore
 
 from ..guard import Guard, GuardEvent  # noqa: E402  (after the framework check: its error names the extra)
 
-__all__ = ["GuardCallback", "FinderCallback"]
+__all__ = ["GuardCallback", "FinderCallback", "LightningFinderView"]
 
 
 class FinderCallback(_pl.Callback):  # type: ignore[misc,name-defined]
@@ -41,29 +43,62 @@ class FinderCallback(_pl.Callback):  # type: ignore[misc,name-defined]
     given epochs, on the Trainer's model, first optimizer and training data, through the module's
     own ``training_step``; then apply the suggestion.
 
-    Applying sets the optimizer's lr (group ratios kept), scales the ``base_lrs`` of the optimizer's
-    lr schedulers (a pylrcore ``Scheduler`` rescales its schedule) and sets the module's ``lr`` or
-    ``learning_rate`` attribute (or ``hparams`` entry) when it has one. ``apply=False`` only
-    records. The curve figure goes to a TensorBoard logger (``add_figure``) or to
-    ``<log_dir>/lr_finder_<step>.png``; the suggestion is logged as ``lr_finder/suggestion``.
-    Results are in ``callback.results`` (one :class:`~pylrcore.FinderResult` per run).
+    Lightning's ``LearningRateFinder`` arguments are accepted with their meaning: ``min_lr`` /
+    ``max_lr`` (the sweep's range; pylrcore's own names ``start_lr`` / ``end_lr`` too),
+    ``num_training_steps`` (``num_iter``), ``mode`` (``"exponential"`` or ``"linear"``),
+    ``early_stop_threshold`` (stop when the smoothed loss passes this x its best; ``None`` never
+    stops early), ``update_attr`` (``apply``) and ``attr_name`` (the module attribute or ``hparams``
+    entry to set; ``""`` finds ``lr`` or ``learning_rate``). Unlike Lightning's, the defaults are
+    pylrcore's (start at the optimizer's lr, end at 10, stop at 5x): pass ``min_lr=1e-8, max_lr=1``
+    for Lightning's range. ``callback.optimal_lr`` has Lightning's ``results``, ``suggestion()`` and
+    ``plot()``; every run's full :class:`~pylrcore.FinderResult` is in ``callback.results``.
 
-    Other keyword arguments go to :meth:`pylrcore.LRFinder.range_test` (``start_lr``, ``end_lr``,
-    ``num_iter``, ``method``, ...). ``self.log`` calls inside ``training_step`` are silenced during
-    the test (they would be logged as training metrics).
+    Applying sets the optimizer's lr (group ratios kept), scales the ``base_lrs`` of the optimizer's
+    lr schedulers (a pylrcore ``Scheduler`` rescales its schedule) and sets the module's attribute.
+    The curve figure goes to a TensorBoard logger (``add_figure``) or to
+    ``<log_dir>/lr_finder_<step>.png``; the suggestion is logged as ``lr_finder/suggestion``.
+    ``Trainer(accumulate_grad_batches=k)`` gives one point per optimizer step (k micro-batches); a
+    ``training_step`` that returns None skips its batch, as in training. Manual optimization and
+    several optimizers are refused with a clear error.
+
+    Other keyword arguments go to :meth:`pylrcore.LRFinder.range_test` (``method``, ``smooth_f``,
+    ...). ``self.log`` calls inside ``training_step`` are silenced during the test.
     """
 
-    def __init__(self, *, milestones: Tuple[int, ...] = (0,), apply: bool = True, plot: bool = True,
+    SUPPORTED_MODES = ("linear", "exponential")
+
+    def __init__(self, min_lr: Optional[float] = None, max_lr: Optional[float] = None,
+                 num_training_steps: Optional[int] = None, mode: str = "exponential",
+                 early_stop_threshold: Optional[float] = 5.0, update_attr: bool = True, attr_name: str = "", *,
+                 milestones: Tuple[int, ...] = (0,), apply: Optional[bool] = None, plot: bool = True,
                  **range_test_options: Any) -> None:
         super().__init__()
         if not milestones or any(isinstance(m, bool) or not isinstance(m, int) or m < 0 for m in milestones):
             raise ValueError(f"milestones must be epochs (integers >= 0), got {milestones!r}")
-        range_test_options.setdefault("progress", False)
+        if not isinstance(mode, str) or mode.lower() not in self.SUPPORTED_MODES:
+            raise ValueError(f"`mode` should be either of {self.SUPPORTED_MODES}, got {mode!r}")
+        if not isinstance(attr_name, str):
+            raise TypeError(f"attr_name must be a string (the module attribute to set), got {attr_name!r}")
+        options = dict(range_test_options)
+        for lightning_name, ours, value in (("min_lr", "start_lr", min_lr), ("max_lr", "end_lr", max_lr),
+                                            ("num_training_steps", "num_iter", num_training_steps)):
+            if value is not None:
+                if ours in options:
+                    raise TypeError(f"pass {lightning_name}= or {ours}=, not both")
+                options[ours] = value
+        if "step_mode" not in options:
+            options["step_mode"] = "exp" if mode.lower() == "exponential" else "linear"
+        if "diverge_th" not in options:
+            options["diverge_th"] = math.inf if early_stop_threshold is None else early_stop_threshold
+        options.setdefault("progress", False)
         self.milestones = tuple(sorted(set(milestones)))
-        self.apply = apply
+        self.apply = update_attr if apply is None else apply
+        self.attr_name = attr_name
         self.plot = plot
-        self.options = range_test_options
+        self.options = options
         self.results: List[Any] = []
+        #: Lightning's view of the last run: ``.results``, ``.suggestion()``, ``.plot()``.
+        self.optimal_lr: Optional[LightningFinderView] = None
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         if 0 in self.milestones and trainer.current_epoch == 0:
@@ -77,26 +112,46 @@ class FinderCallback(_pl.Callback):  # type: ignore[misc,name-defined]
     def _run(self, trainer: Any, pl_module: Any) -> None:
         from ..finder import LRFinder
 
+        if not getattr(pl_module, "automatic_optimization", True):
+            raise ValueError("FinderCallback runs the range test through training_step with automatic optimization; "
+                             "this module uses manual optimization: run pylrcore.LRFinder with train_step= yourself")
+        if len(trainer.optimizers) > 1:
+            raise ValueError(f"FinderCallback supports one optimizer; configure_optimizers returned "
+                             f"{len(trainer.optimizers)} (run pylrcore.LRFinder on the one to tune)")
         optimizer = _real_optimizer(trainer.optimizers[0]) if trainer.optimizers else None
         if optimizer is None:
             raise ValueError("FinderCallback: the Trainer has no optimizer (configure_optimizers returned none)")
         loader = trainer.train_dataloader
         if isinstance(loader, (list, tuple, dict)):
             raise ValueError("FinderCallback: the range test needs one training dataloader, got several")
+        if self.attr_name and not _has_attr(pl_module, self.attr_name):
+            raise AttributeError(f"FinderCallback: attr_name={self.attr_name!r} is neither an attribute of the module "
+                                 "nor an entry of its hparams")
         counter = [0]
+        spare: List[Any] = []  # batches to use when training_step skips one (returns None)
 
         def train_step(model: Any, batch: Any) -> torch.Tensor:
-            batch = pl_module._apply_batch_transfer_handler(batch)
-            out = pl_module.training_step(batch, counter[0])
-            counter[0] += 1
+            for _ in range(_MAX_SKIPPED):
+                out = pl_module.training_step(pl_module._apply_batch_transfer_handler(batch), counter[0])
+                counter[0] += 1
+                if out is not None:
+                    break
+                if not spare:
+                    spare.append(_batches(loader))
+                batch = next(spare[0])
+            else:
+                raise ValueError(f"FinderCallback: training_step returned None for {_MAX_SKIPPED} batches in a row")
             loss = out["loss"] if isinstance(out, dict) else out
             if not isinstance(loss, torch.Tensor):
                 raise ValueError("FinderCallback: training_step must return the loss (a tensor or a dict with 'loss')")
             return loss
 
+        options = dict(self.options)
+        options.setdefault("accumulation_steps", int(getattr(trainer, "accumulate_grad_batches", 1) or 1))
         with _silenced_logging(pl_module):
-            result = LRFinder(pl_module, optimizer).range_test(loader, train_step=train_step, **self.options)
+            result = LRFinder(pl_module, optimizer).range_test(loader, train_step=train_step, **options)
         self.results.append(result)
+        self.optimal_lr = LightningFinderView(result, options.get("step_mode", "exp"))
         step = trainer.global_step
         if result.suggestion is not None:
             for logger in trainer.loggers:
@@ -126,8 +181,8 @@ class FinderCallback(_pl.Callback):  # type: ignore[misc,name-defined]
             if hasattr(sched, "schedule"):  # pylrcore Scheduler: rebuild its per-group arrays, write now
                 sched.load_state_dict(sched.state_dict())
         value = float(result.suggestion)
-        for name in ("lr", "learning_rate"):
-            if hasattr(pl_module, name) and isinstance(getattr(pl_module, name), (int, float)):
+        for name in (self.attr_name,) if self.attr_name else ("lr", "learning_rate"):
+            if hasattr(pl_module, name) and (self.attr_name or isinstance(getattr(pl_module, name), (int, float))):
                 setattr(pl_module, name, value)
             hparams = getattr(pl_module, "hparams", None)
             if hparams is not None and name in hparams:
@@ -154,6 +209,68 @@ class FinderCallback(_pl.Callback):  # type: ignore[misc,name-defined]
             os.makedirs(folder, exist_ok=True)
             figure.savefig(os.path.join(folder, f"lr_finder_{step}.png"), dpi=100)
         plt.close(figure)
+
+
+# A training_step that skips this many batches in a row is not going to return a loss.
+_MAX_SKIPPED = 1000
+
+
+def _batches(loader: Any) -> Any:
+    while True:
+        yield from loader
+
+
+def _has_attr(module: Any, name: str) -> bool:
+    hparams = getattr(module, "hparams", None)
+    return hasattr(module, name) or (hparams is not None and name in hparams)
+
+
+class LightningFinderView:
+    """Lightning's ``_LRFinder`` surface over a pylrcore result: ``results`` (``{"lr": [...], "loss":
+    [...]}`` with the loss smoothed as Lightning smooths it), ``suggestion(skip_begin, skip_end)``
+    (Lightning's own rule, exactly) and ``plot(suggest, show, ax)``."""
+
+    def __init__(self, result: Any, step_mode: str) -> None:
+        from ..smoothing import ema
+
+        self.result = result
+        self.mode = "exponential" if step_mode == "exp" else "linear"
+        losses = np.asarray(result.losses, dtype=np.float64)
+        self.results: Dict[str, Any] = {"lr": result.lrs.tolist(),
+                                        "loss": ema(losses, 0.98, kind="lightning").tolist() if losses.size else []}
+        self._optimal_idx: Optional[int] = None
+
+    def suggestion(self, skip_begin: int = 10, skip_end: int = 1) -> Optional[float]:
+        from ..suggestion import suggest
+
+        lrs, losses = self.results["lr"], self.results["loss"]
+        if len(lrs) < 2:
+            return None
+        found = suggest(lrs, losses, "lightning", skip_start=skip_begin, skip_end=skip_end)
+        self._optimal_idx = found.index
+        return found.lr
+
+    def plot(self, suggest: bool = False, show: bool = False, ax: Any = None) -> Any:
+        import matplotlib.pyplot as plt
+
+        lrs, losses = self.results["lr"], self.results["loss"]
+        fig = None
+        if ax is None:
+            fig, ax = plt.subplots()
+        else:
+            fig = ax.figure
+        ax.plot(lrs, losses)
+        if self.mode == "exponential":
+            ax.set_xscale("log")
+        ax.set_xlabel("Learning rate")
+        ax.set_ylabel("Loss")
+        if suggest:
+            lr = self.suggestion()
+            if lr is not None and self._optimal_idx is not None:
+                ax.plot(lrs[self._optimal_idx], losses[self._optimal_idx], markersize=10, marker="o", color="red")
+        if show:
+            plt.show()
+        return fig
 
 
 class _silenced_logging:
