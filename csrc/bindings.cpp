@@ -47,7 +47,8 @@ void bind_smoothing(py::module_& m) {
   py::enum_<EmaKind>(m, "EmaKind")
       .value("plain", EmaKind::Plain)
       .value("debiased", EmaKind::Debiased)
-      .value("lightning", EmaKind::Lightning);
+      .value("lightning", EmaKind::Lightning)
+      .value("fastai", EmaKind::Fastai);
   py::enum_<NonFinite>(m, "NonFinite")
       .value("mark", NonFinite::Mark)
       .value("hold", NonFinite::Hold)

@@ -12,6 +12,7 @@ class EmaKind:
     plain: EmaKind
     debiased: EmaKind
     lightning: EmaKind
+    fastai: EmaKind
     def __int__(self) -> int: ...
 
 class NonFinite:

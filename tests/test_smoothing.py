@@ -51,15 +51,31 @@ def test_plain_matches_torch_lr_finder_loop(smooth_f: float) -> None:
     np.testing.assert_allclose(out[1:], ref, rtol=RTOL)
 
 
-def test_fastai_form_matches_torch_lerp_in_float64() -> None:
+def test_debiased_form_matches_torch_lerp_in_float64() -> None:
     torch = pytest.importorskip("torch")
     x = _raw(200)
     val, count, ref = torch.tensor(0.0, dtype=torch.float64), 0, []
-    for loss in x:  # fastai AvgSmoothLoss: lerp(loss, val, beta), value val / (1 - beta**count)
+    for loss in x:  # fastai's recurrence, in float64: lerp(loss, val, beta), value val / (1 - beta**count)
         count += 1
         val = torch.lerp(torch.tensor(loss, dtype=torch.float64), val, 0.98)
         ref.append(float(val) / (1 - 0.98**count))
-    np.testing.assert_allclose(pylrcore.ema(x, 0.98, kind="fastai"), ref, rtol=RTOL)
+    np.testing.assert_allclose(pylrcore.ema(x, 0.98, kind="debiased"), ref, rtol=RTOL)
+
+
+@pytest.mark.parametrize("beta", [0.98, 0.9, 0.6, 0.3])
+def test_fastai_form_is_fastais_float32_arithmetic_bit_for_bit(beta: float) -> None:
+    """fastai's AvgSmoothLoss keeps ``val`` in a float32 tensor: torch.lerp(loss, val, beta) then
+    val / (1 - beta**count). Whole-array and streaming forms equal that loop exactly."""
+    torch = pytest.importorskip("torch")
+    x = 0.05 + np.abs(_raw(3000)) * np.exp(-np.linspace(0, 4, 3000))  # a positive, falling loss
+    val, ref = torch.tensor(0.0), []
+    for count, loss in enumerate(x, 1):
+        val = torch.lerp(torch.tensor(loss, dtype=torch.float32), val, beta)
+        ref.append((val / (1 - beta**count)).item())
+    np.testing.assert_array_equal(pylrcore.ema(x, beta, kind="fastai"), ref)
+    stream = pylrcore.EMA(beta, kind="fastai")
+    np.testing.assert_array_equal([stream.update(v) for v in x], ref)
+    assert np.max(np.abs(np.array(ref) / pylrcore.ema(x, beta, kind="debiased") - 1)) < 2e-6  # float32 vs float64
 
 
 def test_lightning_form_matches_the_real_lightning_callback() -> None:

@@ -1,5 +1,5 @@
-// Exponential moving averages of a loss curve, in the three forms the peers use, so a curve recorded
-// by one of them can be reproduced to rounding (1e-12 relative) and compared.
+// Exponential moving averages of a loss curve, in the four forms the peers use, so a curve recorded
+// by one of them can be reproduced (to 1e-12 relative; fastai's float32 form bit for bit) and compared.
 //
 //   Plain      s_0 = x_0,  s_i = (1-b)*x_i + b*s_{i-1}                   (torch-lr-finder, smooth_f = 1-b;
 //                                                                         torch_lr_finder/lr_finder.py L359-366)
@@ -7,6 +7,9 @@
 //                                                                        (fastai AvgSmoothLoss, learner.py L518-526)
 //   Lightning  same a_i, but s_i = a_i / (1 - b^(i+2)): its bias correction uses the already
 //              incremented global step, so s_0 = x_0 / (1 + b)          (pytorch_lightning/tuner/lr_finder.py L418-422)
+//   Fastai     the debiased form as fastai computes it, in float32 tensors: a = torch.lerp(x, a, b), which
+//              torch evaluates as fma(b - 1, a - x, a) for b >= 0.5 (fma(b, a - x, x) below), then
+//              s = a / float32(1 - b**(i+1)) with Python's b**n    (fastai AvgSmoothLoss; checked against torch.lerp)
 //
 // Non-finite inputs (NaN, +-Inf) never enter the average, so one bad loss cannot poison every later
 // value. What is output at that index is the caller's choice (NonFinite): NaN (Mark, the default:
@@ -24,7 +27,7 @@
 
 namespace pylrcore {
 
-enum class EmaKind : int { Plain = 0, Debiased = 1, Lightning = 2 };
+enum class EmaKind : int { Plain = 0, Debiased = 1, Lightning = 2, Fastai = 3 };
 enum class NonFinite : int { Mark = 0, Hold = 1, Raise = 2 };
 
 inline void check_beta(double beta, const char* name = "beta") {
@@ -46,6 +49,13 @@ PYLRCORE_HD inline double ema_step(EmaKind kind, double beta, std::int64_t count
     // torch-lr-finder: new weight (1-b) on the value, first point taken raw.
     average = count == 0 ? x : (1.0 - beta) * x + beta * average;
     return average;
+  }
+  if (kind == EmaKind::Fastai) {
+    const float b = static_cast<float>(beta), a = static_cast<float>(average), xf = static_cast<float>(x);
+    const float next = b >= 0.5f ? fmaf(b - 1.0f, a - xf, a) : fmaf(b, a - xf, xf);
+    average = next;
+    beta_power = pow(beta, static_cast<double>(count + 1));  // Python's beta ** count, as fastai writes it
+    return static_cast<double>(next / static_cast<float>(1.0 - beta_power));
   }
   average = beta * average + (1.0 - beta) * x;
   beta_power *= beta;
@@ -173,7 +183,7 @@ inline void ema(const double* x, double* out, std::size_t n, double beta, EmaKin
                 NonFinite policy = NonFinite::Mark) {
   check_beta(beta);
   if (n == 0) return;
-  if (!detail::all_finite(x, n)) {
+  if (kind == EmaKind::Fastai || !detail::all_finite(x, n)) {  // float32 rounding: the stream, element by element
     Ema e(beta, kind, policy);
     e.update(x, out, n);
     return;
