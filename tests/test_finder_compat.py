@@ -209,3 +209,12 @@ def test_history_is_the_smoothed_curve_of_the_result():
     result = finder.range_test(loader, end_lr=10, num_iter=40, progress=False)
     assert finder.history["lr"] == result.lrs.tolist()
     np.testing.assert_array_equal(finder.history["loss"], result.smoothed)
+
+
+def test_progress_bar_like_torch_lr_finder(capsys):
+    """tqdm is a dependency: progress=True (the default in a terminal) draws a bar on stderr."""
+    model, opt, crit, loader = xor_task()
+    LRFinder(model, opt, crit).range_test(loader, end_lr=0.1, num_iter=10, progress=True)
+    assert "LR range test" in capsys.readouterr().err
+    LRFinder(model, opt, crit).range_test(loader, end_lr=0.1, num_iter=10, progress=False)
+    assert capsys.readouterr().err == ""
