@@ -28,6 +28,10 @@ def __getattr__(name: str) -> object:
         from . import finder
 
         return getattr(finder, name)
+    if name in ("sweep", "SweepResult"):
+        from . import parallel_sweep
+
+        return getattr(parallel_sweep, name)
     raise AttributeError(f"module 'pylrcore' has no attribute {name!r}")
 
 __all__ = [
@@ -57,5 +61,7 @@ __all__ = [
     "LRFinder",
     "FinderResult",
     "SweepEvent",
+    "sweep",
+    "SweepResult",
     # @@all@@
 ]

@@ -508,6 +508,23 @@ class LRFinder:
         )
         return self.result
 
+    def confirm(self, train_loader: Any, result: Optional[FinderResult] = None,
+                factors: Sequence[float] = (1 / 3, 3 ** -0.5, 1.0, 3 ** 0.5, 3.0), steps: int = 100,
+                val_loader: Any = None, **sweep_options: Any) -> Any:
+        """Check the suggestion by training: ``len(factors)`` copies of the model at ``suggestion x
+        factor`` for ``steps`` steps, at once, on the same batches (:func:`pylrcore.sweep`). The
+        returned :class:`~pylrcore.SweepResult`'s ``best_lr`` is the confirmed lr; the model is restored.
+        ``result``: the range test to confirm (default: the last one)."""
+        from .parallel_sweep import sweep
+
+        found = result if result is not None else self.result
+        if found is None:
+            raise RuntimeError("run range_test() before confirm(), or pass result=")
+        if found.suggestion is None:
+            raise ValueError(f"nothing to confirm: the range test made no suggestion ({found.details.reason})")
+        lrs = [found.suggestion * check_real(f, "factors[i]") for f in factors]
+        return sweep(self.model, self.optimizer, self.criterion, train_loader, lrs, steps, val_loader, **sweep_options)
+
     # -- internals --
     def _autocast(self, amp: bool) -> Any:
         """The forward's autocast context, or None: the constructor's ``amp_backend`` (torch-lr-finder's

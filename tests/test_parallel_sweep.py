@@ -1,0 +1,209 @@
+"""The parallel lr sweep: every replica trains as that model alone would at its lr (optimizer state,
+momentum, Adam moments, BatchNorm buffers per replica), one batched pass or replica by replica when
+vmap cannot run the model, diverging replicas stopped, and the user's model left exactly as it was."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, List
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from pylrcore.parallel_sweep import sweep  # noqa: E402
+
+OPTIMIZERS = {
+    "sgd": lambda p, lr: torch.optim.SGD(p, lr=lr),
+    "momentum": lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "adam": lambda p, lr: torch.optim.Adam(p, lr=lr),
+    "adamw": lambda p, lr: torch.optim.AdamW(p, lr=lr, weight_decay=0.05),
+}
+
+
+def data(n: int = 512, batch: int = 32, seed: int = 0) -> Any:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 10, generator=g)
+    y = (x @ torch.randn(10, 3, generator=g)).argmax(1)
+    return list(torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch))
+
+
+def mlp(batchnorm: bool = False) -> Any:
+    torch.manual_seed(0)
+    layers: List[Any] = [torch.nn.Linear(10, 32)]
+    if batchnorm:
+        layers.append(torch.nn.BatchNorm1d(32))
+    layers += [torch.nn.ReLU(), torch.nn.Linear(32, 3)]
+    return torch.nn.Sequential(*layers)
+
+
+def alone(model: Any, make_opt: Any, lr: float, batches: List[Any], steps: int) -> List[float]:
+    """The reference: this model trained by itself at lr, on the same batches."""
+    model = copy.deepcopy(model)
+    opt = make_opt(model.parameters(), lr)
+    model.train()
+    out = []
+    for t in range(steps):
+        x, y = batches[t % len(batches)]
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        out.append(loss.item())
+    return out
+
+
+@pytest.mark.parametrize("kind", list(OPTIMIZERS))
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_each_replica_trains_as_it_would_alone(kind, vectorize):
+    batches = data()
+    model = mlp(batchnorm=True)
+    lrs = [1e-3, 1e-2, 5e-2]
+    result = sweep(model, OPTIMIZERS[kind](model.parameters(), 1.0), torch.nn.CrossEntropyLoss(), batches, lrs,
+                   steps=40, vectorize=vectorize)
+    assert result.vectorized == vectorize
+    for r, lr in enumerate(lrs):
+        expected = alone(model, OPTIMIZERS[kind], lr, batches, 40)
+        if vectorize:  # a batched matmul may sum in another order than the model's own: ~1 ulp per step
+            np.testing.assert_allclose(result.losses[r], expected, rtol=1e-5, atol=1e-7)
+        else:  # replica by replica: the same kernels on the same bytes, so bit for bit
+            assert result.losses[r].tolist() == expected
+
+
+def test_replicas_continue_from_the_optimizers_state():
+    batches = data()
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for x, y in batches[:5]:  # momentum buffers exist
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    reference = copy.deepcopy(model)
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.02, momentum=0.9)
+    ref_opt.load_state_dict(copy.deepcopy(opt.state_dict()))  # (load_state_dict shares the tensors)
+    for group in ref_opt.param_groups:
+        group["lr"] = 0.02
+    expected = []
+    for t in range(20):
+        x, y = batches[t % len(batches)]
+        ref_opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(reference(x), y)
+        loss.backward()
+        ref_opt.step()
+        expected.append(loss.item())
+    result = sweep(model, opt, torch.nn.CrossEntropyLoss(), batches, [0.02], steps=20, vectorize=False)
+    assert result.losses[0].tolist() == expected
+
+
+def test_a_model_vmap_cannot_run_falls_back_with_a_note():
+    class Branchy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(10, 3)
+
+        def forward(self, x: Any) -> Any:
+            out = self.lin(x)
+            if out.sum() > 0:  # data-dependent control flow: vmap refuses it
+                return out * 1.0
+            return out
+
+    batches = data()
+    torch.manual_seed(0)
+    model = Branchy()
+    opt = torch.optim.Adam(model.parameters(), lr=1.0)
+    result = sweep(model, opt, torch.nn.CrossEntropyLoss(), batches, [1e-3, 1e-2], steps=15)
+    assert not result.vectorized and "vmap could not run this model" in result.note
+    forced = sweep(model, opt, torch.nn.CrossEntropyLoss(), batches, [1e-3, 1e-2], steps=15, vectorize=False)
+    np.testing.assert_array_equal(result.losses, forced.losses)
+    assert result.losses[1].tolist() == alone(model, OPTIMIZERS["adam"], 1e-2, batches, 15)
+
+
+def test_a_diverging_replica_is_stopped_and_the_others_go_on():
+    batches = data()
+    model = mlp()
+    result = sweep(model, torch.optim.SGD(model.parameters(), lr=1.0), torch.nn.CrossEntropyLoss(), batches,
+                   [0.05, 500.0], steps=60)
+    assert result.diverged_at[0] is None and result.diverged_at[1] is not None
+    stop = result.diverged_at[1]
+    assert np.isnan(result.losses[1, stop + 1:]).all() and np.isfinite(result.losses[0]).all()
+    assert result.best_lr == 0.05 and result.scores[1] == np.inf
+    assert result.diagnoses[0] is not None
+    json.dumps(result.to_dict())
+
+
+def test_dropout_draws_differently_per_replica():
+    batches = data()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 64), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(64, 3))
+    result = sweep(model, torch.optim.SGD(model.parameters(), lr=1.0), torch.nn.CrossEntropyLoss(), batches,
+                   [0.01, 0.01], steps=5)
+    assert result.vectorized and result.losses[0, 0] != result.losses[1, 0]
+
+
+def test_the_users_model_optimizer_and_rng_are_restored():
+    batches = data()
+    model = mlp(batchnorm=True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = batches[0]
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = copy.deepcopy(opt.state_dict())
+    grads = [p.grad.clone() for p in model.parameters()]
+    rng = torch.get_rng_state()
+    sweep(model, opt, torch.nn.CrossEntropyLoss(), batches, [1e-3, 1e-1, 10.0], steps=10,
+          val_loader=batches[:2])
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    after = opt.state_dict()
+    assert all(torch.equal(a, b) for s, t in zip(state["state"].values(), after["state"].values())
+               for a, b in zip(s.values(), t.values()))
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+    assert torch.equal(torch.get_rng_state(), rng) and not model.training
+
+
+def test_validation_scores_rank_the_replicas(tmp_path):
+    batches = data()
+    model = mlp()
+    result = sweep(model, torch.optim.Adam(model.parameters(), lr=1.0), torch.nn.CrossEntropyLoss(), batches[:12],
+                   [1e-5, 1e-3, 3e-2], steps=40, val_loader=batches[12:])
+    assert result.val_losses is not None and np.array_equal(result.scores, result.val_losses)
+    assert result.best_lr == [1e-5, 1e-3, 3e-2][int(np.argmin(result.val_losses))]
+    assert result.best_lr != 1e-5  # barely moved
+    import matplotlib
+
+    matplotlib.use("Agg")
+    result.plot(str(tmp_path / "sweep.png"))
+    assert (tmp_path / "sweep.png").stat().st_size > 0
+
+
+def test_bad_arguments_name_themselves():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="lrs must be one or more learning rates > 0"):
+        sweep(model, opt, torch.nn.CrossEntropyLoss(), data(), [], steps=5)
+    with pytest.raises(ValueError, match="lrs must be one or more learning rates > 0"):
+        sweep(model, opt, torch.nn.CrossEntropyLoss(), data(), [0.1, -1.0], steps=5)
+    with pytest.raises(TypeError, match="lrs"):
+        sweep(model, opt, torch.nn.CrossEntropyLoss(), data(), ["a"], steps=5)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        sweep(model, opt, torch.nn.CrossEntropyLoss(), data(), [0.1], steps=0)
+    other = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="not the model's"):
+        sweep(model, torch.optim.SGD(other.parameters(), lr=0.1), torch.nn.CrossEntropyLoss(), data(), [0.1], steps=2)
+
+
+def test_the_finder_confirms_its_suggestion_by_training():
+    from pylrcore import LRFinder
+
+    batches = data()
+    model = mlp()
+    finder = LRFinder(model, torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9), torch.nn.CrossEntropyLoss())
+    found = finder.range_test(batches, end_lr=10, num_iter=80, progress=False)
+    checked = finder.confirm(batches, steps=30)
+    assert checked.lrs.tolist() == pytest.approx([found.suggestion * f for f in (1 / 3, 3 ** -0.5, 1, 3 ** 0.5, 3)])
+    assert checked.best_lr in checked.lrs.tolist()
+    with pytest.raises(RuntimeError, match="run range_test"):
+        LRFinder(model, torch.optim.SGD(model.parameters(), lr=1e-4)).confirm(batches)
