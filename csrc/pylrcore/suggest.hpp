@@ -2,13 +2,20 @@
 //
 // pylrcore's own methods (steepest, valley, minimum, slide) work on an analysed curve:
 //   1. cut at the first non-finite loss;
-//   2. causal debiased EMA, and cut where it exceeds diverge_factor x its running minimum (the
-//      divergence rule the peers stop on, so the exploding tail never shapes the analysis);
+//   2. causal debiased EMA, and cut where it exceeds diverge_factor (kDivergeFactor, the one
+//      divergence factor of pylrcore: the finder's stop, the CLI, the demo and the plot use it too)
+//      x its running minimum, so the exploding tail never shapes the analysis;
 //   3. zero-phase smoothing of what is left (the causal EMA run once more backwards), so the curve
 //      is not shifted towards larger lrs by the smoothing lag the peers' single EMA introduces;
 //   4. the derivative d smoothed / d ln(lr) with numpy.gradient's non-uniform second-order rule;
-//   5. the usable range ("zone"): from where the smoothed loss has fallen zone_lo of its total drop
-//      to where it has fallen zone_hi of it, between the last peak and the minimum.
+//   5. the drop (last peak before the minimum -> minimum) must be significant against the curve's
+//      own noise: larger than about kSignificantDrop x the noise of the smoothed curve (see
+//      kSignificantDrop), otherwise there is no suggestion ("never decreased");
+//   6. the usable range ("zone"): from where the smoothed loss has fallen zone_lo of its total drop,
+//      and at least half the significant drop (clearly below its noise level), to where it has
+//      fallen zone_hi of it.
+// Every rule reads the curve per decade of lr, never per point, so a sweep sampled with 100 or
+// 1000 points gives the same answer (the smoothing window is a fixed fraction of the sweep).
 // When no suggestion can be made the result carries a status and a reason, not an exception.
 //
 // Compatibility modes reproduce, on the same recorded curve, what a peer returns:
@@ -55,11 +62,26 @@ enum class SuggestStatus : int {
   NeverDecreased = 3,  // the smoothed loss never falls clearly below its starting level
 };
 
+// A drop counts only when it exceeds kSignificantDrop x (1 + 1/sqrt(n - 2)) standard deviations
+// of the smoothed curve's noise (n analysed points). On flat white-noise curves the largest
+// peak-to-later-minimum drop of the smoothed curve is below 7.4 sd in 99% of the curves and below
+// 8.8 in 99.9% (30 to 1000 points); the noise itself is estimated from n - 2 second differences,
+// uncertain by about 1/sqrt(n - 2), which makes short curves' tails heavier (99%: 9.2 sd at 15
+// points). With the factor, false picks stay below 0.6% at every length from 8 points up, while a
+// real drop of 3 sd of the raw noise still counts on a 100-point sweep.
+inline constexpr double kSignificantDrop = 8.0;
+
+// fastai's slide rule counts lr_diff and thresh in points of its default sweep: 100 points over
+// 1e-7..10, i.e. 12.5 points per decade. pylrcore's slide reads the same numbers at that sampling
+// (lr_diff=15 -> 1.2 decades, thresh=0.005 -> a slope difference of 0.0625 per decade), so its pick
+// does not depend on how densely the sweep was sampled.
+inline constexpr double kFastaiPointsPerDecade = 12.5;
+
 struct SuggestOptions {
   Method method = Method::Steepest;
   // Own methods. beta <= 0 means "auto": an EMA window of about 5% of the curve (at least 3 points).
   double beta = -1.0;
-  double diverge_factor = 4.0;  // <= 0 disables the divergence cut
+  double diverge_factor = kDivergeFactor;  // <= 0 disables the divergence cut
   double zone_lo = 0.1, zone_hi = 0.9;  // fractions of the total drop bounding the usable range
   std::size_t min_points = 5;
   // Slide rule (own and fastai), fastai's defaults.
@@ -84,6 +106,8 @@ struct Suggestion {
   std::int64_t diverged_index = -1;  // first point past the divergence rule, -1 if none
   std::int64_t first_nonfinite_index = -1;
   double beta_used = 0.0;
+  double noise = std::numeric_limits<double>::quiet_NaN();  // raw loss noise (sd per point), own methods
+  double drop = std::numeric_limits<double>::quiet_NaN();   // smoothed drop, peak to minimum, own methods
   std::vector<double> smoothed;  // zero-phase smoothed loss on [0, cut_index), NaN after
   std::vector<double> slope;     // d smoothed / d ln(lr) on [0, cut_index), NaN after
 };
@@ -147,6 +171,89 @@ std::int64_t valley_index(const T* loss, std::size_t n) {
   }
   const double sections = static_cast<double>(max_end - max_start) / 3.0;
   return max_start + static_cast<std::int64_t>(sections) + static_cast<std::int64_t>(sections / 2.0);
+}
+
+// The longest strictly decreasing subsequence itself: its first and last index (the first one that
+// reaches the longest length, as fastai's rule takes it). Patience sorting with back-pointers.
+inline void longest_decrease(const double* y, std::size_t n, std::size_t& first, std::size_t& last) {
+  std::vector<double> tails;             // tails[k]: largest last value of a decreasing run of length k+1
+  std::vector<std::size_t> tail_index;   // where that run ends
+  std::vector<std::size_t> previous(n);  // the element before i in the run that ends at i
+  std::size_t best_len = 0;
+  first = last = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    auto it = std::lower_bound(tails.begin(), tails.end(), y[i], [](double tail, double v) { return tail > v; });
+    const std::size_t k = static_cast<std::size_t>(it - tails.begin());
+    previous[i] = k > 0 ? tail_index[k - 1] : i;
+    if (it == tails.end()) {
+      tails.push_back(y[i]);
+      tail_index.push_back(i);
+    } else {
+      *it = y[i];
+      tail_index[k] = i;
+    }
+    if (k + 1 > best_len) {
+      best_len = k + 1;
+      last = i;
+    }
+  }
+  first = last;
+  for (std::size_t len = best_len; len > 1; --len) first = previous[first];
+}
+
+// The point whose log(lr) is nearest the middle, in log(lr), of [first, last]: halfway along the
+// valley in decades, whatever the number of points in it.
+inline std::size_t log_midpoint(const double* loglr, std::size_t first, std::size_t last) {
+  const double middle = 0.5 * (loglr[first] + loglr[last]);
+  std::size_t best = first;
+  for (std::size_t i = first; i <= last; ++i)
+    if (std::fabs(loglr[i] - middle) < std::fabs(loglr[best] - middle)) best = i;
+  return best;
+}
+
+// fastai's slide rule read per decade of lr: r walks left from the last point, l is the point
+// `window` (in ln lr) left of r; while the slopes (per ln lr) at r and l differ by more than
+// `thresh`, the pick moves to l. The walk ends at `floor` (the start of the usable range): left of
+// it the curve is flat within its noise, where slopes differ by noise alone and the walk would run
+// to the first point. Returns -1 when the curve spans less than `window`.
+inline std::int64_t slide_index_log(const double* slope, const double* loglr, std::size_t n, double window,
+                                    double thresh, std::size_t floor) {
+  std::size_t r = n - 1;
+  std::int64_t l = static_cast<std::int64_t>(r);  // only ever moves left as r does: O(n) in all
+  auto follow_r = [&] {
+    while (l >= 0 && loglr[static_cast<std::size_t>(l)] > loglr[r] - window) --l;
+  };
+  follow_r();
+  if (l < 0) return -1;
+  const std::int64_t first = static_cast<std::int64_t>(floor);
+  std::int64_t pick = l;
+  while (l >= first && std::fabs(slope[r] - slope[static_cast<std::size_t>(l)]) > thresh) {
+    pick = l;
+    --r;  // r > l >= 0 here
+    follow_r();
+  }
+  return std::max(pick, first);
+}
+
+// Noise of the raw losses, as a standard deviation per point: the median absolute second difference
+// (x[i-1] - 2 x[i] + x[i+1] has sd sqrt(6) sd(x) for white noise) x 1.4826 / sqrt(6). Second
+// differences cancel the curve's own (locally linear) trend, and the median ignores the few
+// blow-up points a divergence cut can leave, which an RMS would let dominate.
+inline double robust_noise(const double* y, std::size_t n) {
+  if (n < 3) return 0.0;
+  std::vector<double> d(n - 2);
+  for (std::size_t i = 1; i + 1 < n; ++i) d[i - 1] = std::fabs(y[i - 1] - 2.0 * y[i] + y[i + 1]);
+  const std::size_t mid = d.size() / 2;
+  std::nth_element(d.begin(), d.begin() + static_cast<std::ptrdiff_t>(mid), d.end());
+  return 1.4826 * d[mid] / std::sqrt(6.0);
+}
+
+// What is left of white noise of sd 1 after the zero-phase EMA (forwards then backwards, weight
+// 1-beta): its impulse response is (1-b)^2 b^|k| / (1-b^2), so the sd is sqrt(sum of squares) =
+// sqrt((1-b) (1+b^2) / (1+b)^3).
+inline double smoothed_noise_factor(double beta) {
+  const double a = 1.0 - beta;
+  return std::sqrt(a * (1.0 + beta * beta) / ((1.0 + beta) * (1.0 + beta) * (1.0 + beta)));
 }
 
 // fastai's slide rule on the unit-spacing gradient g (numpy.gradient(losses)). Returns the index of
@@ -268,28 +375,40 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
     if (smooth[i] >= smooth[peak]) peak = i;
   const double top = smooth[peak], drop = top - smooth[m];
   s.min_index = static_cast<std::int64_t>(m);
-  // "Clearly below": 1% of the level, and above the noise left after smoothing. The raw noise is
-  // 1.4826 x the median |raw - smooth| (the standard deviation for Gaussian noise), not the RMS: one
-  // blow-up point that the divergence cut let through would otherwise dominate the RMS and hide a
-  // clear drop (3.49 -> 2.40 read as "never decreased" because of a final 11.4).
-  std::vector<double> resid(cut);
-  for (std::size_t i = 0; i < cut; ++i) resid[i] = std::fabs(raw[i] - smooth[i]);
-  std::nth_element(resid.begin(), resid.begin() + static_cast<std::ptrdiff_t>(cut / 2), resid.end());
-  const double noise = 1.4826 * resid[cut / 2] * std::sqrt((1.0 - beta) / (1.0 + beta));
-  if (m < 2 || m <= peak || !(drop > 0.01 * std::fabs(top)) || !(drop > 2.0 * noise)) {
+  // Significant: above 1% of the level, and above what noise alone makes the smoothed curve drop
+  // (kSignificantDrop sd of its noise). Noise picks a peak and a later minimum among the wiggles of
+  // a flat curve, so without this a curve where nothing was learned still got a confident lr.
+  s.noise = detail::robust_noise(raw, cut);
+  s.drop = drop;
+  const double noise_sds = kSignificantDrop * (1.0 + 1.0 / std::sqrt(static_cast<double>(cut - 2)));
+  const double noise_drop = noise_sds * s.noise * detail::smoothed_noise_factor(beta);
+  if (m < 2 || m <= peak || !(drop > 0.01 * std::fabs(top)) || !(drop > noise_drop)) {
     std::ostringstream r;
-    r << "the smoothed loss never decreased clearly (drop " << drop << " from " << top
-      << "); the lr range is too low (raise end_lr) or the model cannot learn from this data";
+    r.precision(3);
+    r << "the smoothed loss never decreased clearly: its largest drop, " << drop << " from " << top
+      << ", is within its noise (a drop must exceed " << std::max(noise_drop, 0.01 * std::fabs(top))
+      << ": 1% of the loss and " << noise_sds << " sd of the smoothed curve's noise)";
+    if (s.diverged_index >= 0 || s.first_nonfinite_index >= 0)
+      r << "; it " << (s.diverged_index >= 0 ? "diverged" : "became non-finite") << " at lr "
+        << lrs[s.diverged_index >= 0 ? s.diverged_index : s.first_nonfinite_index]
+        << " before falling: start from a smaller lr, or check the model, the data and the loss";
+    else
+      r << " up to the last lr, " << lrs[n - 1]
+        << ": end_lr is too low (raise it, e.g. to 10) or the model cannot learn from this data";
     return detail::no_suggestion(std::move(s), SuggestStatus::NeverDecreased, r.str());
   }
+  // The usable range starts once the loss is clearly below its noise level (half the significant
+  // drop under the peak, which is itself a noise maximum): on a noisy flat start, zone_lo x drop
+  // alone is reached inside the noise, decades before the real fall.
+  const double start_fall = std::max(opt.zone_lo * drop, 0.5 * noise_drop);
   std::size_t lo = peak, hi = m;
   for (std::size_t i = peak; i <= m; ++i)
-    if (smooth[i] <= top - opt.zone_lo * drop) {
+    if (smooth[i] <= top - start_fall) {
       lo = i;
       break;
     }
   for (std::size_t i = lo; i <= m; ++i)
-    if (smooth[i] <= top - opt.zone_hi * drop) {
+    if (smooth[i] <= top - std::max(opt.zone_hi * drop, start_fall)) {
       hi = i;
       break;
     }
@@ -307,19 +426,27 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
       s.lr = lrs[m] / 10.0;
       break;
     case Method::Valley: {
-      idx = detail::valley_index(smooth.data(), cut);
-      if (idx < 0) idx += static_cast<std::int64_t>(cut);
+      // fastai's longest valley, halfway along it in log(lr) (fastai: halfway in points).
+      std::size_t first, last;
+      detail::longest_decrease(smooth.data(), cut, first, last);
+      idx = static_cast<std::int64_t>(detail::log_midpoint(loglr.data(), first, last));
       s.lr = lrs[idx];
       break;
     }
     case Method::Slide: {
-      std::vector<double> g(cut);
-      detail::gradient_unit(smooth.data(), g.data(), cut);
-      idx = detail::slide_index(g.data(), cut, opt.slide_lr_diff, opt.slide_thresh);
-      if (idx < 0)
-        return detail::no_suggestion(std::move(s), SuggestStatus::TooFewPoints,
-                                     detail::count_reason("the slide rule needs slide_lr_diff + 1 points", cut,
-                                                          static_cast<std::size_t>(opt.slide_lr_diff + 1)));
+      // fastai's numbers at its own sampling, turned into decades (ln lr) and a slope per ln lr.
+      const double decade = std::log(10.0);
+      const double window = static_cast<double>(opt.slide_lr_diff) / kFastaiPointsPerDecade * decade;
+      const double thresh = opt.slide_thresh * kFastaiPointsPerDecade / decade;
+      idx = detail::slide_index_log(slope.data(), loglr.data(), cut, window, thresh, lo);
+      if (idx < 0) {
+        std::ostringstream r;
+        r << "the slide rule compares slopes lr_diff / " << kFastaiPointsPerDecade << " = "
+          << static_cast<double>(opt.slide_lr_diff) / kFastaiPointsPerDecade
+          << " decades apart; the analysed curve spans " << (loglr[cut - 1] - loglr[0]) / decade
+          << ": sweep a wider lr range or lower lr_diff";
+        return detail::no_suggestion(std::move(s), SuggestStatus::TooFewPoints, r.str());
+      }
       s.lr = lrs[idx] * opt.slide_adjust;
       break;
     }
