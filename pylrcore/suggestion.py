@@ -16,7 +16,7 @@ the same curve sampled with 100 or 1000 points gives the same answer.
 - ``"minimum"``: lr at the minimum of the smoothed loss, divided by 10.
 - ``"slide"``: fastai's interval slide rule on the smoothed curve's slope per log(lr), with
   ``lr_diff`` and ``thresh`` read at fastai's default sampling (12.5 points per decade: 15 points
-  = 1.2 decades), walking left no further than the start of the usable range.
+  = 1.2 decades), its pick kept inside the usable range.
 
 Compatibility modes return exactly what a peer returns on the same recorded (already smoothed)
 curve, float32 rounding included: ``"torch_lr_finder"`` (``LRFinder.plot(suggest_lr=True)``,

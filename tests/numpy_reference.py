@@ -46,6 +46,6 @@ def steepest_numpy(lrs: np.ndarray, raw: np.ndarray, diverge_factor: float = 4.0
     if m < 2 or m <= peak or not drop > 0.01 * abs(top) or not drop > noise_drop:
         return None
     start_fall = max(zone[0] * drop, noise_drop / 2)
-    lo = peak + int(np.argmax(smooth[peak : m + 1] <= top - start_fall))
+    lo = peak + 1 + int(np.nonzero(smooth[peak : m + 1] > top - start_fall)[0][-1])
     hi = lo + int(np.argmax(smooth[lo : m + 1] <= top - max(zone[1] * drop, start_fall)))
     return lo + int(np.argmin(slope[lo : hi + 1]))

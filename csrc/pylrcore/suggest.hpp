@@ -12,7 +12,7 @@
 //      own noise: larger than about kSignificantDrop x the noise of the smoothed curve (see
 //      kSignificantDrop), otherwise there is no suggestion ("never decreased");
 //   6. the usable range ("zone"): from where the smoothed loss has fallen zone_lo of its total drop,
-//      and at least half the significant drop (clearly below its noise level), to where it has
+//      and half the significant drop (clearly below its noise level), for good, to where it has
 //      fallen zone_hi of it.
 // Every rule reads the curve per decade of lr, never per point, so a sweep sampled with 100 or
 // 1000 points gives the same answer (the smoothing window is a fixed fraction of the sweep).
@@ -213,11 +213,13 @@ inline std::size_t log_midpoint(const double* loglr, std::size_t first, std::siz
 
 // fastai's slide rule read per decade of lr: r walks left from the last point, l is the point
 // `window` (in ln lr) left of r; while the slopes (per ln lr) at r and l differ by more than
-// `thresh`, the pick moves to l. The walk ends at `floor` (the start of the usable range): left of
+// `thresh`, the pick moves to l. The pick is kept inside the usable range [floor, ceiling]: left of
 // it the curve is flat within its noise, where slopes differ by noise alone and the walk would run
-// to the first point. Returns -1 when the curve spans less than `window`.
+// to the first point; right of it the loss has stopped falling, and a walk that stops at once
+// (a slowly rising tail whose slopes agree) would pick next to the divergence. Returns -1 when the
+// curve spans less than `window`.
 inline std::int64_t slide_index_log(const double* slope, const double* loglr, std::size_t n, double window,
-                                    double thresh, std::size_t floor) {
+                                    double thresh, std::size_t floor, std::size_t ceiling) {
   std::size_t r = n - 1;
   std::int64_t l = static_cast<std::int64_t>(r);  // only ever moves left as r does: O(n) in all
   auto follow_r = [&] {
@@ -232,7 +234,7 @@ inline std::int64_t slide_index_log(const double* slope, const double* loglr, st
     --r;  // r > l >= 0 here
     follow_r();
   }
-  return std::max(pick, first);
+  return std::min(std::max(pick, first), static_cast<std::int64_t>(ceiling));
 }
 
 // Noise of the raw losses, as a standard deviation per point: the median absolute second difference
@@ -397,16 +399,16 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
         << ": end_lr is too low (raise it, e.g. to 10) or the model cannot learn from this data";
     return detail::no_suggestion(std::move(s), SuggestStatus::NeverDecreased, r.str());
   }
-  // The usable range starts once the loss is clearly below its noise level (half the significant
-  // drop under the peak, which is itself a noise maximum): on a noisy flat start, zone_lo x drop
-  // alone is reached inside the noise, decades before the real fall.
+  // The usable range starts once the loss is clearly below its noise level and stays there: after
+  // the last point within max(zone_lo x drop, half the significant drop) of the peak. On a noisy
+  // flat start the first point past zone_lo x drop alone lies among the noise's wiggles, decades
+  // before the real fall; half the significant drop (about 4 sd of the smoothed noise) keeps the
+  // steepest pick unbiased on barely significant drops, and "stays there" drops the wiggles that
+  // dip below it and come back.
   const double start_fall = std::max(opt.zone_lo * drop, 0.5 * noise_drop);
   std::size_t lo = peak, hi = m;
   for (std::size_t i = peak; i <= m; ++i)
-    if (smooth[i] <= top - start_fall) {
-      lo = i;
-      break;
-    }
+    if (smooth[i] > top - start_fall) lo = i + 1;  // <= m: smooth[m] = top - drop < top - start_fall
   for (std::size_t i = lo; i <= m; ++i)
     if (smooth[i] <= top - std::max(opt.zone_hi * drop, start_fall)) {
       hi = i;
@@ -438,7 +440,7 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
       const double decade = std::log(10.0);
       const double window = static_cast<double>(opt.slide_lr_diff) / kFastaiPointsPerDecade * decade;
       const double thresh = opt.slide_thresh * kFastaiPointsPerDecade / decade;
-      idx = detail::slide_index_log(slope.data(), loglr.data(), cut, window, thresh, lo);
+      idx = detail::slide_index_log(slope.data(), loglr.data(), cut, window, thresh, lo, hi);
       if (idx < 0) {
         std::ostringstream r;
         r << "the slide rule compares slopes lr_diff / " << kFastaiPointsPerDecade << " = "
