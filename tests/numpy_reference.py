@@ -42,9 +42,16 @@ def steepest_numpy(lrs: np.ndarray, raw: np.ndarray, diverge_factor: float = 4.0
     peak = m - int(np.argmax(smooth[: m + 1][::-1]))
     top = smooth[peak]
     drop = top - smooth[m]
-    noise_drop = significant * (1 + 1 / np.sqrt(cut - 2)) * robust_noise(raw[:cut]) * smoothed_noise_factor(beta)
-    if m < 2 or m <= peak or not drop > 0.01 * abs(top) or not drop > noise_drop:
+    noise_sds = significant * (1 + 1 / np.sqrt(cut - 2))
+    test_beta = 1 - 2 / (max(5.0, 0.1 * cut) + 1)  # the significance test's wider smoothing
+    wide = debiased_ema(debiased_ema(raw[:cut], test_beta)[::-1], test_beta)[::-1]
+    low = int(np.argmin(wide))
+    wide_drop = wide[: low + 1].max() - wide[low]
+    if m < 2 or m <= peak or not drop > 0.01 * abs(top):
         return None
+    if not wide_drop > noise_sds * robust_noise(raw[:cut]) * smoothed_noise_factor(test_beta):
+        return None
+    noise_drop = noise_sds * robust_noise(raw[:cut]) * smoothed_noise_factor(beta)
     start_fall = max(zone[0] * drop, noise_drop / 2)
     lo = peak + 1 + int(np.nonzero(smooth[peak : m + 1] > top - start_fall)[0][-1])
     hi = lo + int(np.argmax(smooth[lo : m + 1] <= top - max(zone[1] * drop, start_fall)))

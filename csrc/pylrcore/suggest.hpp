@@ -62,13 +62,12 @@ enum class SuggestStatus : int {
   NeverDecreased = 3,  // the smoothed loss never falls clearly below its starting level
 };
 
-// A drop counts only when it exceeds kSignificantDrop x (1 + 1/sqrt(n - 2)) standard deviations
-// of the smoothed curve's noise (n analysed points). On flat white-noise curves the largest
-// peak-to-later-minimum drop of the smoothed curve is below 7.4 sd in 99% of the curves and below
-// 8.8 in 99.9% (30 to 1000 points); the noise itself is estimated from n - 2 second differences,
-// uncertain by about 1/sqrt(n - 2), which makes short curves' tails heavier (99%: 9.2 sd at 15
-// points). With the factor, false picks stay below 0.6% at every length from 8 points up, while a
-// real drop of 3 sd of the raw noise still counts on a 100-point sweep.
+// A drop counts only when it exceeds kSignificantDrop x (1 + 1/sqrt(n - 2)) standard deviations of
+// the noise left on the significance test's smoothed curve (n analysed points). On flat white-noise
+// curves that curve's largest peak-to-later-minimum drop is below ~6.7 sd in 99% of the curves and
+// below ~8.5 in 99.9% (20 to 300 points); the noise itself is estimated from n - 2 second
+// differences, uncertain by about 1/sqrt(n - 2), which makes short curves' tails heavier: hence the
+// factor. Measured false picks stay below 1% at every length from 8 points up.
 inline constexpr double kSignificantDrop = 8.0;
 
 // fastai's slide rule counts lr_diff and thresh in points of its default sweep: 100 points over
@@ -250,6 +249,22 @@ inline double robust_noise(const double* y, std::size_t n) {
   return 1.4826 * d[mid] / std::sqrt(6.0);
 }
 
+// The debiased EMA forwards, then backwards over that: smoothing without lag.
+inline std::vector<double> zero_phase(const double* x, std::size_t n, double beta) {
+  std::vector<double> forward(n), backward(n), out(n);
+  ema(x, forward.data(), n, beta, EmaKind::Debiased);
+  std::reverse(forward.begin(), forward.end());
+  ema(forward.data(), backward.data(), n, beta, EmaKind::Debiased);
+  std::reverse_copy(backward.begin(), backward.end(), out.begin());
+  return out;
+}
+
+// The largest fall of y: from the last maximum before its minimum to that minimum.
+inline double largest_drop(const std::vector<double>& y) {
+  const std::size_t m = static_cast<std::size_t>(std::min_element(y.begin(), y.end()) - y.begin());
+  return *std::max_element(y.begin(), y.begin() + static_cast<std::ptrdiff_t>(m) + 1) - y[m];
+}
+
 // What is left of white noise of sd 1 after the zero-phase EMA (forwards then backwards, weight
 // 1-beta): its impulse response is (1-b)^2 b^|k| / (1-b^2), so the sd is sqrt(sum of squares) =
 // sqrt((1-b) (1+b^2) / (1+b)^3).
@@ -302,6 +317,15 @@ inline void check_curve(const double* lrs, std::size_t n) {
 
 inline double auto_beta(std::size_t n) {
   const double window = std::max(3.0, 0.05 * static_cast<double>(n));
+  return 1.0 - 2.0 / (window + 1.0);
+}
+
+// The significance test's smoothing: a window of 10% of the curve, at least 5 points. Wider than
+// the pick's (5%, at least 3): a real fall lasts, and averaging more points shrinks the noise it is
+// compared with (on a 31-point sweep falling from 9.5 to 1 under 25% noise, the 3-point window
+// read 6.8 sd of its noise, this one 8.1).
+inline double significance_beta(std::size_t n) {
+  const double window = std::max(5.0, 0.1 * static_cast<double>(n));
   return 1.0 - 2.0 / (window + 1.0);
 }
 
@@ -358,12 +382,7 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
   }
 
   // Zero-phase: the causal EMA once more, backwards over the kept part.
-  std::vector<double> smooth(cut);
-  {
-    std::vector<double> rev(causal.rend() - static_cast<std::ptrdiff_t>(cut), causal.rend()), back(cut);
-    ema(rev.data(), back.data(), cut, beta, EmaKind::Debiased);
-    std::reverse_copy(back.begin(), back.end(), smooth.begin());
-  }
+  const std::vector<double> smooth = detail::zero_phase(raw, cut, beta);
   std::vector<double> loglr(cut), slope(cut);
   for (std::size_t i = 0; i < cut; ++i) loglr[i] = std::log(lrs[i]);
   gradient(smooth.data(), loglr.data(), slope.data(), cut, 1);
@@ -377,18 +396,23 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
     if (smooth[i] >= smooth[peak]) peak = i;
   const double top = smooth[peak], drop = top - smooth[m];
   s.min_index = static_cast<std::int64_t>(m);
-  // Significant: above 1% of the level, and above what noise alone makes the smoothed curve drop
-  // (kSignificantDrop sd of its noise). Noise picks a peak and a later minimum among the wiggles of
-  // a flat curve, so without this a curve where nothing was learned still got a confident lr.
+  // Significant: above 1% of the level, and above what noise alone makes a smoothed curve drop.
+  // Noise picks a peak and a later minimum among the wiggles of a flat curve, so without this a
+  // curve where nothing was learned still got a confident lr. The test reads its own, wider
+  // smoothing (significance_window): a real fall is sustained over many points, noise is not.
   s.noise = detail::robust_noise(raw, cut);
-  s.drop = drop;
+  const double test_beta = significance_beta(cut);
+  s.drop = detail::largest_drop(detail::zero_phase(raw, cut, test_beta));
   const double noise_sds = kSignificantDrop * (1.0 + 1.0 / std::sqrt(static_cast<double>(cut - 2)));
+  const double significant = noise_sds * s.noise * detail::smoothed_noise_factor(test_beta);
+  // The same number of sd of the noise left on the pick's own (narrower) smoothing: how far below
+  // its peak that curve must fall to be out of its noise (the usable range's start, below).
   const double noise_drop = noise_sds * s.noise * detail::smoothed_noise_factor(beta);
-  if (m < 2 || m <= peak || !(drop > 0.01 * std::fabs(top)) || !(drop > noise_drop)) {
+  if (m < 2 || m <= peak || !(drop > 0.01 * std::fabs(top)) || !(s.drop > significant)) {
     std::ostringstream r;
     r.precision(3);
-    r << "the smoothed loss never decreased clearly: its largest drop, " << drop << " from " << top
-      << ", is within its noise (a drop must exceed " << std::max(noise_drop, 0.01 * std::fabs(top))
+    r << "the smoothed loss never decreased clearly: its largest drop, " << s.drop
+      << ", is within its noise (a drop must exceed " << std::max(significant, 0.01 * std::fabs(top))
       << ": 1% of the loss and " << noise_sds << " sd of the smoothed curve's noise)";
     if (s.diverged_index >= 0 || s.first_nonfinite_index >= 0)
       r << "; it " << (s.diverged_index >= 0 ? "diverged" : "became non-finite") << " at lr "
