@@ -4,9 +4,9 @@ pylrcore's methods analyse the curve the same way (see ``csrc/pylrcore/suggest.h
 first non-finite loss and where the smoothed loss passes ``diverge_factor`` (:data:`DIVERGE_FACTOR`)
 x its running minimum, smooth without lag (a debiased EMA forwards, then backwards), differentiate
 with respect to ``log(lr)`` (numpy.gradient's second-order non-uniform rule), check that the loss
-fell significantly (the drop from the last peak to the minimum of the smoothed curve must exceed
-10 standard deviations of the smoothed curve's noise, estimated robustly from the raw losses, and
-1% of the loss; otherwise ``lr`` is None, status ``"never_decreased"``), and find the usable range:
+fell significantly (the largest fall of a wider zero-phase smoothing must exceed about 8 standard
+deviations of that curve's noise, estimated robustly from the raw losses, and 1% of the loss;
+otherwise ``lr`` is None, status ``"never_decreased"``), and find the usable range:
 from where the smoothed loss has fallen ``zone[0]`` of its total drop (and clearly below its noise
 level) to where it has fallen ``zone[1]`` of it. Every rule works per decade of lr, not per point:
 the same curve sampled with 100 or 1000 points gives the same answer.

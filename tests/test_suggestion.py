@@ -506,3 +506,16 @@ def test_divergence_cut_at_the_factor() -> None:
     at_default = pylrcore.suggest(lrs, raw)
     assert at_default.diverged_at == pylrcore.suggest(lrs, raw, diverge_factor=pylrcore.DIVERGE_FACTOR).diverged_at
     assert pylrcore.suggest(lrs, raw, diverge_factor=8).diverged_at > at_default.diverged_at
+
+
+@pytest.mark.parametrize("beta", [0.01, 0.3, 0.99])
+def test_a_user_beta_keeps_the_usable_range_ordered(beta: float) -> None:
+    """The significance test has its own smoothing; with a user's beta the pick's curve may keep more
+    noise than it, and the usable range must still be a range around the pick."""
+    lrs = lr_ladder(100)
+    for seed in range(10):
+        s = pylrcore.suggest(lrs, noisy_valley(lrs, seed=seed, noise=0.1), beta=beta)
+        if s.ok:
+            assert s.zone_indices[0] <= s.index <= s.zone_indices[1] and s.zone[0] <= s.zone[1]
+        else:
+            assert s.reason

@@ -8,9 +8,10 @@
 //   3. zero-phase smoothing of what is left (the causal EMA run once more backwards), so the curve
 //      is not shifted towards larger lrs by the smoothing lag the peers' single EMA introduces;
 //   4. the derivative d smoothed / d ln(lr) with numpy.gradient's non-uniform second-order rule;
-//   5. the drop (last peak before the minimum -> minimum) must be significant against the curve's
-//      own noise: larger than about kSignificantDrop x the noise of the smoothed curve (see
-//      kSignificantDrop), otherwise there is no suggestion ("never decreased");
+//   5. the drop must be significant against the curve's own noise: the largest fall of a wider
+//      zero-phase smoothing (significance_beta) must exceed about kSignificantDrop x that curve's
+//      noise (robust_noise, smoothed_noise_factor), otherwise there is no suggestion ("never
+//      decreased");
 //   6. the usable range ("zone"): from where the smoothed loss has fallen zone_lo of its total drop,
 //      and half the significant drop (clearly below its noise level), for good, to where it has
 //      fallen zone_hi of it.
@@ -399,7 +400,7 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
   // Significant: above 1% of the level, and above what noise alone makes a smoothed curve drop.
   // Noise picks a peak and a later minimum among the wiggles of a flat curve, so without this a
   // curve where nothing was learned still got a confident lr. The test reads its own, wider
-  // smoothing (significance_window): a real fall is sustained over many points, noise is not.
+  // smoothing (significance_beta): a real fall is sustained over many points, noise is not.
   s.noise = detail::robust_noise(raw, cut);
   const double test_beta = significance_beta(cut);
   s.drop = detail::largest_drop(detail::zero_phase(raw, cut, test_beta));
@@ -432,7 +433,10 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
   const double start_fall = std::max(opt.zone_lo * drop, 0.5 * noise_drop);
   std::size_t lo = peak, hi = m;
   for (std::size_t i = peak; i <= m; ++i)
-    if (smooth[i] > top - start_fall) lo = i + 1;  // <= m: smooth[m] = top - drop < top - start_fall
+    if (smooth[i] > top - start_fall) lo = i + 1;
+  // A user's beta near 0 leaves this curve's drop within its own noise while the wider test curve
+  // passed: the range is then the minimum alone.
+  lo = std::min(lo, m);
   for (std::size_t i = lo; i <= m; ++i)
     if (smooth[i] <= top - std::max(opt.zone_hi * drop, start_fall)) {
       hi = i;
