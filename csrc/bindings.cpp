@@ -138,6 +138,7 @@ py::array_t<double> to_numpy(std::vector<double>&& v) {
 }
 
 void bind_suggest(py::module_& m) {
+  m.attr("DIVERGE_FACTOR") = kDivergeFactor;
   m.def(
       "suggest",
       [](const py::handle& lrs_obj, const py::handle& losses_obj, int method, double beta, double diverge_factor,
@@ -178,6 +179,8 @@ void bind_suggest(py::module_& m) {
         d["diverged_index"] = r.diverged_index;
         d["first_nonfinite_index"] = r.first_nonfinite_index;
         d["beta"] = r.beta_used;
+        d["noise"] = r.noise;
+        d["drop"] = r.drop;
         d["smoothed"] = to_numpy(std::move(r.smoothed));
         d["slope"] = to_numpy(std::move(r.slope));
         return d;

@@ -45,6 +45,8 @@ class Ema:
 
 def gradient(y: _ArrayLike, x: Optional[_ArrayLike] = None, edge_order: int = 1) -> _F64: ...
 
+DIVERGE_FACTOR: float
+
 def suggest(
     lrs: _ArrayLike,
     losses: _ArrayLike,

@@ -22,6 +22,7 @@ from typing import Any, Callable, List, NoReturn, Optional
 import numpy as np
 
 from . import __version__
+from .suggestion import DIVERGE_FACTOR
 
 
 class _UsageError(ValueError):
@@ -168,6 +169,8 @@ def _build_parser() -> argparse.ArgumentParser:
     sug = sub.add_parser("suggest", parents=[common], help="suggest an lr from a recorded range test (CSV with lr,loss columns)")
     sug.add_argument("csv")
     sug.add_argument("--method", default="steepest")
+    sug.add_argument("--diverge-factor", type=float, default=DIVERGE_FACTOR,
+                     help=f"cut where the smoothed loss exceeds this x its running minimum (default {DIVERGE_FACTOR:g})")
 
     dia = sub.add_parser("diagnose", parents=[common], help="diagnose a recorded training-loss history (CSV or JSON)")
     dia.add_argument("file", help="CSV with a 'loss' column (or one unnamed column), or JSON: a list of "
@@ -183,6 +186,8 @@ def _build_parser() -> argparse.ArgumentParser:
     fnd.add_argument("--num-iter", type=int, default=100)
     fnd.add_argument("--mode", choices=("exp", "linear"), default="exp")
     fnd.add_argument("--method", default="steepest", help="suggestion method (steepest, valley, minimum, slide, or a compat mode)")
+    fnd.add_argument("--diverge-factor", type=float, default=DIVERGE_FACTOR,
+                     help=f"stop where the smoothed loss exceeds this x its running minimum (default {DIVERGE_FACTOR:g})")
     fnd.add_argument("--device", default=None, help="e.g. cpu or cuda (default: where the model is)")
     fnd.add_argument("--png", default="lr_finder.png", help="where to write the plot ('' for none)")
     fnd.add_argument("--json", default="", help="also write the result as JSON to this file")
@@ -211,7 +216,7 @@ def _suggest_command(args: argparse.Namespace) -> int:
     from .suggestion import suggest
 
     lrs, losses = _load_curve(args.csv)
-    s = suggest(lrs, losses, args.method)
+    s = suggest(lrs, losses, args.method, diverge_factor=args.diverge_factor)
     print(s)
     return 0 if s.ok else 1
 
@@ -261,9 +266,10 @@ def _find_command(args: argparse.Namespace) -> int:
     from .finder import LRFinder
 
     model, optimizer, criterion, loader = made
+    # --diverge-factor has the same default as `pylrcore suggest`: both commands read a curve alike.
     result = LRFinder(model, optimizer, criterion, device=args.device).range_test(
         loader, start_lr=args.start_lr, end_lr=args.end_lr, num_iter=args.num_iter, step_mode=args.mode,
-        method=args.method)
+        diverge_th=args.diverge_factor, method=args.method)
     print(result.details)
     print(f"diagnosis: {result.diagnosis}")
     for event in result.events:

@@ -45,6 +45,7 @@ import numpy as np
 from ._arrays import check_int, check_real
 from .nonfinite import ScanResult, _torch_codes
 from .smoothing import _kind
+from .suggestion import DIVERGE_FACTOR
 
 if TYPE_CHECKING:
     import torch
@@ -275,7 +276,7 @@ class LossTracker:
         *,
         beta: float = 0.95,
         kind: str = "plain",
-        diverge_th: float = 5.0,
+        diverge_th: float = DIVERGE_FACTOR,
         device: Any = None,
     ) -> None:
         n = check_int(capacity, "capacity", minimum=1)

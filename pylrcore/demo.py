@@ -17,7 +17,7 @@ import numpy as np
 from .diagnosis import diagnose
 from .plotting import plot_range_test
 from .smoothing import EMA
-from .suggestion import Suggestion, suggest
+from .suggestion import DIVERGE_FACTOR, Suggestion, suggest
 
 
 @dataclass
@@ -69,7 +69,7 @@ def range_test(
     end_lr: float = 100.0,
     num_iter: int = 120,
     batch: int = 64,
-    diverge_th: float = 4.0,
+    diverge_th: float = DIVERGE_FACTOR,
     seed: int = 0,
 ) -> Tuple[np.ndarray, np.ndarray, Optional[str]]:
     rng = np.random.default_rng(seed)
@@ -149,8 +149,9 @@ def run_torch(png: Optional[str] = "lr_finder.png", check: bool = True) -> Sugge
     finder = LRFinder(model, optimizer, torch.nn.CrossEntropyLoss())
     result = finder.range_test(loader, end_lr=100, num_iter=120, progress=False)
     s = result.details
+    # The lr where the loss diverged is printed once, by the suggestion's line.
     print(f"range test (pylrcore.LRFinder, torch): {len(result.lrs)} iterations, lr {result.lrs[0]:.2g} -> "
-          f"{result.lrs[-1]:.2g}" + (f"; stopped: {result.stop_reason}" if result.stopped_early else ""))
+          f"{result.lrs[-1]:.2g}" + (", stopped early" if result.stopped_early else ""))
     print(s)
     print(f"diagnosis: {result.diagnosis}")
     for event in result.events:
@@ -187,7 +188,7 @@ def run_numpy(png: Optional[str] = "lr_finder.png", check: bool = True) -> Sugge
     problem = make_problem()
     lrs, losses, stop = range_test(problem)
     s = suggest(lrs, losses)
-    print(f"range test: {len(lrs)} iterations, lr {lrs[0]:.2g} -> {lrs[-1]:.2g}" + (f"; stopped: {stop}" if stop else ""))
+    print(f"range test: {len(lrs)} iterations, lr {lrs[0]:.2g} -> {lrs[-1]:.2g}" + (", stopped early" if stop else ""))
     print(s)
     if png and plot(s, png, stop or ""):
         print(f"plot written to {png}")

@@ -14,8 +14,10 @@ suggest an lr and the usable range, and leave the model exactly as it was.
 True
 
 Calling conventions follow torch-lr-finder (``range_test(train_loader, val_loader=None, start_lr=None,
-end_lr=10, num_iter=100, step_mode="exp", smooth_f=0.05, diverge_th=5, accumulation_steps=1)``,
-``history``, ``plot()``, ``reset()``), so switching is one import. Differences, on purpose: the model,
+end_lr=10, num_iter=100, step_mode="exp", smooth_f=0.05, diverge_th=..., accumulation_steps=1)``,
+``history``, ``plot()``, ``reset()``), so switching is one import. Differences, on purpose: ``diverge_th``
+defaults to pylrcore's one divergence factor, :data:`pylrcore.DIVERGE_FACTOR` (4, as fastai and
+Lightning; torch-lr-finder's is 5: pass ``diverge_th=5`` to record its exact curve); the model,
 optimizer, buffers, ``model.training`` and the RNG states are restored automatically (also after an
 exception or Ctrl-C); a NaN/inf loss stops the sweep (the peers run on); the lr comes back without
 plotting; discriminative lrs keep their ratios; the recorded loss of an accumulated step is the mean
@@ -42,7 +44,7 @@ from ._snapshot import Snapshot, interrupt_shield
 from .detect import Detector, Event, Flag
 from .plotting import plot_history, plot_range_test
 from .smoothing import EMA
-from .suggestion import METHODS, COMPAT_METHODS, Suggestion, suggest
+from .suggestion import DIVERGE_FACTOR, METHODS, COMPAT_METHODS, Suggestion, suggest
 
 __all__ = ["LRFinder", "FinderResult", "SweepEvent", "DataLoaderIter", "TrainDataLoaderIter", "ValDataLoaderIter"]
 
@@ -433,7 +435,7 @@ class LRFinder:
         num_iter: int = 100,
         step_mode: str = "exp",
         smooth_f: float = 0.05,
-        diverge_th: float = 5.0,
+        diverge_th: float = DIVERGE_FACTOR,
         accumulation_steps: int = 1,
         non_blocking_transfer: bool = True,
         *,
@@ -736,17 +738,29 @@ def _progress(total: int, wanted: Optional[bool]) -> Any:
 
 
 def _diagnose_sweep(s: Suggestion, stop: str, lrs: np.ndarray) -> str:
-    """The range test's verdict in the users' terms."""
+    """The range test's verdict in the users' terms. It is shown next to ``str(s)``, which already
+    names the lr where the loss diverged: the verdict refers to it rather than naming a second lr
+    (the sweep's own stop comes later, its EMA lags)."""
+    analysis_stopped = s.diverged_at is not None or s.first_nonfinite is not None
     if s.ok:
+        still_falling = not stop and not analysis_stopped and s.min_index is not None and s.min_index >= len(lrs) - 2
         text = f"use about {s.lr:.2g}"
-        if s.zone:
+        if s.zone and still_falling:
+            text += (f" (usable from {s.zone[0]:.2g}); the loss was still falling at end_lr {lrs[-1]:.2g}: "
+                     "raise end_lr to see where it stops")
+        elif s.zone:
             text += f" (usable {s.zone[0]:.2g} to {s.zone[1]:.2g}); above {s.zone[1]:.2g} the loss stops falling"
-        if stop:
-            text += f"; {stop.split(' (')[0]} at lr {lrs[-1]:.2g}: stay well below it"
+        if analysis_stopped:
+            text += "; stay well below the lr where it diverged"
+        elif stop:
+            text += f"; the sweep stopped at lr {lrs[-1]:.2g} ({stop.split(' (')[0]}): stay well below it"
         return text
     if s.status == "never_decreased":
-        return ("the loss never decreased over the sweep: raise end_lr, run more iterations, or check the model, "
-                "the data and the loss")
+        if stop or analysis_stopped:
+            return ("the loss never decreased clearly before it diverged: lower start_lr, or check the model, the "
+                    "data and the loss")
+        return (f"the loss never decreased clearly (its drop stayed within its noise) up to end_lr {lrs[-1]:.2g}: "
+                "end_lr is too low, raise it (e.g. to 10), or check the model, the data and the loss")
     if s.status == "all_nonfinite" or (stop and len(lrs) < 5):
         return "the loss blew up at once: lower start_lr by 10-100x"
     return s.reason

@@ -49,7 +49,14 @@ def plot_range_test(
         ax.axvspan(*details.zone, color="C2", alpha=0.15, label="usable range")
     if details.lr is not None:
         ax.axvline(details.lr, color="C3", ls="--", label=f"suggested lr {details.lr:.2g} ({details.method})")
-    if stop_reason:
+    # Where the loss diverged, at the same lr the suggestion's text names (its divergence cut,
+    # DIVERGE_FACTOR x the running minimum unless the caller chose another factor); the sweep's own
+    # stop, which lags behind it, only when the analysis saw no divergence.
+    end = details.diverged_at if details.diverged_at is not None else details.first_nonfinite
+    if end is not None:
+        what = "diverged" if details.diverged_at is not None else "non-finite"
+        ax.axvline(lrs[end], color="k", ls=":", label=f"loss {what} at lr {lrs[end]:.2g}")
+    elif stop_reason:
         ax.axvline(lrs[-1], color="k", ls=":", label="stopped: " + stop_reason.split(" (")[0])
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")

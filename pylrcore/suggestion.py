@@ -1,15 +1,22 @@
 """Suggest a learning rate, and the usable range, from a range-test curve.
 
 pylrcore's methods analyse the curve the same way (see ``csrc/pylrcore/suggest.hpp``): cut at the
-first non-finite loss and where the smoothed loss passes ``diverge_factor`` x its running minimum,
-smooth without lag (a debiased EMA forwards, then backwards), differentiate with respect to
-``log(lr)`` (numpy.gradient's second-order non-uniform rule), and find the usable range: from where
-the smoothed loss has fallen ``zone[0]`` of its total drop to where it has fallen ``zone[1]`` of it.
+first non-finite loss and where the smoothed loss passes ``diverge_factor`` (:data:`DIVERGE_FACTOR`)
+x its running minimum, smooth without lag (a debiased EMA forwards, then backwards), differentiate
+with respect to ``log(lr)`` (numpy.gradient's second-order non-uniform rule), check that the loss
+fell significantly (the largest fall of a wider zero-phase smoothing must exceed about 8 standard
+deviations of that curve's noise, estimated robustly from the raw losses, and 1% of the loss;
+otherwise ``lr`` is None, status ``"never_decreased"``), and find the usable range:
+from where the smoothed loss has fallen ``zone[0]`` of its total drop (and clearly below its noise
+level) to where it has fallen ``zone[1]`` of it. Every rule works per decade of lr, not per point:
+the same curve sampled with 100 or 1000 points gives the same answer.
 
 - ``"steepest"`` (default): steepest descent of the smoothed loss per unit of log(lr), inside the range.
-- ``"valley"``: fastai's longest-valley rule, on the smoothed curve.
+- ``"valley"``: fastai's longest-valley rule on the smoothed curve, halfway along the valley in log(lr).
 - ``"minimum"``: lr at the minimum of the smoothed loss, divided by 10.
-- ``"slide"``: fastai's interval slide rule, on the smoothed curve.
+- ``"slide"``: fastai's interval slide rule on the smoothed curve's slope per log(lr), with
+  ``lr_diff`` and ``thresh`` read at fastai's default sampling (12.5 points per decade: 15 points
+  = 1.2 decades), its pick kept inside the usable range.
 
 Compatibility modes return exactly what a peer returns on the same recorded (already smoothed)
 curve, float32 rounding included: ``"torch_lr_finder"`` (``LRFinder.plot(suggest_lr=True)``,
@@ -31,7 +38,13 @@ import numpy as np
 from ._arrays import FloatArray, as_curve, as_lrs, check_beta, check_int, same_length
 from ._native import _core
 
-__all__ = ["suggest", "Suggestion", "gradient", "METHODS", "COMPAT_METHODS"]
+__all__ = ["suggest", "Suggestion", "gradient", "METHODS", "COMPAT_METHODS", "DIVERGE_FACTOR"]
+
+#: pylrcore's one divergence factor: a range test has diverged where its smoothed loss exceeds this
+#: many times its running minimum (4, as fastai and Lightning; torch-lr-finder stops at 5). The
+#: default of :func:`suggest`, of ``LRFinder.range_test(diverge_th=)``, of the CLI, the demo and
+#: the plot; defined once, in the core (``kDivergeFactor`` in ``csrc/pylrcore/suggest.hpp``).
+DIVERGE_FACTOR: float = float(_core.DIVERGE_FACTOR)
 
 METHODS = ("steepest", "valley", "minimum", "slide")
 COMPAT_METHODS = (
@@ -61,6 +74,10 @@ def _opt_index(i: int) -> Optional[int]:
     return None if i < 0 else int(i)
 
 
+def _opt_float(x: float) -> Optional[float]:
+    return float(x) if math.isfinite(x) else None
+
+
 @dataclass(frozen=True)
 class Suggestion:
     """What a suggestion rule concluded about a range-test curve.
@@ -81,6 +98,10 @@ class Suggestion:
     first_nonfinite: Optional[int]
     analysed: int
     beta: Optional[float]
+    #: The raw losses' noise (robust sd per point) and the smoothed drop the significance test used
+    #: (pylrcore's own methods; None for the compatibility modes or when the curve ended too early).
+    noise: Optional[float]
+    drop: Optional[float]
     lrs: FloatArray = field(repr=False, compare=False)
     losses: FloatArray = field(repr=False, compare=False)
     smoothed: Optional[FloatArray] = field(repr=False, compare=False)
@@ -115,7 +136,7 @@ def suggest(
     method: str = "steepest",
     *,
     beta: Optional[float] = None,
-    diverge_factor: float = 4.0,
+    diverge_factor: float = DIVERGE_FACTOR,
     zone: Tuple[float, float] = (0.1, 0.9),
     min_points: int = 5,
     skip_start: Optional[int] = None,
@@ -134,12 +155,13 @@ def suggest(
         method: one of :data:`METHODS` or :data:`COMPAT_METHODS`.
         beta: EMA weight for pylrcore's smoothing; None picks a window of ~5% of the curve.
         diverge_factor: the curve is cut where the smoothed loss exceeds this x its running
-            minimum (0 disables the cut).
+            minimum (0 disables the cut); :data:`DIVERGE_FACTOR` by default.
         zone: fractions of the total drop that bound the usable range.
         min_points: fewest analysed points for a suggestion (pylrcore's methods).
         skip_start, skip_end: points skipped by the compatibility modes (None: the peer's default).
         num_it: fastai's requested iteration count (None: the number of points).
-        lr_diff, thresh, adjust_value: the slide rule's parameters (fastai's defaults).
+        lr_diff, thresh, adjust_value: the slide rule's parameters (fastai's defaults; for
+            ``"slide"`` read at fastai's default sampling, 12.5 points per decade).
 
     >>> import numpy as np
     >>> lrs = np.logspace(-5, 0, 100)
@@ -198,6 +220,8 @@ def suggest(
         first_nonfinite=_opt_index(raw["first_nonfinite_index"]),
         analysed=int(raw["cut_index"]),
         beta=float(raw["beta"]) if own and raw["beta"] > 0 else None,
+        noise=_opt_float(raw["noise"]) if own else None,
+        drop=_opt_float(raw["drop"]) if own else None,
         lrs=lr_arr,
         losses=loss_arr,
         smoothed=raw["smoothed"] if own else None,

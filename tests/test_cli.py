@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -248,3 +249,43 @@ def test_cli_find_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["find", target.format(script=script), "--png", ""]) == 2
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
+
+
+# ---- one divergence factor, one divergence lr (issue 11, item 14) ------------------------------------
+
+
+def test_cli_find_and_suggest_read_the_same_curve_the_same_way(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`find` stopped at 5x its best and `suggest` cut at 4x: on one curve they disagreed."""
+    pytest.importorskip("torch")
+    script = tmp_path / "train.py"
+    script.write_text(FACTORY)
+    out_json = tmp_path / "r.json"
+    assert main(["find", f"{script}:make", "--num-iter", "80", "--png", "", "--json", str(out_json)]) == 0
+    found = capsys.readouterr().out.splitlines()[0]
+    data = json.loads(out_json.read_text())
+    lrs = np.array(data["lrs"])
+    losses = np.array([np.nan if v is None else v for v in data["losses"]])
+    csv_path = tmp_path / "curve.csv"
+    np.savetxt(csv_path, np.c_[lrs, losses], delimiter=",", header="lr,loss", comments="")
+    assert main(["suggest", str(csv_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == found
+    assert "diverged at lr" in found
+
+
+def test_cli_diverge_factor_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lrs = lr_ladder(100)
+    path = tmp_path / "curve.csv"
+    np.savetxt(path, np.c_[lrs, noisy_valley(lrs, seed=0, noise=0.02)], delimiter=",", header="lr,loss", comments="")
+    assert main(["suggest", str(path)]) == 0
+    default = capsys.readouterr().out
+    assert main(["suggest", str(path), "--diverge-factor", "8"]) == 0
+    wider = capsys.readouterr().out
+    at = [float(text.split("diverged at lr ")[1].split()[0]) for text in (default, wider)]
+    assert at[0] < at[1]
+
+
+def test_demo_names_the_divergence_lr_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo printed 'diverged ... at lr 13.1', 'diverged at lr 6.66' and 'diverged at lr 13'."""
+    demo.run(png=None, check=False)
+    out = capsys.readouterr().out
+    assert len(re.findall(r"diverged .*?at lr", out)) == 1, out

@@ -365,3 +365,157 @@ def test_one_blow_up_point_left_by_the_divergence_cut_does_not_hide_a_clear_drop
     losses = np.concatenate([np.full(6, 3.49), np.linspace(3.49, 2.40, n - 7), [11.4]]) + 0.03 * rng.standard_normal(n)
     s = pylrcore.suggest(lrs, losses, diverge_factor=5)
     assert s.lr is not None and 1e-4 < s.lr < 1e-2, s.reason
+
+
+# ---- significance: no confident lr where nothing was learned (issue 11, item 12) --------------------
+
+
+@pytest.mark.parametrize("n", [30, 100, 300, 1000])
+def test_flat_noisy_curves_get_no_suggestion_and_name_end_lr(n: int) -> None:
+    """Repro 08: on flat curves with 2-10% noise suggest() returned an lr and a usable range ~80% of
+    the time (any peak and later minimum among the noise's wiggles counted as a drop)."""
+    rng = np.random.default_rng(n)
+    lrs = np.logspace(-7, -4, n)
+    for noise in (0.01, 0.02, 0.05, 0.10):
+        results = [pylrcore.suggest(lrs, 0.7 * (1 + noise * rng.standard_normal(n))) for _ in range(500)]
+        picked = sum(s.ok for s in results)
+        assert picked <= 5, f"{noise:.0%} noise: {picked}/500 flat curves got an lr"
+        for s in results:
+            if not s.ok:
+                assert s.status == "never_decreased" and s.zone is None
+                assert "never decreased" in s.reason and "end_lr is too low" in s.reason and "0.0001" in s.reason
+
+
+def test_repro_08_flat_curve_at_three_percent_noise() -> None:
+    rng = np.random.default_rng(0)
+    lrs = np.logspace(-7, -4, 100)
+    assert sum(pylrcore.suggest(lrs, 0.7 + 0.03 * rng.standard_normal(100)).ok for _ in range(500)) <= 5
+    s = pylrcore.suggest(lrs, 0.7 + 0.03 * np.random.default_rng(1).standard_normal(100))
+    assert s.lr is None and s.zone is None and s.status == "never_decreased"
+    assert s.noise == pytest.approx(0.03, rel=0.25) and s.drop is not None and s.drop > 0
+
+
+def _fall(lrs: np.ndarray, depth: float, center: float, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """A loss of 2.3 that falls by `depth` of it around `center` (logistic in log10 lr), rises past
+    0.3, with multiplicative noise."""
+    x = np.log10(lrs)
+    base = 2.3 * (1 - depth / (1 + np.exp(-(x - np.log10(center)) / 0.5))) + np.where(x > -0.5, 8 * (x + 0.5) ** 2, 0)
+    return base * (1 + noise * rng.standard_normal(lrs.size))
+
+
+@pytest.mark.parametrize("n", [30, 100, 300, 1000])
+def test_clear_drops_are_still_picked(n: int) -> None:
+    """The significance test must not lose real drops: ones of at least 10 sd of the raw noise are
+    all found, and the pick stays near the steepest point."""
+    rng = np.random.default_rng(100 + n)
+    lrs = lr_ladder(n, 1e-6, 10)
+    for depth, noise in [(0.78, 0.02), (0.78, 0.05), (0.78, 0.10), (0.5, 0.02), (0.5, 0.05), (0.3, 0.02)]:
+        errors = []
+        for _ in range(100):
+            center = 10 ** rng.uniform(-4.5, -2.5)
+            s = pylrcore.suggest(lrs, _fall(lrs, depth, center, noise, rng))
+            assert s.ok, f"depth {depth}, noise {noise}: {s.reason}"
+            assert s.zone[0] <= s.lr <= s.zone[1]
+            errors.append(abs(np.log10(s.lr / center)))
+        assert np.median(errors) < 0.35, (depth, noise)
+
+
+def test_usable_range_starts_below_the_noise_level() -> None:
+    """On a noisy flat start, 10% of the drop is reached inside the noise: the usable range must
+    start where the loss is clearly below its starting level, not decades earlier."""
+    lrs = lr_ladder(100, 1e-7, 10)
+    starts = []
+    for seed in range(30):
+        raw = _fall(lrs, 0.3, 1e-3, 0.05, np.random.default_rng(seed))
+        s = pylrcore.suggest(lrs, raw)
+        assert s.ok
+        starts.append(np.log10(s.zone[0]))
+    # 10% of the fall is reached at 10^-4.1 (its centre is 1e-3); noise must not move the start of the
+    # range by decades (it did: down to the first lr, 1e-7, on some seeds).
+    assert min(starts) > -5.2 and np.std(starts) < 0.35 and abs(np.median(starts) + 3.9) < 0.3
+
+
+def test_sweep_that_diverges_before_falling_says_so() -> None:
+    lrs = lr_ladder(60, 1e-3, 10)
+    raw = 0.7 * (1 + 0.05 * np.random.default_rng(3).standard_normal(60))
+    raw[45:] *= np.exp(np.arange(15))  # blows up without having fallen
+    s = pylrcore.suggest(lrs, raw)
+    assert s.status == "never_decreased" and s.diverged_at is not None
+    assert "diverged at lr" in s.reason and "smaller lr" in s.reason and "end_lr" not in s.reason
+
+
+# ---- own methods depend on the curve, not on its sampling (issue 11, item 13) -----------------------
+
+
+@pytest.mark.parametrize("method", pylrcore.METHODS)
+def test_same_curve_sampled_at_100_300_1000_points_gives_the_same_pick(method: str) -> None:
+    """Repro 10: slide counted lr_diff and its threshold in points, so on a 1000-point sweep it
+    stopped at once, next to the divergence (0.3 here instead of 3e-4)."""
+    picks = []
+    for n in (100, 300, 1000):
+        lrs = lr_ladder(n)
+        picks.append(pylrcore.suggest(lrs, valley(lrs), method).lr)
+    assert max(picks) / min(picks) < 1.25, picks
+    ratios = []
+    for seed in range(20):
+        noisy = []
+        for n in (100, 300, 1000):
+            lrs = lr_ladder(n)
+            noisy.append(pylrcore.suggest(lrs, valley(lrs) + np.random.default_rng(seed).normal(0, 0.02, n), method).lr)
+        ratios.append(max(noisy) / min(noisy))
+    assert np.median(ratios) < 1.6 and max(ratios) < 2.5, ratios
+
+
+def test_slide_stays_in_the_usable_range_on_long_sweeps() -> None:
+    for n in (100, 300, 1000):
+        lrs = lr_ladder(n)
+        s = pylrcore.suggest(lrs, valley(lrs) + np.random.default_rng(n).normal(0, 0.02, n), "slide")
+        assert s.ok and s.zone[0] <= s.lr <= s.zone[1]
+        assert s.lr < lrs[s.analysed - 1] / 100  # far from where the curve was cut
+
+
+def test_slide_needs_a_sweep_wider_than_lr_diff() -> None:
+    lrs = np.logspace(-3, -2, 50)  # one decade; lr_diff=15 is 1.2 decades at fastai's sampling
+    s = pylrcore.suggest(lrs, valley(lrs, center=3e-3, width=0.1), "slide")
+    assert s.status == "too_few_points" and "decades" in s.reason
+    assert pylrcore.suggest(lrs, valley(lrs, center=3e-3, width=0.1), "slide", lr_diff=5).ok
+
+
+# ---- one divergence factor (issue 11, item 14) --------------------------------------------------------
+
+
+def test_one_divergence_factor_is_the_default_everywhere() -> None:
+    import inspect
+
+    from pylrcore import cli, demo
+    from pylrcore._native import _core
+    from pylrcore.finder import LRFinder
+
+    assert pylrcore.DIVERGE_FACTOR == _core.DIVERGE_FACTOR == 4.0
+    assert inspect.signature(pylrcore.suggest).parameters["diverge_factor"].default == pylrcore.DIVERGE_FACTOR
+    assert inspect.signature(LRFinder.range_test).parameters["diverge_th"].default == pylrcore.DIVERGE_FACTOR
+    assert inspect.signature(demo.range_test).parameters["diverge_th"].default == pylrcore.DIVERGE_FACTOR
+    parser = cli._build_parser()
+    for command in (["suggest", "x.csv"], ["find", "m:f"]):
+        assert parser.parse_args(command).diverge_factor == pylrcore.DIVERGE_FACTOR
+
+
+def test_divergence_cut_at_the_factor() -> None:
+    lrs = lr_ladder(100)
+    raw = valley(lrs)
+    at_default = pylrcore.suggest(lrs, raw)
+    assert at_default.diverged_at == pylrcore.suggest(lrs, raw, diverge_factor=pylrcore.DIVERGE_FACTOR).diverged_at
+    assert pylrcore.suggest(lrs, raw, diverge_factor=8).diverged_at > at_default.diverged_at
+
+
+@pytest.mark.parametrize("beta", [0.01, 0.3, 0.99])
+def test_a_user_beta_keeps_the_usable_range_ordered(beta: float) -> None:
+    """The significance test has its own smoothing; with a user's beta the pick's curve may keep more
+    noise than it, and the usable range must still be a range around the pick."""
+    lrs = lr_ladder(100)
+    for seed in range(10):
+        s = pylrcore.suggest(lrs, noisy_valley(lrs, seed=seed, noise=0.1), beta=beta)
+        if s.ok:
+            assert s.zone_indices[0] <= s.index <= s.zone_indices[1] and s.zone[0] <= s.zone[1]
+        else:
+            assert s.reason

@@ -11,6 +11,12 @@
 
 namespace pylrcore {
 
+// The divergence factor: a range test has diverged where its smoothed loss exceeds this x its
+// running minimum. fastai and Lightning stop at 4x (torch-lr-finder at 5x). One value for every
+// part of pylrcore (suggest's cut, the finder's and the device tracker's stop, the CLI, the demo,
+// the plot), so one curve never reads as diverged at two different lrs.
+inline constexpr double kDivergeFactor = 4.0;
+
 [[noreturn]] inline void fail(const std::string& message) { throw std::invalid_argument(message); }
 
 inline void require(bool ok, const char* message) {

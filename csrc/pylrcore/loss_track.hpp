@@ -28,7 +28,7 @@ namespace pylrcore {
 struct LossTrackConfig {
   double beta = 0.95;  // torch-lr-finder's smooth_f = 0.05
   EmaKind kind = EmaKind::Plain;
-  double diverge_th = 5.0;  // torch-lr-finder 5, fastai 4
+  double diverge_th = kDivergeFactor;  // pylrcore's one factor (torch-lr-finder 5, fastai 4)
 };
 
 inline void validate(const LossTrackConfig& c) {

@@ -2,13 +2,21 @@
 //
 // pylrcore's own methods (steepest, valley, minimum, slide) work on an analysed curve:
 //   1. cut at the first non-finite loss;
-//   2. causal debiased EMA, and cut where it exceeds diverge_factor x its running minimum (the
-//      divergence rule the peers stop on, so the exploding tail never shapes the analysis);
+//   2. causal debiased EMA, and cut where it exceeds diverge_factor (kDivergeFactor, the one
+//      divergence factor of pylrcore: the finder's stop, the CLI, the demo and the plot use it too)
+//      x its running minimum, so the exploding tail never shapes the analysis;
 //   3. zero-phase smoothing of what is left (the causal EMA run once more backwards), so the curve
 //      is not shifted towards larger lrs by the smoothing lag the peers' single EMA introduces;
 //   4. the derivative d smoothed / d ln(lr) with numpy.gradient's non-uniform second-order rule;
-//   5. the usable range ("zone"): from where the smoothed loss has fallen zone_lo of its total drop
-//      to where it has fallen zone_hi of it, between the last peak and the minimum.
+//   5. the drop must be significant against the curve's own noise: the largest fall of a wider
+//      zero-phase smoothing (significance_beta) must exceed about kSignificantDrop x that curve's
+//      noise (robust_noise, smoothed_noise_factor), otherwise there is no suggestion ("never
+//      decreased");
+//   6. the usable range ("zone"): from where the smoothed loss has fallen zone_lo of its total drop,
+//      and half the significant drop (clearly below its noise level), for good, to where it has
+//      fallen zone_hi of it.
+// Every rule reads the curve per decade of lr, never per point, so a sweep sampled with 100 or
+// 1000 points gives the same answer (the smoothing window is a fixed fraction of the sweep).
 // When no suggestion can be made the result carries a status and a reason, not an exception.
 //
 // Compatibility modes reproduce, on the same recorded curve, what a peer returns:
@@ -55,11 +63,25 @@ enum class SuggestStatus : int {
   NeverDecreased = 3,  // the smoothed loss never falls clearly below its starting level
 };
 
+// A drop counts only when it exceeds kSignificantDrop x (1 + 1/sqrt(n - 2)) standard deviations of
+// the noise left on the significance test's smoothed curve (n analysed points). On flat white-noise
+// curves that curve's largest peak-to-later-minimum drop is below ~6.7 sd in 99% of the curves and
+// below ~8.5 in 99.9% (20 to 300 points); the noise itself is estimated from n - 2 second
+// differences, uncertain by about 1/sqrt(n - 2), which makes short curves' tails heavier: hence the
+// factor. Measured false picks stay below 1% at every length from 8 points up.
+inline constexpr double kSignificantDrop = 8.0;
+
+// fastai's slide rule counts lr_diff and thresh in points of its default sweep: 100 points over
+// 1e-7..10, i.e. 12.5 points per decade. pylrcore's slide reads the same numbers at that sampling
+// (lr_diff=15 -> 1.2 decades, thresh=0.005 -> a slope difference of 0.0625 per decade), so its pick
+// does not depend on how densely the sweep was sampled.
+inline constexpr double kFastaiPointsPerDecade = 12.5;
+
 struct SuggestOptions {
   Method method = Method::Steepest;
   // Own methods. beta <= 0 means "auto": an EMA window of about 5% of the curve (at least 3 points).
   double beta = -1.0;
-  double diverge_factor = 4.0;  // <= 0 disables the divergence cut
+  double diverge_factor = kDivergeFactor;  // <= 0 disables the divergence cut
   double zone_lo = 0.1, zone_hi = 0.9;  // fractions of the total drop bounding the usable range
   std::size_t min_points = 5;
   // Slide rule (own and fastai), fastai's defaults.
@@ -84,6 +106,8 @@ struct Suggestion {
   std::int64_t diverged_index = -1;  // first point past the divergence rule, -1 if none
   std::int64_t first_nonfinite_index = -1;
   double beta_used = 0.0;
+  double noise = std::numeric_limits<double>::quiet_NaN();  // raw loss noise (sd per point), own methods
+  double drop = std::numeric_limits<double>::quiet_NaN();   // smoothed drop, peak to minimum, own methods
   std::vector<double> smoothed;  // zero-phase smoothed loss on [0, cut_index), NaN after
   std::vector<double> slope;     // d smoothed / d ln(lr) on [0, cut_index), NaN after
 };
@@ -149,6 +173,107 @@ std::int64_t valley_index(const T* loss, std::size_t n) {
   return max_start + static_cast<std::int64_t>(sections) + static_cast<std::int64_t>(sections / 2.0);
 }
 
+// The longest strictly decreasing subsequence itself: its first and last index (the first one that
+// reaches the longest length, as fastai's rule takes it). Patience sorting with back-pointers.
+inline void longest_decrease(const double* y, std::size_t n, std::size_t& first, std::size_t& last) {
+  std::vector<double> tails;             // tails[k]: largest last value of a decreasing run of length k+1
+  std::vector<std::size_t> tail_index;   // where that run ends
+  std::vector<std::size_t> previous(n);  // the element before i in the run that ends at i
+  std::size_t best_len = 0;
+  first = last = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    auto it = std::lower_bound(tails.begin(), tails.end(), y[i], [](double tail, double v) { return tail > v; });
+    const std::size_t k = static_cast<std::size_t>(it - tails.begin());
+    previous[i] = k > 0 ? tail_index[k - 1] : i;
+    if (it == tails.end()) {
+      tails.push_back(y[i]);
+      tail_index.push_back(i);
+    } else {
+      *it = y[i];
+      tail_index[k] = i;
+    }
+    if (k + 1 > best_len) {
+      best_len = k + 1;
+      last = i;
+    }
+  }
+  first = last;
+  for (std::size_t len = best_len; len > 1; --len) first = previous[first];
+}
+
+// The point whose log(lr) is nearest the middle, in log(lr), of [first, last]: halfway along the
+// valley in decades, whatever the number of points in it.
+inline std::size_t log_midpoint(const double* loglr, std::size_t first, std::size_t last) {
+  const double middle = 0.5 * (loglr[first] + loglr[last]);
+  std::size_t best = first;
+  for (std::size_t i = first; i <= last; ++i)
+    if (std::fabs(loglr[i] - middle) < std::fabs(loglr[best] - middle)) best = i;
+  return best;
+}
+
+// fastai's slide rule read per decade of lr: r walks left from the last point, l is the point
+// `window` (in ln lr) left of r; while the slopes (per ln lr) at r and l differ by more than
+// `thresh`, the pick moves to l. The pick is kept inside the usable range [floor, ceiling]: left of
+// it the curve is flat within its noise, where slopes differ by noise alone and the walk would run
+// to the first point; right of it the loss has stopped falling, and a walk that stops at once
+// (a slowly rising tail whose slopes agree) would pick next to the divergence. Returns -1 when the
+// curve spans less than `window`.
+inline std::int64_t slide_index_log(const double* slope, const double* loglr, std::size_t n, double window,
+                                    double thresh, std::size_t floor, std::size_t ceiling) {
+  std::size_t r = n - 1;
+  std::int64_t l = static_cast<std::int64_t>(r);  // only ever moves left as r does: O(n) in all
+  auto follow_r = [&] {
+    while (l >= 0 && loglr[static_cast<std::size_t>(l)] > loglr[r] - window) --l;
+  };
+  follow_r();
+  if (l < 0) return -1;
+  const std::int64_t first = static_cast<std::int64_t>(floor);
+  std::int64_t pick = l;
+  while (l >= first && std::fabs(slope[r] - slope[static_cast<std::size_t>(l)]) > thresh) {
+    pick = l;
+    --r;  // r > l >= 0 here
+    follow_r();
+  }
+  return std::min(std::max(pick, first), static_cast<std::int64_t>(ceiling));
+}
+
+// Noise of the raw losses, as a standard deviation per point: the median absolute second difference
+// (x[i-1] - 2 x[i] + x[i+1] has sd sqrt(6) sd(x) for white noise) x 1.4826 / sqrt(6). Second
+// differences cancel the curve's own (locally linear) trend, and the median ignores the few
+// blow-up points a divergence cut can leave, which an RMS would let dominate.
+inline double robust_noise(const double* y, std::size_t n) {
+  if (n < 3) return 0.0;
+  std::vector<double> d(n - 2);
+  for (std::size_t i = 1; i + 1 < n; ++i) d[i - 1] = std::fabs(y[i - 1] - 2.0 * y[i] + y[i + 1]);
+  const std::size_t mid = d.size() / 2;
+  std::nth_element(d.begin(), d.begin() + static_cast<std::ptrdiff_t>(mid), d.end());
+  return 1.4826 * d[mid] / std::sqrt(6.0);
+}
+
+// The debiased EMA forwards, then backwards over that: smoothing without lag.
+inline std::vector<double> zero_phase(const double* x, std::size_t n, double beta) {
+  std::vector<double> forward(n), backward(n), out(n);
+  ema(x, forward.data(), n, beta, EmaKind::Debiased);
+  std::reverse(forward.begin(), forward.end());
+  ema(forward.data(), backward.data(), n, beta, EmaKind::Debiased);
+  std::reverse_copy(backward.begin(), backward.end(), out.begin());
+  return out;
+}
+
+// The largest fall of y: from the last maximum before its minimum to that minimum.
+inline double largest_drop(const std::vector<double>& y) {
+  const std::size_t m = static_cast<std::size_t>(std::min_element(y.begin(), y.end()) - y.begin());
+  return *std::max_element(y.begin(), y.begin() + static_cast<std::ptrdiff_t>(m) + 1) - y[m];
+}
+
+// What is left of white noise of sd 1 after the zero-phase EMA (forwards then backwards, weight
+// 1-beta): its impulse response is (1-b)^2 b^|k| / (1-b^2), so the sd is sqrt(sum of squares) =
+// sqrt((1-b) (1+b^2) / (1+b)^3).
+inline double smoothed_noise_factor(double beta) {
+  const double a = 1.0 - beta;
+  return std::sqrt(a * (1.0 + beta * beta) / ((1.0 + beta) * (1.0 + beta) * (1.0 + beta)));
+}
+
 // fastai's slide rule on the unit-spacing gradient g (numpy.gradient(losses)). Returns the index of
 // the lr it settles on, counted from the start (its negative indices resolved), or -1 if n < lr_diff+1.
 template <class T>
@@ -193,6 +318,15 @@ inline void check_curve(const double* lrs, std::size_t n) {
 
 inline double auto_beta(std::size_t n) {
   const double window = std::max(3.0, 0.05 * static_cast<double>(n));
+  return 1.0 - 2.0 / (window + 1.0);
+}
+
+// The significance test's smoothing: a window of 10% of the curve, at least 5 points. Wider than
+// the pick's (5%, at least 3): a real fall lasts, and averaging more points shrinks the noise it is
+// compared with (on a 31-point sweep falling from 9.5 to 1 under 25% noise, the 3-point window
+// read 6.8 sd of its noise, this one 8.1).
+inline double significance_beta(std::size_t n) {
+  const double window = std::max(5.0, 0.1 * static_cast<double>(n));
   return 1.0 - 2.0 / (window + 1.0);
 }
 
@@ -249,12 +383,7 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
   }
 
   // Zero-phase: the causal EMA once more, backwards over the kept part.
-  std::vector<double> smooth(cut);
-  {
-    std::vector<double> rev(causal.rend() - static_cast<std::ptrdiff_t>(cut), causal.rend()), back(cut);
-    ema(rev.data(), back.data(), cut, beta, EmaKind::Debiased);
-    std::reverse_copy(back.begin(), back.end(), smooth.begin());
-  }
+  const std::vector<double> smooth = detail::zero_phase(raw, cut, beta);
   std::vector<double> loglr(cut), slope(cut);
   for (std::size_t i = 0; i < cut; ++i) loglr[i] = std::log(lrs[i]);
   gradient(smooth.data(), loglr.data(), slope.data(), cut, 1);
@@ -268,28 +397,48 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
     if (smooth[i] >= smooth[peak]) peak = i;
   const double top = smooth[peak], drop = top - smooth[m];
   s.min_index = static_cast<std::int64_t>(m);
-  // "Clearly below": 1% of the level, and above the noise left after smoothing. The raw noise is
-  // 1.4826 x the median |raw - smooth| (the standard deviation for Gaussian noise), not the RMS: one
-  // blow-up point that the divergence cut let through would otherwise dominate the RMS and hide a
-  // clear drop (3.49 -> 2.40 read as "never decreased" because of a final 11.4).
-  std::vector<double> resid(cut);
-  for (std::size_t i = 0; i < cut; ++i) resid[i] = std::fabs(raw[i] - smooth[i]);
-  std::nth_element(resid.begin(), resid.begin() + static_cast<std::ptrdiff_t>(cut / 2), resid.end());
-  const double noise = 1.4826 * resid[cut / 2] * std::sqrt((1.0 - beta) / (1.0 + beta));
-  if (m < 2 || m <= peak || !(drop > 0.01 * std::fabs(top)) || !(drop > 2.0 * noise)) {
+  // Significant: above 1% of the level, and above what noise alone makes a smoothed curve drop.
+  // Noise picks a peak and a later minimum among the wiggles of a flat curve, so without this a
+  // curve where nothing was learned still got a confident lr. The test reads its own, wider
+  // smoothing (significance_beta): a real fall is sustained over many points, noise is not.
+  s.noise = detail::robust_noise(raw, cut);
+  const double test_beta = significance_beta(cut);
+  s.drop = detail::largest_drop(detail::zero_phase(raw, cut, test_beta));
+  const double noise_sds = kSignificantDrop * (1.0 + 1.0 / std::sqrt(static_cast<double>(cut - 2)));
+  const double significant = noise_sds * s.noise * detail::smoothed_noise_factor(test_beta);
+  // The same number of sd of the noise left on the pick's own (narrower) smoothing: how far below
+  // its peak that curve must fall to be out of its noise (the usable range's start, below).
+  const double noise_drop = noise_sds * s.noise * detail::smoothed_noise_factor(beta);
+  if (m < 2 || m <= peak || !(drop > 0.01 * std::fabs(top)) || !(s.drop > significant)) {
     std::ostringstream r;
-    r << "the smoothed loss never decreased clearly (drop " << drop << " from " << top
-      << "); the lr range is too low (raise end_lr) or the model cannot learn from this data";
+    r.precision(3);
+    r << "the smoothed loss never decreased clearly: its largest drop, " << s.drop
+      << ", is within its noise (a drop must exceed " << std::max(significant, 0.01 * std::fabs(top))
+      << ": 1% of the loss and " << noise_sds << " sd of the smoothed curve's noise)";
+    if (s.diverged_index >= 0 || s.first_nonfinite_index >= 0)
+      r << "; it " << (s.diverged_index >= 0 ? "diverged" : "became non-finite") << " at lr "
+        << lrs[s.diverged_index >= 0 ? s.diverged_index : s.first_nonfinite_index]
+        << " before falling: start from a smaller lr, or check the model, the data and the loss";
+    else
+      r << " up to the last lr, " << lrs[n - 1]
+        << ": end_lr is too low (raise it, e.g. to 10) or the model cannot learn from this data";
     return detail::no_suggestion(std::move(s), SuggestStatus::NeverDecreased, r.str());
   }
+  // The usable range starts once the loss is clearly below its noise level and stays there: after
+  // the last point within max(zone_lo x drop, half the significant drop) of the peak. On a noisy
+  // flat start the first point past zone_lo x drop alone lies among the noise's wiggles, decades
+  // before the real fall; half the significant drop (about 4 sd of the smoothed noise) keeps the
+  // steepest pick unbiased on barely significant drops, and "stays there" drops the wiggles that
+  // dip below it and come back.
+  const double start_fall = std::max(opt.zone_lo * drop, 0.5 * noise_drop);
   std::size_t lo = peak, hi = m;
   for (std::size_t i = peak; i <= m; ++i)
-    if (smooth[i] <= top - opt.zone_lo * drop) {
-      lo = i;
-      break;
-    }
+    if (smooth[i] > top - start_fall) lo = i + 1;
+  // A user's beta near 0 leaves this curve's drop within its own noise while the wider test curve
+  // passed: the range is then the minimum alone.
+  lo = std::min(lo, m);
   for (std::size_t i = lo; i <= m; ++i)
-    if (smooth[i] <= top - opt.zone_hi * drop) {
+    if (smooth[i] <= top - std::max(opt.zone_hi * drop, start_fall)) {
       hi = i;
       break;
     }
@@ -307,19 +456,27 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
       s.lr = lrs[m] / 10.0;
       break;
     case Method::Valley: {
-      idx = detail::valley_index(smooth.data(), cut);
-      if (idx < 0) idx += static_cast<std::int64_t>(cut);
+      // fastai's longest valley, halfway along it in log(lr) (fastai: halfway in points).
+      std::size_t first, last;
+      detail::longest_decrease(smooth.data(), cut, first, last);
+      idx = static_cast<std::int64_t>(detail::log_midpoint(loglr.data(), first, last));
       s.lr = lrs[idx];
       break;
     }
     case Method::Slide: {
-      std::vector<double> g(cut);
-      detail::gradient_unit(smooth.data(), g.data(), cut);
-      idx = detail::slide_index(g.data(), cut, opt.slide_lr_diff, opt.slide_thresh);
-      if (idx < 0)
-        return detail::no_suggestion(std::move(s), SuggestStatus::TooFewPoints,
-                                     detail::count_reason("the slide rule needs slide_lr_diff + 1 points", cut,
-                                                          static_cast<std::size_t>(opt.slide_lr_diff + 1)));
+      // fastai's numbers at its own sampling, turned into decades (ln lr) and a slope per ln lr.
+      const double decade = std::log(10.0);
+      const double window = static_cast<double>(opt.slide_lr_diff) / kFastaiPointsPerDecade * decade;
+      const double thresh = opt.slide_thresh * kFastaiPointsPerDecade / decade;
+      idx = detail::slide_index_log(slope.data(), loglr.data(), cut, window, thresh, lo, hi);
+      if (idx < 0) {
+        std::ostringstream r;
+        r << "the slide rule compares slopes lr_diff / " << kFastaiPointsPerDecade << " = "
+          << static_cast<double>(opt.slide_lr_diff) / kFastaiPointsPerDecade
+          << " decades apart; the analysed curve spans " << (loglr[cut - 1] - loglr[0]) / decade
+          << ": sweep a wider lr range or lower lr_diff";
+        return detail::no_suggestion(std::move(s), SuggestStatus::TooFewPoints, r.str());
+      }
       s.lr = lrs[idx] * opt.slide_adjust;
       break;
     }

@@ -1,5 +1,7 @@
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <random>
 #include <vector>
 
 #include "check.hpp"
@@ -112,4 +114,49 @@ TEST(valley_index_matches_quadratic_definition) {
         max_start + static_cast<std::int64_t>(sections) + static_cast<std::int64_t>(sections / 2.0);
     CHECK(detail::valley_index(y.data(), n) == expected);
   }
+}
+
+TEST(suggest_flat_noisy_curves_never_decreased_with_end_lr_named) {
+  // Nothing learned, 5% noise: a peak and a later minimum among the noise's wiggles is no drop.
+  std::mt19937_64 gen(7);
+  std::normal_distribution<double> noise(0.0, 1.0);
+  int picked = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    const std::size_t n = 100;
+    std::vector<double> lrs(n), loss(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      lrs[i] = std::pow(10.0, -7.0 + 3.0 * static_cast<double>(i) / (n - 1));
+      loss[i] = 0.7 * (1.0 + 0.05 * noise(gen));
+    }
+    Suggestion s = suggest(lrs.data(), loss.data(), n, {});
+    if (s.status == SuggestStatus::Ok) {
+      ++picked;
+      continue;
+    }
+    CHECK(s.status == SuggestStatus::NeverDecreased);
+    CHECK(s.reason.find("end_lr is too low") != std::string::npos);
+    CHECK(s.noise > 0.02 && s.noise < 0.05);  // 0.035 = 5% of 0.7
+  }
+  CHECK(picked <= 3);
+}
+
+TEST(suggest_own_methods_do_not_depend_on_the_number_of_points) {
+  for (Method m : {Method::Steepest, Method::Valley, Method::Minimum, Method::Slide}) {
+    std::vector<double> picks;
+    for (std::size_t n : {100, 300, 1000}) picks.push_back(run(valley_curve(n), m).lr);
+    const double ratio = *std::max_element(picks.begin(), picks.end()) / *std::min_element(picks.begin(), picks.end());
+    CHECK(ratio < 1.25);
+  }
+}
+
+TEST(suggest_slide_pick_is_inside_the_usable_range) {
+  Curve c = valley_curve(1000);
+  Suggestion s = run(c, Method::Slide);
+  CHECK(s.status == SuggestStatus::Ok);
+  CHECK(s.index >= s.zone_lo_index && s.index <= s.zone_hi_index);
+}
+
+TEST(suggest_default_divergence_factor_is_the_one_factor) {
+  CHECK(SuggestOptions{}.diverge_factor == kDivergeFactor);
+  CHECK(kDivergeFactor == 4.0);
 }
