@@ -49,7 +49,7 @@ from .suggestion import DIVERGE_FACTOR, METHODS, COMPAT_METHODS, Suggestion, sug
 __all__ = ["LRFinder", "FinderResult", "SweepEvent", "DataLoaderIter", "TrainDataLoaderIter", "ValDataLoaderIter"]
 
 _MAX_ITER = 2**31 - 1
-_CUT = 5.0  # the divergence factor of the suggestion and events when the sweep never stops early
+_CUT = DIVERGE_FACTOR  # the divergence factor of the suggestion and events when the sweep never stops early
 
 
 # ---- the result ----------------------------------------------------------------------------------

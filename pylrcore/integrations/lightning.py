@@ -33,7 +33,8 @@ from . import require
 
 _pl = require(("lightning.pytorch", "pytorch_lightning"), "lightning", "pylrcore.integrations.lightning")
 
-from ..guard import Guard, GuardEvent  # noqa: E402  (after the framework check: its error names the extra)
+from ..guard import Guard, GuardEvent  # noqa: E402
+from ..suggestion import DIVERGE_FACTOR  # noqa: E402  (after the framework check: its error names the extra)
 
 __all__ = ["GuardCallback", "FinderCallback", "LightningFinderView"]
 
@@ -48,9 +49,9 @@ class FinderCallback(_pl.Callback):  # type: ignore[misc,name-defined]
     ``num_training_steps`` (``num_iter``), ``mode`` (``"exponential"`` or ``"linear"``),
     ``early_stop_threshold`` (stop when the smoothed loss passes this x its best; ``None`` never
     stops early), ``update_attr`` (``apply``) and ``attr_name`` (the module attribute or ``hparams``
-    entry to set; ``""`` finds ``lr`` or ``learning_rate``). Unlike Lightning's, the defaults are
-    pylrcore's (start at the optimizer's lr, end at 10, stop at 5x): pass ``min_lr=1e-8, max_lr=1``
-    for Lightning's range. ``callback.optimal_lr`` has Lightning's ``results``, ``suggestion()`` and
+    entry to set; ``""`` finds ``lr`` or ``learning_rate``). The early stop defaults to 4x, as
+    Lightning's; the range to pylrcore's (from the optimizer's lr to 10): pass ``min_lr=1e-8, max_lr=1``
+    for Lightning's. ``callback.optimal_lr`` has Lightning's ``results``, ``suggestion()`` and
     ``plot()``; every run's full :class:`~pylrcore.FinderResult` is in ``callback.results``.
 
     Applying sets the optimizer's lr (group ratios kept), scales the ``base_lrs`` of the optimizer's
@@ -69,7 +70,7 @@ class FinderCallback(_pl.Callback):  # type: ignore[misc,name-defined]
 
     def __init__(self, min_lr: Optional[float] = None, max_lr: Optional[float] = None,
                  num_training_steps: Optional[int] = None, mode: str = "exponential",
-                 early_stop_threshold: Optional[float] = 5.0, update_attr: bool = True, attr_name: str = "", *,
+                 early_stop_threshold: Optional[float] = DIVERGE_FACTOR, update_attr: bool = True, attr_name: str = "", *,
                  milestones: Tuple[int, ...] = (0,), apply: Optional[bool] = None, plot: bool = True,
                  **range_test_options: Any) -> None:
         super().__init__()
