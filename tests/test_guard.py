@@ -143,6 +143,34 @@ def test_an_lr_blow_up_mid_run_is_an_explosion_within_a_few_dozen_steps():
         assert event.value > event.threshold and "loss explosion (recent loss level" in str(info.value)
 
 
+def test_a_resumed_guard_decides_like_the_uninterrupted_one_through_a_pending_explosion():
+    """The explosion rule's state (level, reference, noise, the steps above the threshold) is in
+    state_dict(): a guard resumed in the middle of a rise, before the explosion fires, fires at the
+    same step, and ends in the same state, as the one that never stopped."""
+    rng = np.random.default_rng(3)
+    losses = 0.05 + 2.0 * np.exp(-np.arange(3000) / 300) * np.exp(0.5 * rng.standard_normal(3000))
+    losses[2000:] *= 40.0
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    whole = Guard(opt, check_grads=False, policy="record")
+    first = Guard(opt, check_grads=False, policy="record")
+    at = 0
+    while first._core._get_state()["explosion"]["above"] < 5:  # stop 5 steps into the rise
+        whole.check(float(losses[at]))
+        first.check(float(losses[at]))
+        at += 1
+    saved = pickle.loads(pickle.dumps(first.state_dict()))
+    assert 2000 < at < 2100 and not [e for e in first.events if e.kind == "explosion"]  # not fired yet
+    resumed = Guard(opt, check_grads=False, policy="record")
+    resumed.load_state_dict(saved)
+    for value in losses[at:]:
+        whole.check(float(value))
+        resumed.check(float(value))
+    assert [e.step for e in whole.events if e.kind == "explosion"] == [e.step for e in resumed.events
+                                                                       if e.kind == "explosion"] != []
+    assert repr(resumed.events) == repr(whole.events)
+    assert repr(resumed._core._get_state()) == repr(whole._core._get_state())
+
+
 def test_a_synthetic_spike_train_is_found_at_the_right_steps():
     rng = np.random.default_rng(0)
     steps = 3000
