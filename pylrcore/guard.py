@@ -13,7 +13,7 @@ parameters and optimizer state bitwise unchanged (torch optimizers skip paramete
 gradient), and the loop can call it as usual (a ``GradScaler`` loop keeps calling
 ``scaler.step(opt); scaler.update()``).
 
-Checks: the loss (non-finite, spike, explosion, from the core's streaming detector), and every
+Checks: the loss (non-finite, spike on ln(loss), and the core's long-run explosion rule), and every
 gradient in one native pass (non-finite elements and the global norm, whose spikes are detected on
 ln(norm) like loss spikes). Responses per event kind (``policy``): ``record``, ``skip``,
 ``scale_lr`` (skip, and multiply the lr of every group by ``lr_factor`` from the next step on; with a
