@@ -597,6 +597,7 @@ void bind_guard(py::module_& m) {
     out["loss"] = fields_to_dict(s.loss);
     out["log_loss"] = fields_to_dict(s.log_loss);
     out["norm"] = fields_to_dict(s.norm);
+    out["explosion"] = fields_to_dict(s.explosion);
     return out;
   };
   auto state_from_dict = [](const py::dict& d) {
@@ -608,6 +609,7 @@ void bind_guard(py::module_& m) {
       s.loss = fields_from_dict<DetectorState>(d["loss"].cast<py::dict>(), "state['loss']");
       s.log_loss = fields_from_dict<DetectorState>(d["log_loss"].cast<py::dict>(), "state['log_loss']");
       s.norm = fields_from_dict<DetectorState>(d["norm"].cast<py::dict>(), "state['norm']");
+      s.explosion = fields_from_dict<explosion::State>(d["explosion"].cast<py::dict>(), "state['explosion']");
     } catch (const py::error_already_set&) {
       throw py::value_error("state must be a dict from Guard.state_dict()['core']");
     } catch (const py::cast_error&) {

@@ -90,7 +90,8 @@ class Diagnosis:
     and last ``chunk`` of them; best: lowest smoothed loss; noise: per-step sd) and ratios:
     relative_drop ((first - end) / |first|) with its standard error drop_se, late_share (share of
     the drop made in the second half: ~0.5 for a straight line; None without a drop), progress ((first - best) / |first|),
-    rise (end above the lowest level reached, relative), alternation (sign-change rate of the
+    rise (end above the lowest level reached, relative; "rising" needs it above ``rising`` of that
+    level and of the progress made), alternation (sign-change rate of the
     differences; i.i.d. noise gives 2/3), amplitude (median |difference| / median |loss|),
     oscillation_fraction, tail_change and tail_change_se (relative change over the last
     ``plateau_tail`` of the history).
@@ -138,7 +139,7 @@ def _message(code: Symptom, step: Optional[int], factor: Tuple[float, float], ev
         if nonfinite is not None and (exploded is None or nonfinite <= exploded):
             what = f"loss became non-finite at step {nonfinite}"
         else:
-            what = f"loss exploded at step {exploded} (smoothed loss over {explode_factor:g}x its best)"
+            what = f"loss exploded at step {exploded} (its level rose over {explode_factor:g}x and stayed up)"
         return f"{what}: {_advice(factor, lr, 'high')}"
     if code is Symptom.OSCILLATING:
         return (f"loss oscillates from step {step} (differences alternate {_percent(ev['alternation'])} "

@@ -13,7 +13,7 @@ parameters and optimizer state bitwise unchanged (torch optimizers skip paramete
 gradient), and the loop can call it as usual (a ``GradScaler`` loop keeps calling
 ``scaler.step(opt); scaler.update()``).
 
-Checks: the loss (non-finite, spike, explosion, from the core's streaming detector), and every
+Checks: the loss (non-finite, spike on ln(loss), and the core's long-run explosion rule), and every
 gradient in one native pass (non-finite elements and the global norm, whose spikes are detected on
 ln(norm) like loss spikes). Responses per event kind (``policy``): ``record``, ``skip``,
 ``scale_lr`` (skip, and multiply the lr of every group by ``lr_factor`` from the next step on; with a
@@ -89,7 +89,8 @@ class GuardEvent:
     ``loss`` and ``grad_norm`` are the step's (NaN when not checked).
 
     ``value``/``threshold``: the loss for nonfinite_loss; the z-score and its limit for loss_spike
-    and grad_spike; the smoothed loss and the explosion level for explosion; the number of
+    and grad_spike; for explosion the recent loss level (geometric mean of the last ~20 losses) and
+    the level at which the long-run explosion rule fires (see the README's event table); the number of
     non-finite gradient elements for nonfinite_grad/amp_overflow; consecutive skips and the limit for
     skip_limit.
     """
@@ -569,7 +570,7 @@ class Guard:
     def _maybe_snapshot(self, d: Any) -> None:
         self._since_snapshot += 1
         due = self._snapshot is None or self._since_snapshot >= self.snapshot_every
-        exploding = d.smoothed > d.explode_at  # never keep weights from inside an explosion
+        exploding = d.smoothed > d.explode_at  # never keep weights from inside a (pending) explosion
         if due and not exploding:
             if self._snapshot is None:
                 assert self.model is not None  # rollback policies require it (checked in __init__)
@@ -778,7 +779,7 @@ def _describe_event(e: GuardEvent) -> str:
     if e.kind == "loss_spike":
         return f"loss spike (loss {e.loss:.4g}, z = {e.value:.1f} > {e.threshold:g})"
     if e.kind == "explosion":
-        return f"loss explosion (smoothed loss {e.value:.4g} above {e.threshold:.4g})"
+        return f"loss explosion (recent loss level {e.value:.4g} above {e.threshold:.4g})"
     if e.kind == "nonfinite_grad":
         return f"{int(e.value)} non-finite gradient element(s)"
     if e.kind == "grad_spike":

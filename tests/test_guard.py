@@ -116,6 +116,61 @@ def test_zero_false_positives_on_a_healthy_noisy_run_of_10000_steps():
     assert losses[-1000:].std() > 0.05
 
 
+def test_an_lr_blow_up_mid_run_is_an_explosion_within_a_few_dozen_steps():
+    """The lr raised 100x at step 1500 of a healthy SGD-momentum run: the loss leaves its level for
+    good and the long-run explosion rule raises within ~60 steps (the level needs a few steps to
+    pass the threshold, then 20 in a row), with nothing before the fault. (Adam, AdamW and other
+    tasks: tests/test_soak.py.)"""
+    factor = 100.0
+    model, x, y, gen = problem(seed=2, n=2048)
+    opt = OPTIMIZERS["sgd-momentum"](model.parameters())
+    guard = Guard(opt, model)
+    with pytest.raises(TrainingDiverged) as info:
+        for step in range(3000):
+            if step == 1500:
+                for group in opt.param_groups:
+                    group["lr"] *= factor
+            idx = torch.randint(0, x.shape[0], (32,), generator=gen)
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            guard.check(loss)
+            opt.step()
+    event = info.value.event
+    assert event.kind in ("explosion", "skip_limit") and 1500 < event.step <= 1560, (event.step, event.kind)
+    assert all(e.step > 1500 for e in guard.events if e.kind not in ("loss_spike", "grad_spike"))
+    if event.kind == "explosion":
+        assert event.value > event.threshold and "loss explosion (recent loss level" in str(info.value)
+
+
+def test_a_resumed_guard_decides_like_the_uninterrupted_one_through_a_pending_explosion():
+    """The explosion rule's state (level, reference, noise, the steps above the threshold) is in
+    state_dict(): a guard resumed in the middle of a rise, before the explosion fires, fires at the
+    same step, and ends in the same state, as the one that never stopped."""
+    rng = np.random.default_rng(3)
+    losses = 0.05 + 2.0 * np.exp(-np.arange(3000) / 300) * np.exp(0.5 * rng.standard_normal(3000))
+    losses[2000:] *= 40.0
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    whole = Guard(opt, check_grads=False, policy="record")
+    first = Guard(opt, check_grads=False, policy="record")
+    at = 0
+    while first._core._get_state()["explosion"]["above"] < 5:  # stop 5 steps into the rise
+        whole.check(float(losses[at]))
+        first.check(float(losses[at]))
+        at += 1
+    saved = pickle.loads(pickle.dumps(first.state_dict()))
+    assert 2000 < at < 2100 and not [e for e in first.events if e.kind == "explosion"]  # not fired yet
+    resumed = Guard(opt, check_grads=False, policy="record")
+    resumed.load_state_dict(saved)
+    for value in losses[at:]:
+        whole.check(float(value))
+        resumed.check(float(value))
+    assert [e.step for e in whole.events if e.kind == "explosion"] == [e.step for e in resumed.events
+                                                                       if e.kind == "explosion"] != []
+    assert repr(resumed.events) == repr(whole.events)
+    assert repr(resumed._core._get_state()) == repr(whole._core._get_state())
+
+
 def test_a_synthetic_spike_train_is_found_at_the_right_steps():
     rng = np.random.default_rng(0)
     steps = 3000

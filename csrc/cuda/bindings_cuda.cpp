@@ -202,6 +202,7 @@ GuardStepState step_state(const py::object& state) {
   s.loss = fields_from_dict<DetectorState>(d["loss"].cast<py::dict>(), "state['loss']");
   s.log_loss = fields_from_dict<DetectorState>(d["log_loss"].cast<py::dict>(), "state['log_loss']");
   s.norm = fields_from_dict<DetectorState>(d["norm"].cast<py::dict>(), "state['norm']");
+  s.explosion = fields_from_dict<explosion::State>(d["explosion"].cast<py::dict>(), "state['explosion']");
   return guard_step_state(s);
 }
 

@@ -22,10 +22,21 @@
 //   late_share         (middle - end) / (first - end): ~0.5 for a straight line (an LR too small to
 //                      leave the linear regime), ~0 for a curve that converged or dropped early
 //   rise               end - the lowest level reached, both with 3-standard-error margins: the loss
-//                      came back up, significantly (GD with a small enough LR never does)
+//                      came back up, significantly (GD with a small enough LR never does), and by
+//                      `rising` of the progress made (first - lowest) too: a long minibatch run whose
+//                      loss approaches 0 wanders by large factors near 0 (repro 15), which is noise
+//                      against what it learned, not a loss that rose
 //   tail_change        least-squares change over the last max(window, plateau_tail*n) losses, relative
 // All sums run on losses divided by their largest magnitude, so astronomically large (exploding)
 // values cannot overflow.
+//
+// Losses >= 0 (all usual ones) have a scale, and the streaming signals take it, as the guard does:
+//   spikes     are z-score spikes of ln(loss) (minibatch losses are right-skewed: on healthy runs the
+//              loss itself has dozens of 6-sd "spikes"); a loss of exactly 0 is no spike and skipped
+//   explosion  is the guard's long-run rule (explosion.hpp), or the detector's range-test rule
+//              (smoothed > k x best) when the history also ended above its first level: the
+//              range-test rule alone fires on the noise of long runs whose loss approaches 0
+// With a loss < 0 in the history both are the detector's, on the loss itself.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -38,6 +49,7 @@
 
 #include "pylrcore/common.hpp"
 #include "pylrcore/detect.hpp"
+#include "pylrcore/explosion.hpp"
 
 namespace pylrcore {
 
@@ -60,7 +72,7 @@ struct DiagnoseConfig {
   double oscillation_fraction = 0.2;  // fraction of post-warm-up steps in OSCILLATION: oscillating
   std::int64_t spike_count = 3;       // spikes needed to call the run unstable ...
   double spike_rate = 1e-3;           // ... and at least this many per finite loss
-  double rising = 0.25;               // end above the lowest level reached by this fraction: unstable
+  double rising = 0.25;               // end above the lowest level reached by this fraction (of it and of the progress): unstable
   double worse_than_start = 1.5;      // median loss after step 0 at least this x the step-0 loss: unstable
   double plateau_tail = 0.25;         // fraction of the history tested for a final plateau
   double plateau_change = 0.02;       // |relative change over the tail| below this (+2 se): plateau
@@ -248,16 +260,25 @@ inline Diagnosis diagnose(const double* losses, std::size_t n, const DiagnoseCon
   ev.points = static_cast<std::int64_t>(n);
 
   // 1. The streaming signals, and the finite losses (with their smoothed values) in order.
-  Detector detector(config.detector);
+  bool has_scale = true;  // no finite loss < 0: spikes on ln(loss) and the long-run explosion rule
+  for (std::size_t i = 0; i < n; ++i) has_scale = has_scale && !(std::isfinite(losses[i]) && losses[i] < 0.0);
+  Detector detector(config.detector), log_detector(config.detector);
+  explosion::State long_run;
+  std::int64_t range_explosion = -1;  // the detector's (range-test) onset
   std::vector<double> y, smoothed;
   std::vector<std::int64_t> step_of;
   y.reserve(n);
   smoothed.reserve(n);
   step_of.reserve(n);
   std::int64_t warm_steps = 0, oscillating_steps = 0;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
   for (std::size_t i = 0; i < n; ++i) {
     const Verdict v = detector.update(losses[i]);
     const auto step = static_cast<std::int64_t>(i);
+    if (has_scale &&
+        explosion::update(long_run, losses[i], config.detector.explode_factor, config.detector.warmup, nan).onset &&
+        ev.explosion_step < 0)
+      ev.explosion_step = step;
     if (v.flags & kNonFinite) {
       ++ev.nonfinite;
       if (ev.first_nonfinite < 0) ev.first_nonfinite = step;
@@ -266,8 +287,11 @@ inline Diagnosis diagnose(const double* losses, std::size_t n, const DiagnoseCon
     y.push_back(losses[i]);
     smoothed.push_back(v.smoothed);
     step_of.push_back(step);
-    if ((v.onset & kExplosion) && ev.explosion_step < 0) ev.explosion_step = step;
-    if (v.onset & kSpike) {
+    if ((v.onset & kExplosion) && range_explosion < 0) range_explosion = step;
+    bool spike = false;
+    if (!has_scale) spike = v.onset & kSpike;
+    else if (losses[i] > 0.0) spike = log_detector.update(std::log(losses[i])).onset & kSpike;
+    if (spike) {
       ++ev.spikes;
       if (ev.first_spike < 0) ev.first_spike = step;
     }
@@ -282,12 +306,16 @@ inline Diagnosis diagnose(const double* losses, std::size_t n, const DiagnoseCon
   ev.oscillation_fraction = warm_steps > 0 ? static_cast<double>(oscillating_steps) / static_cast<double>(warm_steps) : 0.0;
 
   std::vector<Finding>& found = out.findings;
-  if (ev.first_nonfinite >= 0 || ev.explosion_step >= 0) {
+  const auto push_exploding = [&] {
+    if (ev.first_nonfinite < 0 && ev.explosion_step < 0) return;
     std::int64_t step = ev.first_nonfinite;
     if (step < 0 || (ev.explosion_step >= 0 && ev.explosion_step < step)) step = ev.explosion_step;
     found.push_back(make_finding(Symptom::Exploding, step));
-  }
+  };
+  if (!has_scale) ev.explosion_step = range_explosion;
   if (m < 3) {  // nothing else can be measured on fewer finite losses
+    if (ev.explosion_step < 0) ev.explosion_step = range_explosion;
+    push_exploding();
     if (found.empty()) found.push_back(make_finding(Symptom::Healthy, -1));
     return out;
   }
@@ -304,6 +332,10 @@ inline Diagnosis diagnose(const double* losses, std::size_t n, const DiagnoseCon
   const double first = mean_of(y.data(), c0);
   const double middle = mean_of(y.data() + (m - c) / 2, c);
   const double end = mean_of(y.data() + (m - c), c);
+  // The range-test onset stands when the history also ended above where it began (see the top).
+  if (has_scale && range_explosion >= 0 && end > first && (ev.explosion_step < 0 || range_explosion < ev.explosion_step))
+    ev.explosion_step = range_explosion;
+  push_exploding();
   const auto best_at = static_cast<std::size_t>(std::min_element(smoothed.begin(), smoothed.end()) - smoothed.begin());
   const double best = smoothed[best_at];
   ev.best_step = step_of[best_at];
@@ -345,7 +377,8 @@ inline Diagnosis diagnose(const double* losses, std::size_t n, const DiagnoseCon
   }
   const double reached = smoothed[lowest_at];
   ev.rise = (end - reached) / std::max(std::fabs(reached), 1e-300);
-  const bool rising = end - 3.0 * noise / std::sqrt(static_cast<double>(c)) > lowest_bound && ev.rise > config.rising;
+  const bool rising = end - 3.0 * noise / std::sqrt(static_cast<double>(c)) > lowest_bound && ev.rise > config.rising &&
+                      end - reached > config.rising * std::max(first - reached, 0.0);
   if (rising) ev.rise_step = step_of[lowest_at];
 
   // Worse than at the start. The step-0 loss is measured before any update: the level training

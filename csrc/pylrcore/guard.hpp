@@ -5,13 +5,21 @@
 // Events (bits of GuardEvent):
 //   LOSS_NONFINITE  the loss is NaN/Inf.
 //   LOSS_SPIKE      a z-score spike (against the short EMA mean/variance) of ln(loss) while every loss
-//                   so far was > 0, of the loss itself once one was not. Small-batch losses are right-
+//                   so far was >= 0, of the loss itself once one was < 0. A loss of exactly 0 (float32
+//                   cross-entropy reaches it on a run that fits its batches) cannot be a spike and has
+//                   no logarithm: it does not enter the log statistics (repro 03 has ~50 of them in
+//                   20,000 steps; switching to the raw loss there made ~80 false spikes). Small-batch losses are right-
 //                   skewed: on a healthy 10,000-step MLP run the largest batch loss sits 6.9 sd above
 //                   the mean (a false alarm at z = 6), its logarithm 2.5 sd; a real spike is a jump by
 //                   a factor, which the log keeps.
-//   LOSS_EXPLOSION  the loss detector's EXPLOSION began at this step (smoothed > k x best). Only the
-//                   onset is an event: the state lasts until the smoothed loss comes back, and one
-//                   response per explosion is what a rollback or an LR cut needs.
+//   LOSS_EXPLOSION  the long-run explosion rule (explosion.hpp) began at this step: the ~20-step
+//                   level of ln(loss) rose beyond its noise, a factor k above its ~500-step level (or
+//                   most of the way back to the start), undid >= 10% of the progress, and stayed
+//                   there for 20 losses. (Not the range test's smoothed > k x best,
+//                   which fires on the noise of a long run whose loss approaches 0; that rule is used
+//                   only once a loss < 0 was seen, where no factor means anything.) Only the onset is
+//                   an event: the state lasts until the level comes back, and one response per
+//                   explosion is what a rollback or an LR cut needs.
 //   GRAD_NONFINITE  some gradient element is NaN/Inf (counted exactly from the exponent bits).
 //   GRAD_SPIKE      the global gradient norm is a spike: a second detector runs on ln(norm), where
 //                   the heavy right tail of gradient norms becomes close to symmetric, so the same
@@ -34,6 +42,7 @@
 
 #include "pylrcore/common.hpp"
 #include "pylrcore/detect.hpp"
+#include "pylrcore/explosion.hpp"
 #include "pylrcore/hd.hpp"
 
 namespace pylrcore {
@@ -119,8 +128,8 @@ struct GuardDecision {
   GuardAction action = GuardAction::Record;
   std::int64_t consecutive_skips = 0;  // steps in a row not applied, this one included
   double loss_z = std::numeric_limits<double>::quiet_NaN();
-  double smoothed = std::numeric_limits<double>::quiet_NaN();
-  double explode_at = std::numeric_limits<double>::quiet_NaN();
+  double smoothed = std::numeric_limits<double>::quiet_NaN();    // the level the explosion rule watches
+  double explode_at = std::numeric_limits<double>::quiet_NaN();  // ... and its threshold (NaN while warming up)
   double grad_norm = std::numeric_limits<double>::quiet_NaN();
   double norm_z = std::numeric_limits<double>::quiet_NaN();
   bool applied() const { return action == GuardAction::Record; }
@@ -129,8 +138,9 @@ struct GuardDecision {
 struct GuardState {
   std::int64_t step = 0;
   std::int64_t consecutive_skips = 0;
-  bool log_spikes = true;  // every finite loss so far was > 0: spikes are tested on ln(loss)
+  bool log_spikes = true;  // no finite loss so far was < 0: spikes are tested on ln(loss)
   DetectorState loss{}, log_loss{}, norm{};
+  explosion::State explosion{};
 };
 
 class GuardCore {
@@ -147,9 +157,11 @@ class GuardCore {
     if (in.has_loss) {
       const Verdict v = loss_.update(in.loss);
       if (v.flags & kNonFinite) events |= kLossNonFinite;
-      if (v.onset & kExplosion) events |= kLossExplosion;
-      if (log_spikes_ && std::isfinite(in.loss) && !(in.loss > 0.0)) log_spikes_ = false;  // for good
-      if (log_spikes_ && std::isfinite(in.loss)) {
+      const DetectorConfig& c = loss_.config();
+      const explosion::Step x =
+          explosion::update(explosion_, in.loss, c.explode_factor, c.warmup, std::numeric_limits<double>::quiet_NaN());
+      if (log_spikes_ && std::isfinite(in.loss) && in.loss < 0.0) log_spikes_ = false;  // for good
+      if (log_spikes_ && std::isfinite(in.loss) && in.loss > 0.0) {
         const Verdict lv = log_loss_.update(std::log(in.loss));
         if (lv.flags & kSpike) events |= kLossSpike;
         d.loss_z = lv.zscore;
@@ -157,8 +169,15 @@ class GuardCore {
         if (v.flags & kSpike) events |= kLossSpike;
         d.loss_z = v.zscore;
       }
-      d.smoothed = v.smoothed;
-      d.explode_at = loss_.explode_threshold();
+      if (explosion_.linear) {  // a loss < 0 was seen: the range-test rule (no scale to take factors of)
+        if (v.onset & kExplosion) events |= kLossExplosion;
+        d.smoothed = v.smoothed;
+        d.explode_at = loss_.explode_threshold();
+      } else {
+        if (x.onset) events |= kLossExplosion;
+        d.smoothed = x.level;
+        d.explode_at = x.at;
+      }
     }
     if (in.grads_checked) {
       d.grad_norm = std::sqrt(in.grad_sumsq);
@@ -183,10 +202,11 @@ class GuardCore {
   }
 
   GuardState state() const {
-    return GuardState{step_, consecutive_, log_spikes_, loss_.state(), log_loss_.state(), norm_.state()};
+    return GuardState{step_, consecutive_, log_spikes_, loss_.state(), log_loss_.state(), norm_.state(), explosion_};
   }
   void set_state(const GuardState& s) {
     require(s.step >= 0 && s.consecutive_skips >= 0, "state: step and consecutive_skips must be >= 0");
+    require(explosion::valid(s.explosion), "state: the explosion rule's state is inconsistent");
     Detector loss = loss_, log_loss = log_loss_, norm = norm_;  // validate all before changing anything
     loss.set_state(s.loss);
     log_loss.set_state(s.log_loss);
@@ -195,6 +215,7 @@ class GuardCore {
     log_loss_ = log_loss;
     norm_ = norm;
     log_spikes_ = s.log_spikes;
+    explosion_ = s.explosion;
     step_ = s.step;
     consecutive_ = s.consecutive_skips;
   }
@@ -213,6 +234,7 @@ class GuardCore {
   GuardPolicy policy_;
   std::int64_t step_ = 0, consecutive_ = 0;
   bool log_spikes_ = true;
+  explosion::State explosion_{};
 };
 
 }  // namespace pylrcore

@@ -3,9 +3,10 @@
 // result, the loss and this state from device memory and writing found_inf and a clip scale for a
 // fused optimizer: skip and clipping without a host sync.
 //
-// Only the statistics the guard's events read are kept: the loss detector's debiased EMA, its
-// best/start (EXPLOSION) and its moments (raw-loss spikes, once a loss was <= 0), and the moments of
-// the log-loss and log-norm detectors (spikes). The Detector's window states (plateau, oscillation,
+// Only the statistics the guard's events read are kept: the long-run explosion rule's state
+// (explosion.hpp, the same function GuardCore calls), the loss detector's debiased EMA and its
+// best/start (the range-test EXPLOSION, used once a loss < 0 was seen) and its moments (raw-loss
+// spikes, once a loss was <= 0), and the moments of the log-loss and log-norm detectors (spikes). The Detector's window states (plateau, oscillation,
 // decreasing) are not guard events and are left out. The arithmetic is detect_math.hpp's and
 // smoothing.hpp's, the code the Detector itself runs, so on the host guard_step() and GuardCore
 // decide identically (tests/cpp/test_guard_step.cpp). On the device, ln() may differ from glibc's by
@@ -16,6 +17,7 @@
 #include <cstdint>
 
 #include "pylrcore/detect_math.hpp"
+#include "pylrcore/explosion.hpp"
 #include "pylrcore/float_bits.hpp"
 #include "pylrcore/guard.hpp"
 #include "pylrcore/hd.hpp"
@@ -30,8 +32,8 @@ struct SpikeConfig {
 };
 
 struct GuardStepConfig {
-  double beta;            // loss smoothing (debiased EMA) for EXPLOSION
-  double explode_factor;
+  double beta;            // loss smoothing (debiased EMA) for the range-test EXPLOSION
+  double explode_factor;  // k of both explosion rules
   SpikeConfig loss;       // the loss and log-loss detectors
   SpikeConfig norm;       // the log-norm detector
   std::int32_t action[kGuardEventKinds];  // GuardAction codes per event bit
@@ -46,11 +48,12 @@ struct SpikeMoments {
 // Plain data, copied between host and device as bytes.
 struct GuardStepState {
   std::int64_t step, consecutive;
-  std::int32_t log_spikes;  // every finite loss so far was > 0
+  std::int32_t log_spikes;  // no finite loss so far was < 0
   std::int32_t exploding;   // the loss detector's EXPLOSION state after the last loss
   double average, beta_power, smoothed;  // the loss EMA (smoothed: last finite output, NaN before)
   double best, start;
   SpikeMoments loss, log_loss, norm;
+  explosion::State explosion;
 };
 
 // GuardDecision as plain data.
@@ -91,6 +94,7 @@ inline GuardStepState guard_step_state(const GuardState& g) {
   s.loss = SpikeMoments{g.loss.smooth.count, g.loss.mean, g.loss.var};
   s.log_loss = SpikeMoments{g.log_loss.smooth.count, g.log_loss.mean, g.log_loss.var};
   s.norm = SpikeMoments{g.norm.smooth.count, g.norm.mean, g.norm.var};
+  s.explosion = g.explosion;
   return s;
 }
 
@@ -109,6 +113,8 @@ PYLRCORE_HD inline GuardStepDecision guard_step(const GuardStepConfig& c, GuardS
     const bool finite = in.loss - in.loss == 0.0;
     double z = nan;  // the loss detector's z-score (NaN for a non-finite loss)
     bool spike = false;
+    bool range_onset = false;  // the range-test rule's onset (used once a loss < 0 was seen)
+    const explosion::Step x = explosion::update(s.explosion, in.loss, c.explode_factor, c.loss.warmup, nan);
     if (!finite) {
       events |= kLossNonFinite;  // EXPLOSION carries over a non-finite loss: no onset here
     } else {
@@ -119,14 +125,14 @@ PYLRCORE_HD inline GuardStepDecision guard_step(const GuardStepConfig& c, GuardS
       else if (s.smoothed < s.best) s.best = s.smoothed;
       d.explode_at = detect_math::explode_threshold(s.best, s.start, c.explode_factor);
       const bool exploding = s.smoothed > d.explode_at;
-      if (exploding && !s.exploding) events |= kLossExplosion;
+      range_onset = exploding && !s.exploding;
       s.exploding = exploding ? 1 : 0;
       const detect_math::SpikeStep step = spike_update(s.loss, c.loss, in.loss);
       z = step.zscore;
       spike = step.spike;
-      if (s.log_spikes && !(in.loss > 0.0)) s.log_spikes = 0;  // for good
+      if (s.log_spikes && in.loss < 0.0) s.log_spikes = 0;  // for good
     }
-    if (s.log_spikes && finite) {
+    if (s.log_spikes && finite && in.loss > 0.0) {
       const detect_math::SpikeStep lv = spike_update(s.log_loss, c.loss, std::log(in.loss));
       if (lv.spike) events |= kLossSpike;
       d.loss_z = lv.zscore;
@@ -134,8 +140,15 @@ PYLRCORE_HD inline GuardStepDecision guard_step(const GuardStepConfig& c, GuardS
       if (spike) events |= kLossSpike;
       d.loss_z = z;
     }
-    d.smoothed = s.smoothed;
-    if (!finite) d.explode_at = detect_math::explode_threshold(s.best, s.start, c.explode_factor);
+    if (s.explosion.linear) {
+      if (range_onset) events |= kLossExplosion;
+      d.smoothed = s.smoothed;
+      if (!finite) d.explode_at = detect_math::explode_threshold(s.best, s.start, c.explode_factor);
+    } else {
+      if (x.onset) events |= kLossExplosion;
+      d.smoothed = x.level;
+      d.explode_at = x.at;
+    }
   }
   if (in.grads_checked) {
     d.grad_norm = std::sqrt(in.grad_sumsq);

@@ -66,7 +66,7 @@ TEST(guard_step_decides_like_guard_core_to_the_bit) {
   policy.action[static_cast<std::size_t>(event_index(kGradSpike))] = GuardAction::ScaleLR;
   policy.action[static_cast<std::size_t>(event_index(kLossExplosion))] = GuardAction::Rollback;
   policy.max_consecutive_skips = 3;
-  std::uint32_t seen = 0;
+  std::uint32_t seen = 0, seen_positive = 0;  // seen_positive: in streams without losses < 0 (the log rules)
   for (bool negative : {false, true}) {
     for (unsigned seed : {1u, 2u, 3u}) {
       GuardCore core(loss, norm, policy);
@@ -76,6 +76,7 @@ TEST(guard_step_decides_like_guard_core_to_the_bit) {
         const GuardDecision expected = core.check(in);
         const GuardStepDecision got = guard_step(config, state, in);
         seen |= expected.events;
+        if (!negative) seen_positive |= expected.events;
         if (!same(expected, got)) {
           CHECK(same(expected, got));
           std::fprintf(stderr, "  step %lld: events %u vs %u, action %d vs %d\n", static_cast<long long>(got.step),
@@ -87,6 +88,7 @@ TEST(guard_step_decides_like_guard_core_to_the_bit) {
   }
   if (seen != kAllGuardEvents) std::fprintf(stderr, "  events seen: %#x\n", seen);
   CHECK(seen == kAllGuardEvents);  // every kind of event was exercised
+  CHECK(seen_positive & kLossExplosion);  // ... the long-run explosion rule (explosion.hpp) included
 }
 
 TEST(guard_step_state_can_be_taken_over_mid_run) {
