@@ -17,12 +17,7 @@ from pylrcore.parallel_sweep import sweep  # noqa: E402
 STEPS = size(60, 3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def mlp() -> Any:
