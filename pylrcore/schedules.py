@@ -39,7 +39,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import numpy.typing as npt
 
-from ._arrays import check_real
+from ._arrays import INT64_MAX, MAX_COUNT, check_int, check_real
 from ._native import _core
 
 __all__ = [
@@ -106,17 +106,19 @@ def _pos(value: Any, name: str) -> float:
     return out
 
 
-def _int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool):
+def _int(value: Any, name: str, minimum: int = 1, maximum: int = MAX_COUNT) -> int:
+    """A count of steps. The core holds counts as float64 and adds them to int64 steps, so they are
+    bounded by 2**62 and, above 2**53, must be exactly representable as a float64."""
+    if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got {value!r}")
-    if isinstance(value, numbers.Integral):
-        out = int(value)
-    elif isinstance(value, numbers.Real) and float(value).is_integer():  # 100.0 from a config file
-        out = int(float(value))
-    else:
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if out < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {out}")
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and float(value).is_integer():
+        value = int(float(value))  # 100.0 from a config file
+    out = check_int(value, name, minimum=minimum, maximum=maximum)
+    if maximum == MAX_COUNT and out > 2**53 and int(float(out)) != out:
+        raise ValueError(
+            f"{name} = {out} is not exactly representable as a float64 (the core's parameter type); "
+            "above 2**53 use a multiple of a power of two"
+        )
     return out
 
 
@@ -235,7 +237,7 @@ class Schedule:
 
     def at(self, step: int) -> Tuple[float, float]:
         """The affine map at ``step``: ``lr = a * base_lr + c``."""
-        a, c = self._compile().at(_int(step, "step", minimum=0))
+        a, c = self._compile().at(_int(step, "step", minimum=0, maximum=INT64_MAX))
         return float(a), float(c)
 
     # -- composition --
@@ -675,11 +677,18 @@ def _steps_array(steps: Any) -> npt.NDArray[np.int64]:
     if arr.ndim > 1:
         raise ValueError(f"steps must be an integer or a 1-D array of integers, got shape {arr.shape}")
     arr = np.atleast_1d(arr)
+    if arr.dtype.kind == "O":  # Python ints beyond int64 (or mixed objects): check each one
+        arr = np.array([_int(v, "steps", minimum=0, maximum=INT64_MAX) for v in arr], dtype=np.int64)
     if arr.dtype.kind == "f":
         if not (np.isfinite(arr).all() and (arr == np.floor(arr)).all()):
             raise ValueError("steps must be whole numbers (integers), got non-integer values")
+        if (arr >= 2.0**63).any():  # a float64 cast to int64 would wrap
+            raise ValueError(f"steps must be <= 2**63 - 1, got {arr.max()!r}")
         arr = arr.astype(np.int64)
-    elif arr.dtype.kind not in "iu":
+    elif arr.dtype.kind == "u":
+        if (arr > INT64_MAX).any():  # uint64 -> int64 would wrap to a negative step
+            raise ValueError(f"steps must be <= 2**63 - 1, got {int(arr.max())}")
+    elif arr.dtype.kind != "i":
         raise TypeError(f"steps must be integers, got dtype {arr.dtype}")
     if (arr < 0).any():
         raise ValueError(f"steps must be >= 0, got {int(arr.min())}")

@@ -22,13 +22,12 @@ When no lr can be suggested the result says why (``reason``) instead of raising.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from ._arrays import FloatArray, as_curve, as_lrs, check_beta, check_int, same_length
+from ._arrays import FloatArray, as_curve, as_lrs, check_beta, check_int, check_real, same_length
 from ._native import _core
 
 __all__ = ["suggest", "Suggestion", "gradient", "METHODS", "COMPAT_METHODS"]
@@ -160,12 +159,15 @@ def suggest(
         raise TypeError(f"zone must be a pair of fractions (lo, hi), got {zone!r}") from None
     if not (0.0 <= zone_lo < zone_hi <= 1.0):
         raise ValueError(f"zone must satisfy 0 <= lo < hi <= 1 (fractions of the total loss drop), got {zone!r}")
-    diverge = float(diverge_factor)
-    if not math.isfinite(diverge) or (0 < diverge <= 1):
+    diverge = check_real(diverge_factor, "diverge_factor")
+    if diverge != 0 and diverge <= 1:
         raise ValueError(f"diverge_factor must be > 1 (or 0 to disable the divergence cut), got {diverge_factor!r}")
-    thresh_value = float(thresh)
-    if not (math.isfinite(thresh_value) and thresh_value >= 0):
+    thresh_value = check_real(thresh, "thresh")
+    if thresh_value < 0:
         raise ValueError(f"thresh must be a finite number >= 0, got {thresh!r}")
+    adjust = check_real(adjust_value, "adjust_value")
+    if adjust <= 0:
+        raise ValueError(f"adjust_value must be > 0 (the slide rule's lr multiplier, fastai's 1.0), got {adjust_value!r}")
     raw = _core.suggest(
         lr_arr,
         loss_arr,
@@ -177,7 +179,7 @@ def suggest(
         check_int(min_points, "min_points", minimum=3),
         check_int(lr_diff, "lr_diff", minimum=1),
         thresh_value,
-        float(adjust_value),
+        adjust,
         -1 if skip_start is None else check_int(skip_start, "skip_start"),
         -1 if skip_end is None else check_int(skip_end, "skip_end"),
         -1 if num_it is None else check_int(num_it, "num_it", minimum=1),

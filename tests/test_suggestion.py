@@ -292,7 +292,6 @@ def test_too_few_points_reason() -> None:
         (np.ones((2, 2)), [1.0, 1.0], ValueError, "lrs must be 1-D"),
         ([1e-3, 1e-2], np.ones((2, 1)), ValueError, "losses must be 1-D"),
         (np.array(["1", "2"]), [1.0, 1.0], TypeError, "lrs must hold real numbers"),
-        (lr_ladder(20)[::2], np.ones(10), ValueError, "non-contiguous"),
     ],
 )
 def test_bad_curves(lrs: object, losses: object, error: type, match: str) -> None:

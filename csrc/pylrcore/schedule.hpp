@@ -91,10 +91,14 @@ inline void non_negative(double v, const char* name) {
 inline void unit_open(double v, const char* name) {
   if (!(v > 0 && v < 1)) fail(std::string(name) + " must be in (0, 1), got " + std::to_string(v));
 }
+// Counts (lengths, periods, multipliers) travel as doubles; the bound keeps every cast to int64 and
+// every sum of two of them (warmup + child step, cycle lengths) inside int64.
+constexpr double kMaxCount = 4611686018427387904.0;  // 2^62
 inline void count_at_least(double v, double lo, const char* name) {
   if (!(std::isfinite(v) && v >= lo && v == std::floor(v)))
     fail(std::string(name) + " must be an integer >= " + std::to_string(static_cast<long long>(lo)) + ", got " +
          std::to_string(v));
+  if (v > kMaxCount) fail(std::string(name) + " must be <= 2**62, got " + std::to_string(v));
 }
 
 }  // namespace sched
@@ -115,6 +119,9 @@ class Program {
   void step_values(std::int64_t t, const double* base, const double* min_lr, const double* scale, std::size_t n_groups,
                    double* out) const {
     if (t < 0) fail("step must be >= 0, got " + std::to_string(t));
+    for (std::size_t g = 0; g < n_groups; ++g)  // max(0, NaN) would silently read a NaN lr as 0
+      if (!(std::isfinite(base[g]) && base[g] >= 0))
+        fail("base_lr must be finite and >= 0, got " + std::to_string(base[g]) + " for group " + std::to_string(g));
     const Affine f = at(t);
     for (std::size_t g = 0; g < n_groups; ++g)
       out[g] = std::max(min_lr[g], std::max(0.0, f.a * base[g] + f.c) * scale[g]);
@@ -437,17 +444,27 @@ class Program {
       }
       case Family::WarmRestarts: {
         const std::int64_t T0 = static_cast<std::int64_t>(n.p[0]), Tm = static_cast<std::int64_t>(n.p[1]);
-        std::int64_t t_cur = t, t_i = T0;
+        std::int64_t t_cur = t;
+        double length = static_cast<double>(T0);  // of the cycle holding t (may exceed int64)
         if (Tm == 1) {
           t_cur = t % T0;
         } else {
-          // Cycle k spans T0*Tm^k steps; skip whole cycles (at most ~63 for int64 steps).
+          // Cycle k spans T0*Tm^k steps. Skip whole cycles with exact integers; each is at least twice
+          // the last, so this runs at most 63 times. A cycle too long for int64 is longer than any
+          // remaining int64 step count, so it holds t_cur: stop there (its length only scales w).
+          std::int64_t t_i = T0;
           while (t_cur >= t_i) {
             t_cur -= t_i;
+            if (t_i > kInt64Max / Tm) {
+              length = static_cast<double>(t_i) * static_cast<double>(Tm);
+              t_i = -1;
+              break;
+            }
             t_i *= Tm;
           }
+          if (t_i > 0) length = static_cast<double>(t_i);
         }
-        const double w = half_cos(static_cast<double>(t_cur) / static_cast<double>(t_i));
+        const double w = half_cos(static_cast<double>(t_cur) / length);
         return {w, n.p[2] * (1.0 - w)};
       }
       case Family::Cyclic: {

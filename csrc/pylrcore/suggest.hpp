@@ -154,8 +154,8 @@ std::int64_t valley_index(const T* loss, std::size_t n) {
 template <class T>
 std::int64_t slide_index(const T* g, std::size_t n, std::int64_t lr_diff, T thresh) {
   const std::int64_t len = static_cast<std::int64_t>(n);
+  if (lr_diff >= len) return -1;  // fastai: lrs[l_idx] raises IndexError (-l > len, without negating l)
   std::int64_t r = -1, l = r - lr_diff;
-  if (-l > len) return -1;  // fastai: lrs[l_idx] raises IndexError
   std::int64_t pick = l;
   while (l >= -len && std::fabs(g[len + r] - g[len + l]) > thresh) {
     pick = l;
@@ -319,7 +319,7 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
       if (idx < 0)
         return detail::no_suggestion(std::move(s), SuggestStatus::TooFewPoints,
                                      detail::count_reason("the slide rule needs slide_lr_diff + 1 points", cut,
-                                                          static_cast<std::size_t>(opt.slide_lr_diff + 1)));
+                                                          static_cast<std::size_t>(sat_add(opt.slide_lr_diff, 1))));
       s.lr = lrs[idx] * opt.slide_adjust;
       break;
     }
@@ -337,10 +337,11 @@ inline Suggestion suggest_torch_lr_finder(const double* lrs, const double* losse
   Suggestion s;
   const std::int64_t ss = opt.skip_start < 0 ? 10 : opt.skip_start, se = opt.skip_end < 0 ? 5 : opt.skip_end;
   s.cut_index = static_cast<std::int64_t>(n);
-  if (static_cast<std::int64_t>(n) < ss + se + 2)  // the peer raises RuntimeError here
+  const std::int64_t need = sat_add(sat_add(ss, se), 2);  // skips come from the caller: never wrap
+  if (static_cast<std::int64_t>(n) < need)  // the peer raises RuntimeError here
     return detail::no_suggestion(std::move(s), SuggestStatus::TooFewPoints,
                                  detail::count_reason("torch-lr-finder needs skip_start + skip_end + 2 iterations", n,
-                                                      static_cast<std::size_t>(ss + se + 2)));
+                                                      static_cast<std::size_t>(need)));
   std::size_t lo, hi;
   detail::python_slice(static_cast<std::int64_t>(n), ss, se, lo, hi);  // torch-lr-finder handles skip_end=0 as [ss:]
   std::vector<double> g(hi - lo);
@@ -446,7 +447,7 @@ inline Suggestion suggest_fastai(const double* lrs, const double* losses, std::s
       fail("internal: not a fastai method");
   }
   if (k < 0) {
-    const std::size_t need = opt.method == Method::FastaiSlide ? static_cast<std::size_t>(opt.slide_lr_diff + 1)
+    const std::size_t need = opt.method == Method::FastaiSlide ? static_cast<std::size_t>(sat_add(opt.slide_lr_diff, 1))
                              : opt.method == Method::FastaiSteep ? 2
                                                                  : 1;
     return detail::no_suggestion(
