@@ -349,11 +349,17 @@ class Schedule:
         """Build a schedule from its text form, e.g. ``"warmup(500) >> cosine(10000, eta_min=1e-5)"``."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
+        short = text if len(text) <= 80 else text[:77] + "..."
         try:
             tree = ast.parse(text.strip(), mode="eval")
+            return _from_ast(tree.body, text)
         except SyntaxError as exc:
-            raise ValueError(f"cannot parse schedule {text!r}: {exc.msg} at column {exc.offset}") from None
-        return _from_ast(tree.body, text)
+            raise ValueError(f"cannot parse schedule {short!r}: {exc.msg} at column {exc.offset}") from None
+        except (RecursionError, MemoryError):  # Python's parser and _from_ast recurse per '>>' / '*' / '('
+            raise ValueError(
+                f"cannot parse schedule {short!r}: it nests too deeply (a few hundred '>>' at most); "
+                "join many schedules with sequence([...], milestones=[...])"
+            ) from None
 
 
 # ---- builders -------------------------------------------------------------------------------------
