@@ -450,6 +450,8 @@ def cyclic(
     """torch ``CyclicLR`` (Smith 2017). ``base_lr=None`` uses each group's base lr."""
     mx = _nonneg(max_lr, "max_lr")
     base = None if base_lr is None else _nonneg(base_lr, "base_lr")
+    if _pos(gamma, "gamma") > 1:
+        raise ValueError(f"gamma must be in (0, 1], got {gamma!r}: exp_range multiplies the amplitude by gamma**step")
     if base is not None and mx < base:
         raise ValueError(f"max_lr ({max_lr}) must be >= base_lr ({base_lr})")
     return Schedule(

@@ -113,7 +113,10 @@ class Program {
 
   const std::vector<Node>& nodes() const { return nodes_; }
 
-  Affine at(std::int64_t t) const { return eval(nodes_.size() - 1, t); }
+  Affine at(std::int64_t t) const {
+    if (t < 0) fail("step must be >= 0, got " + std::to_string(t));
+    return eval(nodes_.size() - 1, t);
+  }
 
   // One step for a live optimizer: out[g] = max(min_lr[g], max(0, a*base[g] + c) * scale[g]).
   void step_values(std::int64_t t, const double* base, const double* min_lr, const double* scale, std::size_t n_groups,
@@ -329,6 +332,8 @@ class Program {
         count_at_least(n.p[3], 1, "step_size_down");
         if (!(n.p[4] == 0 || n.p[4] == 1 || n.p[4] == 2)) fail("mode must be triangular, triangular2 or exp_range");
         positive(n.p[5], "gamma");
+        // exp_range scales the amplitude by gamma**t: above 1 it overflows to inf (and 0 * inf = NaN)
+        if (n.p[5] > 1) fail("gamma must be <= 1 (exp_range multiplies the amplitude by gamma**t), got " + std::to_string(n.p[5]));
         break;
       case Family::OneCycle:  // max_lr (NaN: the group's), total_steps, pct_start, anneal (0 cos, 1 linear),
                               // div_factor, final_div_factor, three_phase
@@ -416,8 +421,8 @@ class Program {
     switch (n.family) {
       case Family::Constant:
         return {n.p[0], 0.0};
-      case Family::Step:
-        return {std::pow(n.p[1], std::floor(td / n.p[0])), 0.0};
+      case Family::Step:  // integer division: td / step_size rounds once t > 2^53 and can cross a boundary
+        return {std::pow(n.p[1], static_cast<double>(t / static_cast<std::int64_t>(n.p[0]))), 0.0};
       case Family::MultiStep: {
         // torch: gamma ** bisect_right(milestones, t)
         const auto k = std::upper_bound(n.ints.begin(), n.ints.end(), t) - n.ints.begin();
@@ -425,7 +430,10 @@ class Program {
       }
       case Family::Exponential: {
         double e = td / n.p[1];
-        if (n.p[2] != 0) e = std::floor(e);
+        if (n.p[2] != 0)  // staircase: the exact quotient where decay_steps is a count (as Python passes it)
+          e = n.p[1] == std::floor(n.p[1]) && n.p[1] <= sched::kMaxCount
+                  ? static_cast<double>(t / static_cast<std::int64_t>(n.p[1]))
+                  : std::floor(e);
         return {std::pow(n.p[0], e), 0.0};
       }
       case Family::Linear: {
@@ -469,8 +477,12 @@ class Program {
       }
       case Family::Cyclic: {
         const double up = n.p[2], down = n.p[3], total = up + down, ratio = up / total;
-        const double cycle = std::floor(1.0 + td / total);
-        const double x = 1.0 + td / total - cycle;
+        // The position in the cycle from exact integers (uint64: up + down <= 2^63): in doubles,
+        // 1 + t/total - cycle keeps only a few bits of it once t/total is large.
+        const std::uint64_t whole = static_cast<std::uint64_t>(up) + static_cast<std::uint64_t>(down);
+        const std::uint64_t tu = static_cast<std::uint64_t>(t);
+        const double cycle = 1.0 + static_cast<double>(tu / whole);
+        const double x = static_cast<double>(tu % whole) / total;
         const double sf = x <= ratio ? x / ratio : (x - 1.0) / (ratio - 1.0);
         const int mode = static_cast<int>(n.p[4]);
         const double scale = mode == 0 ? 1.0 : mode == 1 ? 1.0 / std::pow(2.0, cycle - 1.0) : std::pow(n.p[5], td);
