@@ -68,6 +68,12 @@ class Scheduler(LRScheduler):
         if plateau is not None and not isinstance(plateau, Plateau):
             raise TypeError(f"plateau must be a pylrcore.Plateau, got {type(plateau).__name__}")
         last_epoch = check_int(last_epoch, "last_epoch", minimum=-1, maximum=MAX_COUNT)
+        if last_epoch >= 0 and any("initial_lr" not in g for g in optimizer.param_groups):
+            # torch raises a KeyError here; say what resuming needs instead
+            raise ValueError(
+                f"last_epoch={last_epoch} resumes a schedule, but the optimizer's param groups have no 'initial_lr'; "
+                "load the optimizer's state_dict first, or use load_state_dict() on a Scheduler built with last_epoch=-1"
+            )
         self.schedule = schedule
         self.plateau = plateau
         self._program = schedule._compile()
