@@ -302,7 +302,12 @@ class Schedule:
         f, q = self.family, self.params
         if f == "warmup":
             head = _call_repr("warmup", q, _DEFAULTS["warmup"], positional=("steps",))
-            return head if not self.children else f"{head} >> {self.children[0]!r}"
+            if not self.children:
+                return head
+            child = self.children[0]
+            # '>>' parses left to right: a warmup in front of a warmup-led chain needs parentheses
+            text = f"({child!r})" if child.family == "warmup" and child.children else repr(child)
+            return f"{head} >> {text}"
         if f == "sequence":
             kids = ", ".join(repr(c) for c in self.children)
             return f"sequence([{kids}], milestones={list(q['milestones'])})"
@@ -634,8 +639,11 @@ def _call_repr(name: str, params: Dict[str, Any], defaults: Dict[str, Any], posi
 
 
 def _wrap(s: Schedule) -> str:
+    """The text of a factor of '*': parenthesised where '*' would otherwise regroup it on parsing
+    (a warmup chain, and a scale or product, since '*' parses left to right)."""
     text = repr(s)
-    return f"({text})" if s.family in ("warmup", "sequence") and (s.children or s.family == "sequence") else text
+    grouped = s.family in ("scale", "product") or (s.family in ("warmup", "sequence") and (s.children or s.family == "sequence"))
+    return f"({text})" if grouped else text
 
 
 def _hashable(v: Any) -> Any:

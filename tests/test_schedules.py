@@ -520,3 +520,21 @@ def test_numpy_integers_are_counts_and_steps():
     s = S.cosine(np.int64(100), eta_min=np.float32(0.5))
     assert s.at(np.int64(100)) == pytest.approx((0.0, 0.5))
     assert s(np.uint64(50)) == s(50)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        0.5 * (0.5 * S.cosine(100)),  # repro 14: "0.5 * 0.5 * cosine(100)" did not parse
+        S.warmup(10) >> (S.warmup(10) >> S.constant(0.5)),  # repro 14: parsed as a different schedule
+        S.cosine(100) * (0.5 * S.exponential(0.9)),
+        0.5 * (S.cosine(10) * S.exponential(0.9)),
+        S.warmup(3) >> (S.warmup(4) >> (S.warmup(5) >> S.cosine(9))),
+    ],
+    ids=repr,
+)
+def test_nested_repr_parses_back_to_the_same_schedule(schedule):
+    again = S.Schedule.parse(repr(schedule))
+    assert again == schedule
+    steps = np.arange(40)
+    np.testing.assert_array_equal(again(steps, 0.1), schedule(steps, 0.1))

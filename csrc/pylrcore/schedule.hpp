@@ -80,6 +80,11 @@ inline double half_cos(double x) {
   return 0.5 * (1.0 - (y + y * y2 * p));
 }
 
+// Growing factors (gamma > 1 in step/multistep/exponential, products and scales of them) overflow to
+// inf at large steps, and inf meets 0 in the affine algebra (0 * inf = NaN). Holding them at the
+// largest double keeps every lr a number: an absurdly large one is still visible as such.
+inline double bounded(double x) { return std::min(std::max(x, -1.7976931348623157e308), 1.7976931348623157e308); }
+
 // Parameter checks: every message names the parameter.
 inline void positive(double v, const char* name) {
   if (!(std::isfinite(v) && v > 0)) fail(std::string(name) + " must be a finite number > 0, got " + std::to_string(v));
@@ -234,15 +239,15 @@ class Program {
           eval_block(static_cast<std::size_t>(child), t, m, ca, cc);
           for (std::size_t k = 0; k < m; ++k) {
             const double a0 = a[k];
-            a[k] = a0 * ca[k];
-            c[k] = c[k] * ca[k] + a0 * cc[k];
+            a[k] = sched::bounded(a0 * ca[k]);
+            c[k] = sched::bounded(c[k] * ca[k] + a0 * cc[k]);
           }
         }
         return;
       }
       case Family::Scale:
         eval_block(static_cast<std::size_t>(n.children[0]), t, m, a, c);
-        for (std::size_t k = 0; k < m; ++k) a[k] *= n.p[0], c[k] *= n.p[0];
+        for (std::size_t k = 0; k < m; ++k) a[k] = sched::bounded(a[k] * n.p[0]), c[k] = sched::bounded(c[k] * n.p[0]);
         return;
       default:  // the other families: one step at a time through the scalar path
         for (std::size_t k = 0; k < m; ++k) {
@@ -422,11 +427,11 @@ class Program {
       case Family::Constant:
         return {n.p[0], 0.0};
       case Family::Step:  // integer division: td / step_size rounds once t > 2^53 and can cross a boundary
-        return {std::pow(n.p[1], static_cast<double>(t / static_cast<std::int64_t>(n.p[0]))), 0.0};
+        return {sched::bounded(std::pow(n.p[1], static_cast<double>(t / static_cast<std::int64_t>(n.p[0])))), 0.0};
       case Family::MultiStep: {
         // torch: gamma ** bisect_right(milestones, t)
         const auto k = std::upper_bound(n.ints.begin(), n.ints.end(), t) - n.ints.begin();
-        return {std::pow(n.p[0], static_cast<double>(k)), 0.0};
+        return {sched::bounded(std::pow(n.p[0], static_cast<double>(k))), 0.0};
       }
       case Family::Exponential: {
         double e = td / n.p[1];
@@ -434,7 +439,7 @@ class Program {
           e = n.p[1] == std::floor(n.p[1]) && n.p[1] <= sched::kMaxCount
                   ? static_cast<double>(t / static_cast<std::int64_t>(n.p[1]))
                   : std::floor(e);
-        return {std::pow(n.p[0], e), 0.0};
+        return {sched::bounded(std::pow(n.p[0], e)), 0.0};
       }
       case Family::Linear: {
         const double T = n.p[2];
@@ -533,13 +538,13 @@ class Program {
         for (std::int32_t c : n.children) {
           const Affine f = eval(static_cast<std::size_t>(c), t);
           // (a1 b + c1)(a2 b + c2)/b with c1*c2 == 0 (validated): stays affine.
-          acc = {acc.a * f.a, acc.c * f.a + acc.a * f.c};
+          acc = {sched::bounded(acc.a * f.a), sched::bounded(acc.c * f.a + acc.a * f.c)};
         }
         return acc;
       }
       case Family::Scale: {
         const Affine f = eval(static_cast<std::size_t>(n.children[0]), t);
-        return {n.p[0] * f.a, n.p[0] * f.c};
+        return {sched::bounded(n.p[0] * f.a), sched::bounded(n.p[0] * f.c)};
       }
     }
     return {};

@@ -133,3 +133,16 @@ TEST(saturating_int64_arithmetic) {
   CHECK(sat_mul_nonneg(0, INT64_MAX) == 0);
   CHECK(sat_mul_nonneg(6, 7) == 42);
 }
+
+// gamma > 1 overflows pow to inf at large steps; 0 * inf would make the affine map NaN.
+TEST(schedule_growing_factors_stay_numbers) {
+  std::vector<Node> nodes{leaf(Family::Constant, {1.0}), leaf(Family::Exponential, {27.0, 1, 0})};
+  nodes.push_back(Node{Family::Product, {}, {}, {0, 1}});
+  nodes.push_back(Node{Family::Scale, {0.0}, {}, {2}});
+  Program prog(nodes);
+  const Affine f = prog.at(216);
+  CHECK(f.a == 0.0 && f.c == 0.0);
+  nodes.pop_back();
+  const Affine g = Program(nodes).at(INT64_MAX);
+  CHECK(std::isfinite(g.a) && g.c == 0.0);
+}
