@@ -699,7 +699,9 @@ def _steps_array(steps: Any) -> npt.NDArray[np.int64]:
         if not (np.isfinite(arr).all() and (arr == np.floor(arr)).all()):
             raise ValueError("steps must be whole numbers (integers), got non-integer values")
         if (arr >= 2.0**63).any():  # a float64 cast to int64 would wrap
-            raise ValueError(f"steps must be <= 2**63 - 1, got {arr.max()!r}")
+            raise ValueError(f"steps must be <= 2**63 - 1, got {float(arr.max())!r}")
+        if (arr < 0).any():  # refused here, before a cast that cannot hold -2**63 - 1 and below
+            raise ValueError(f"steps must be >= 0, got {float(arr.min())!r}")
         arr = arr.astype(np.int64)
     elif arr.dtype.kind == "u":
         if (arr > INT64_MAX).any():  # uint64 -> int64 would wrap to a negative step

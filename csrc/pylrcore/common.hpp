@@ -26,8 +26,8 @@ inline std::string describe_element(const char* name, std::size_t index, double 
 
 inline bool is_finite(double x) { return std::isfinite(x); }
 
-// Saturating int64 arithmetic for counts and steps that arrive from callers (skips, windows, steps,
-// counters loaded from checkpoints): an overflowing sum or product is undefined behaviour and, used as
+// Saturating int64 addition for counts and steps that arrive from callers (skips, windows, steps,
+// counters loaded from checkpoints): an overflowing sum is undefined behaviour and, used as
 // a size or a loop bound, a crash or a hang. Saturated at INT64_MAX/MIN, comparisons stay correct.
 constexpr std::int64_t kInt64Max = INT64_MAX;
 constexpr std::int64_t kInt64Min = INT64_MIN;
@@ -36,13 +36,6 @@ inline std::int64_t sat_add(std::int64_t a, std::int64_t b) {
   if (b > 0 && a > kInt64Max - b) return kInt64Max;
   if (b < 0 && a < kInt64Min - b) return kInt64Min;
   return a + b;
-}
-
-// a * b for a, b >= 0, saturated at INT64_MAX.
-inline std::int64_t sat_mul_nonneg(std::int64_t a, std::int64_t b) {
-  if (a == 0 || b == 0) return 0;
-  if (a > kInt64Max / b) return kInt64Max;
-  return a * b;
 }
 
 template <class T>

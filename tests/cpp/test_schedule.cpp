@@ -125,13 +125,10 @@ TEST(schedule_step_values_refuses_nan_base_lr) {
   CHECK_THROWS(prog.step_values(3, &base, &min_lr, &scale, 1, &out), std::invalid_argument);
 }
 
-TEST(saturating_int64_arithmetic) {
+TEST(saturating_int64_addition) {
   CHECK(sat_add(INT64_MAX, 2) == INT64_MAX);
   CHECK(sat_add(INT64_MIN, -1) == INT64_MIN);
   CHECK(sat_add(40, 2) == 42);
-  CHECK(sat_mul_nonneg(std::int64_t{1} << 62, 4) == INT64_MAX);
-  CHECK(sat_mul_nonneg(0, INT64_MAX) == 0);
-  CHECK(sat_mul_nonneg(6, 7) == 42);
 }
 
 // gamma > 1 overflows pow to inf at large steps; 0 * inf would make the affine map NaN.
