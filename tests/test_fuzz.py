@@ -7,10 +7,12 @@ CI reproducible (the same examples every run).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import json
 import math
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -306,7 +308,8 @@ def test_fuzz_Scheduler(lr: Any, schedule: Any, last_epoch: Any, n_steps: int, s
 
 # ---- the command line, in process ----------------------------------------------------------------
 
-_DIR = Path(tempfile.mkdtemp(prefix="pylrcore-fuzz-"))
+_DIR = Path(tempfile.mkdtemp(prefix="pylrcore-fuzz-"))  # one folder for every example's file
+atexit.register(shutil.rmtree, _DIR, True)
 
 cells = st.one_of(finite_floats.map(repr), st.sampled_from(["nan", "inf", "", "abc", '"1.0"', "1e999", "1" + "0" * 400, "-0"]))
 
