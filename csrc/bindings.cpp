@@ -43,6 +43,21 @@ Array as_1d(const py::handle& obj, const char* name) {
 
 Array new_like(py::ssize_t n) { return Array(n); }
 
+// One per-step number (a loss) from Python: floats take the fast path; ints of any size, numpy
+// scalars and 0-d tensors convert through __float__; anything else is a TypeError that names the
+// argument (pybind11's own "incompatible function arguments" names none). Too large an int is
+// Python's OverflowError.
+double number_arg(const py::handle& obj, const char* name) {
+  if (PyFloat_CheckExact(obj.ptr())) return PyFloat_AS_DOUBLE(obj.ptr());
+  if (PyBool_Check(obj.ptr()) || PyUnicode_Check(obj.ptr()) || PyBytes_Check(obj.ptr()) ||
+      !PyNumber_Check(obj.ptr()) || Py_TYPE(obj.ptr())->tp_as_number == nullptr ||
+      (Py_TYPE(obj.ptr())->tp_as_number->nb_float == nullptr && Py_TYPE(obj.ptr())->tp_as_number->nb_index == nullptr))
+    throw py::type_error(std::string(name) + " must be a real number, got " + std::string(py::repr(obj)));
+  const double value = PyFloat_AsDouble(obj.ptr());
+  if (value == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+  return value;
+}
+
 void bind_smoothing(py::module_& m) {
   py::enum_<EmaKind>(m, "EmaKind")
       .value("plain", EmaKind::Plain)
@@ -74,8 +89,13 @@ void bind_smoothing(py::module_& m) {
   py::class_<Ema>(m, "Ema")
       .def(py::init<double, EmaKind, NonFinite>(), py::arg("beta"), py::arg("kind") = EmaKind::Debiased,
            py::arg("nonfinite") = NonFinite::Mark)
-      .def("update", py::overload_cast<double, std::size_t>(&Ema::update), py::arg("loss"),
-           py::arg("index_for_errors") = 0)
+      .def(
+          "update",
+          [](Ema& self, const py::handle& loss) {
+            // the count of values seen is the index a "raise" policy names (as update_many does)
+            return self.update(number_arg(loss, "loss"), static_cast<std::size_t>(self.count() + self.state().nonfinite));
+          },
+          py::arg("loss"))
       .def(
           "update_many",
           [](Ema& self, const py::handle& x_obj) {
@@ -299,7 +319,9 @@ void bind_detect(py::module_& m) {
              return LoggedDetector(fields_from_dict<DetectorConfig>(config, "Detector"), max_events);
            }),
            py::arg("config"), py::arg("max_events") = 1000)
-      .def("update", &LoggedDetector::update, py::arg("loss"))
+      .def(
+          "update", [](LoggedDetector& self, const py::handle& loss) { return self.update(number_arg(loss, "loss")); },
+          py::arg("loss"))
       .def(
           "_update_many",
           [](LoggedDetector& self, const py::handle& x_obj) {
@@ -434,7 +456,7 @@ void bind_schedule(py::module_& m) {
            }),
            py::arg("nodes"))
       .def("at",
-           [](const Program& prog, std::int64_t t) {
+           [](const Program& prog, std::int64_t t) {  // step checked in pylrcore/schedules.py
              if (t < 0) throw py::value_error("step must be >= 0, got " + std::to_string(t));
              const Affine f = prog.at(t);
              return py::make_tuple(f.a, f.c);

@@ -28,7 +28,8 @@ def _to_numpy(values: Any, name: str) -> np.ndarray:
 
 
 def as_curve(values: Any, name: str, *, min_size: int = 1) -> FloatArray:
-    """Validate and convert a 1-D curve (losses, lrs) to contiguous float64."""
+    """Validate and convert a 1-D curve (losses, lrs) to contiguous float64 (a strided view such as a
+    column ``a[:, 0]`` is copied)."""
     arr = _to_numpy(values, name)
     kind = arr.dtype.kind
     if kind not in "fiu":
@@ -41,19 +42,15 @@ def as_curve(values: Any, name: str, *, min_size: int = 1) -> FloatArray:
             f"{name} must be 1-D, got shape {arr.shape}; pass one curve at a time "
             f"(e.g. {name}.ravel() if it is a column)"
         )
-    if isinstance(values, np.ndarray) and not values.flags.c_contiguous:
-        raise ValueError(
-            f"{name} is a non-contiguous array view (strides {values.strides}); "
-            f"pass np.ascontiguousarray({name})"
-        )
     if arr.size < min_size:
         what = "is empty" if arr.size == 0 else f"has {arr.size} points"
         raise ValueError(f"{name} {what}; at least {min_size} are needed")
     return np.ascontiguousarray(arr, dtype=np.float64)
 
 
-def as_lrs(values: Any, name: str = "lrs", *, min_size: int = 1) -> FloatArray:
-    """Learning rates: finite, positive, strictly increasing (as recorded by a range test)."""
+def as_lrs(values: Any, name: str = "lrs", *, min_size: int = 1, strict: bool = True) -> FloatArray:
+    """Learning rates: finite, positive, strictly increasing (as recorded by a range test); with
+    ``strict=False`` non-decreasing (an lr recorded twice)."""
     arr = as_curve(values, name, min_size=min_size)
     bad = ~np.isfinite(arr)
     if bad.any():
@@ -64,11 +61,13 @@ def as_lrs(values: Any, name: str = "lrs", *, min_size: int = 1) -> FloatArray:
         raise ValueError(f"{name}[{i}] = {arr[i]} is not positive; learning rates must be > 0")
     if arr.size > 1:
         steps = np.diff(arr)
-        if (steps <= 0).any():
-            i = int(np.argmax(steps <= 0))
+        wrong = steps <= 0 if strict else steps < 0
+        if wrong.any():
+            i = int(np.argmax(wrong))
+            order = "strictly increasing" if strict else "non-decreasing"
             raise ValueError(
-                f"{name} must be strictly increasing, but {name}[{i + 1}] = {arr[i + 1]} <= {name}[{i}] = {arr[i]}; "
-                "pass the lrs in the order the range test recorded them"
+                f"{name} must be {order}, but {name}[{i + 1}] = {arr[i + 1]} {'<=' if strict else '<'} "
+                f"{name}[{i}] = {arr[i]}; pass the lrs in the order the range test recorded them"
             )
     return arr
 
@@ -91,10 +90,20 @@ def check_beta(beta: Any, name: str = "beta") -> float:
     return value
 
 
-def check_int(value: Any, name: str, *, minimum: int = 0, hint: str = "") -> int:
-    """An integer (not a bool, not a float) >= minimum; ``hint`` says what the number means."""
+#: The largest integer the core holds (int64). Counts that the core adds to, multiplies or
+#: increments are bounded lower by their callers (see ``MAX_COUNT``).
+INT64_MAX = 2**63 - 1
+#: Bound for counts the core combines (step + warmup, skip_start + skip_end, counter + 1): 2**62
+#: leaves room for any such sum in int64 and is far beyond any real run.
+MAX_COUNT = 2**62
+
+
+def check_int(value: Any, name: str, *, minimum: int = 0, maximum: int = INT64_MAX, hint: str = "") -> int:
+    """An integer (not a bool, not a float; numpy integers are fine) in [minimum, maximum];
+    ``hint`` says what the number means. Every integer that reaches the core passes here, so none
+    wraps around or overflows on the way in."""
     what = f" ({hint})" if hint else ""
-    if isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer{what}, got {value!r}")
     try:
         out = operator.index(value)
@@ -102,6 +111,9 @@ def check_int(value: Any, name: str, *, minimum: int = 0, hint: str = "") -> int
         raise TypeError(f"{name} must be an integer{what}, got {value!r}") from None
     if out < minimum:
         raise ValueError(f"{name} must be >= {minimum}{what}, got {out}")
+    if out > maximum:
+        bound = {INT64_MAX: "2**63 - 1", MAX_COUNT: "2**62"}.get(maximum, str(maximum))
+        raise ValueError(f"{name} must be <= {bound}{what}, got {out}")
     return out
 
 

@@ -16,6 +16,8 @@ import argparse
 import csv
 import io
 import json
+import math
+import os
 import sys
 from typing import Any, Callable, List, NoReturn, Optional
 
@@ -23,6 +25,7 @@ import numpy as np
 
 from . import __version__
 from .suggestion import DIVERGE_FACTOR
+from ._arrays import check_int
 
 
 class _UsageError(ValueError):
@@ -30,17 +33,45 @@ class _UsageError(ValueError):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)  # --help shows defaults
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         raise _UsageError(message)
 
 
+def _read_text(path: str) -> str:
+    """A text file as UTF-8; "utf-8-sig" drops the byte-order mark Excel writes in front of a CSV."""
+    with open(path, encoding="utf-8-sig") as fh:
+        return fh.read()
+
+
+def _csv_rows(path: str, text: str) -> List[List[str]]:
+    """Non-blank rows of a CSV (quoted cells unquoted by the csv module), cells stripped."""
+    rows = [[c.strip() for c in row] for row in csv.reader(io.StringIO(text)) if row and any(c.strip() for c in row)]
+    if not rows:
+        raise ValueError(f"{path}: the file holds no rows")
+    return rows
+
+
 def _load_curve(path: str) -> "tuple[np.ndarray, np.ndarray]":
-    data = np.genfromtxt(path, delimiter=",", names=True)
-    names = data.dtype.names or ()
-    if "lr" not in names or "loss" not in names:
-        raise ValueError(f"{path}: expected a CSV with header columns 'lr' and 'loss', got {names}")
-    # Fields of a structured array are strided views: copy them into plain contiguous curves.
-    return np.ascontiguousarray(np.atleast_1d(data["lr"])), np.ascontiguousarray(np.atleast_1d(data["loss"]))
+    """A recorded range test: a CSV with header columns 'lr' and 'loss', read like ``diagnose`` reads
+    its files (quotes, a BOM; a cell that is not a number is an error naming its row)."""
+    rows = _csv_rows(path, _read_text(path))
+    header = rows[0]
+    if "lr" not in header or "loss" not in header:
+        raise ValueError(f"{path}: expected a CSV with header columns 'lr' and 'loss', got {tuple(header)}")
+    lr_at, loss_at = header.index("lr"), header.index("loss")
+    lrs, losses = [], []
+    for line, row in enumerate(rows[1:], start=2):
+        if max(lr_at, loss_at) >= len(row):
+            raise ValueError(f"{path}: row {line} has {len(row)} fields, expected {len(header)}")
+        lrs.append(_number(row[lr_at], f"{path}: row {line}, column 'lr'"))
+        losses.append(_number(row[loss_at], f"{path}: row {line}, column 'loss'"))
+    if not lrs:
+        raise ValueError(f"{path}: the file has a header but no data rows")
+    return np.array(lrs, dtype=np.float64), np.array(losses, dtype=np.float64)
 
 
 def _number(value: Any, where: str) -> float:
@@ -53,6 +84,8 @@ def _number(value: Any, where: str) -> float:
         return float(value)
     except ValueError:
         raise ValueError(f"{where}: expected a number, got {value!r}") from None
+    except OverflowError:  # a JSON integer beyond float64
+        raise ValueError(f"{where}: the integer {str(value)[:20]}... is too large for a float64") from None
 
 
 def _load_json_losses(path: str, text: str, column: Optional[str]) -> List[float]:
@@ -60,6 +93,8 @@ def _load_json_losses(path: str, text: str, column: Optional[str]) -> List[float
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON: {exc}") from None
+    except RecursionError:  # json recurses once per nesting level
+        raise ValueError(f"{path}: the JSON nests too deeply; expected a list of numbers or an object with one") from None
     if isinstance(data, dict):
         keys = [column] if column is not None else ["loss", "losses"]
         found = [k for k in keys if k in data]
@@ -85,10 +120,8 @@ def _is_number(cell: str) -> bool:
 
 
 def _load_csv_losses(path: str, text: str, column: Optional[str]) -> List[float]:
-    rows = [row for row in csv.reader(io.StringIO(text)) if row and any(c.strip() for c in row)]
-    if not rows:
-        raise ValueError(f"{path}: the file holds no rows")
-    header = [c.strip() for c in rows[0]]
+    rows = _csv_rows(path, text)
+    header = rows[0]
     if all(_is_number(c) for c in header):  # no header: a single unnamed column
         if column is not None:
             raise ValueError(f"{path}: --column {column} needs a header row; this CSV has none")
@@ -104,17 +137,19 @@ def _load_csv_losses(path: str, text: str, column: Optional[str]) -> List[float]
     for i, row in enumerate(body):
         if index >= len(row):
             raise ValueError(f"{path}: row {i + first_line} has {len(row)} fields, the column is field {index + 1}")
-        losses.append(_number(row[index].strip(), f"{path}: row {i + first_line}"))
+        losses.append(_number(row[index], f"{path}: row {i + first_line}"))
     return losses
 
 
 def _load_losses(path: str, column: Optional[str]) -> List[float]:
     """A recorded loss history: JSON (by the .json suffix or a leading '[' / '{') or CSV."""
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
+    text = _read_text(path)
     if path.lower().endswith(".json") or text.lstrip()[:1] in ("[", "{"):
         return _load_json_losses(path, text, column)
     return _load_csv_losses(path, text, column)
+
+
+_PLOT_POINTS = 20_000  # more points than a plot's pixels
 
 
 def _schedule_command(specs: List[str], steps: int, base_lr: float, png: str) -> int:
@@ -123,11 +158,20 @@ def _schedule_command(specs: List[str], steps: int, base_lr: float, png: str) ->
     schedules = [Schedule.parse(spec) for spec in specs]
     if steps < 1:
         raise ValueError(f"--steps must be >= 1, got {steps}")
-    curves = [s(np.arange(steps), base_lr) for s in schedules]
+    check_int(steps, "--steps", minimum=1)
+    if not (math.isfinite(base_lr) and base_lr >= 0):
+        raise ValueError(f"--base-lr must be a finite number >= 0, got {base_lr}")
+    # Only the printed steps and at most _PLOT_POINTS plotted ones are evaluated, so --steps may be
+    # anything up to 2**63 - 1 without building an array of that size.
     marks = sorted({0, steps // 4, steps // 2, 3 * steps // 4, steps - 1})
-    for schedule, curve in zip(schedules, curves):
+    for schedule in schedules:
+        values = schedule(np.array(marks, dtype=np.int64), base_lr)
         print(repr(schedule))
-        print("  " + "  ".join(f"step {t}: {curve[t]:.4g}" for t in marks))
+        print("  " + "  ".join(f"step {t}: {v:.4g}" for t, v in zip(marks, values)))
+    if png:
+        points = min(steps, _PLOT_POINTS)  # evenly spaced, in exact integers (steps may be ~2**63)
+        plot_steps = np.array([i * (steps - 1) // max(points - 1, 1) for i in range(points)], dtype=np.int64)
+        curves = [s(plot_steps, base_lr) for s in schedules]
     if png:
         try:
             import matplotlib
@@ -139,7 +183,7 @@ def _schedule_command(specs: List[str], steps: int, base_lr: float, png: str) ->
             return 2
         fig, ax = plt.subplots(figsize=(8, 4.5))
         for schedule, curve in zip(schedules, curves):
-            ax.plot(np.arange(steps), curve, label=repr(schedule), lw=1.6)
+            ax.plot(plot_steps, curve, label=repr(schedule), lw=1.6)
         ax.set_xlabel("step")
         ax.set_ylabel("learning rate")
         ax.legend(fontsize=7, loc="upper right")
@@ -157,7 +201,7 @@ def _build_parser() -> argparse.ArgumentParser:
     # --debug is accepted after the subcommand too; SUPPRESS keeps a subparser from resetting it.
     common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     demo = sub.add_parser("demo", parents=[common], help="run a real LR range test on a built-in problem")
     demo.add_argument("--png", default="lr_finder.png", help="where to write the plot ('' for none)")
@@ -167,8 +211,9 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=50, help="steps of the --quadratic runs (>= 9)")
 
     sug = sub.add_parser("suggest", parents=[common], help="suggest an lr from a recorded range test (CSV with lr,loss columns)")
-    sug.add_argument("csv")
-    sug.add_argument("--method", default="steepest")
+    sug.add_argument("csv", help="the recorded range test: a CSV with header columns 'lr' and 'loss'")
+    sug.add_argument("--method", default="steepest",
+                     help="suggestion method (steepest, valley, minimum, slide, or a compat mode)")
     sug.add_argument("--diverge-factor", type=float, default=DIVERGE_FACTOR,
                      help=f"cut where the smoothed loss exceeds this x its running minimum (default {DIVERGE_FACTOR:g})")
 
@@ -182,9 +227,9 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="LR range test on your model: MODULE:FACTORY returns (model, optimizer, criterion, loader)")
     fnd.add_argument("target", help="a module and a function: mypkg.train:make, or path/to/file.py:make")
     fnd.add_argument("--start-lr", type=float, default=None, help="default: the optimizer's lr")
-    fnd.add_argument("--end-lr", type=float, default=10.0)
-    fnd.add_argument("--num-iter", type=int, default=100)
-    fnd.add_argument("--mode", choices=("exp", "linear"), default="exp")
+    fnd.add_argument("--end-lr", type=float, default=10.0, help="the last lr of the sweep")
+    fnd.add_argument("--num-iter", type=int, default=100, help="steps of the sweep")
+    fnd.add_argument("--mode", choices=("exp", "linear"), default="exp", help="spacing of the lrs")
     fnd.add_argument("--method", default="steepest", help="suggestion method (steepest, valley, minimum, slide, or a compat mode)")
     fnd.add_argument("--diverge-factor", type=float, default=DIVERGE_FACTOR,
                      help=f"stop where the smoothed loss exceeds this x its running minimum (default {DIVERGE_FACTOR:g})")
@@ -195,7 +240,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sch = sub.add_parser("schedule", parents=[common], help="evaluate (and plot) schedules given in pylrcore's text form")
     sch.add_argument("specs", nargs="+", help='e.g. "warmup(500) >> cosine(9500, eta_min=1e-5)"')
     sch.add_argument("--steps", type=int, default=10_000, help="number of steps to evaluate")
-    sch.add_argument("--base-lr", type=float, default=1e-3)
+    sch.add_argument("--base-lr", type=float, default=1e-3, help="the lr a relative schedule multiplies")
     sch.add_argument("--png", "--plot", dest="png", default="", help="write a plot of all the schedules to this file")
     return parser
 
@@ -256,7 +301,40 @@ def _load_factory(target: str) -> Callable[[], Any]:
     return factory  # type: ignore[no-any-return]
 
 
+def _check_device(device: Optional[str]) -> None:
+    """--device names a device torch can use here (not only one torch can spell)."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        where = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ValueError(f"--device {device!r} is not a device: {_one_line(exc)} (e.g. cpu, cuda, cuda:1, mps)") from None
+    if where.type == "cpu":
+        return
+    try:
+        torch.empty(0, device=where)  # raises where the build or the machine lacks it
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        raise ValueError(f"--device {device!r} is not available here: {_one_line(exc)}") from None
+
+
 def _find_command(args: argparse.Namespace) -> int:
+    _check_device(args.device)
+    # `python -m pylrcore` finds modules in the current folder because it puts it on sys.path; the
+    # installed `pylrcore` script does not, so MODULE:FACTORY gets the same search path here.
+    here = os.getcwd()
+    added = here not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, here)
+    try:
+        return _run_find(args)
+    finally:
+        if added and here in sys.path:
+            sys.path.remove(here)
+
+
+def _run_find(args: argparse.Namespace) -> int:
     made = _load_factory(args.target)()
     if not (isinstance(made, (tuple, list)) and len(made) == 4):
         raise ValueError(
@@ -316,6 +394,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args is not None and args.debug:  # a bad command line itself is always one line
             raise
         print(f"pylrcore: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except (RecursionError, OverflowError, MemoryError) as exc:  # hostile sizes the checks did not name
+        if args is not None and args.debug:
+            raise
+        what = {RecursionError: "the input nests too deeply", MemoryError: "the input is too large"}.get(
+            type(exc), "a number is too large"
+        )
+        print(f"pylrcore: {what} ({_one_line(exc)})", file=sys.stderr)
         return 2
 
 

@@ -45,7 +45,7 @@ from typing import Any, Dict, List
 import numpy as np
 import numpy.typing as npt
 
-from ._arrays import FloatArray, as_curve, check_int
+from ._arrays import MAX_COUNT, FloatArray, as_curve, check_int
 from ._native import _core
 
 __all__ = ["Detector", "Event", "Flag", "Verdict", "Verdicts", "DEFAULTS"]
@@ -67,7 +67,7 @@ def as_settings(values: Dict[str, Any], defaults: Dict[str, Any], what: str) -> 
         if name not in defaults:
             raise TypeError(f"{what} got an unknown setting {name!r}; known: {', '.join(defaults)}")
         if isinstance(defaults[name], int):
-            out[name] = check_int(value, name, minimum=-(2**62))
+            out[name] = check_int(value, name, minimum=-MAX_COUNT, maximum=MAX_COUNT)
         elif isinstance(value, numbers.Real) and not isinstance(value, bool):
             out[name] = float(value)
         else:
@@ -212,6 +212,9 @@ class Detector(_core.Detector):
             )
         if not isinstance(values, dict) or not all(_is_number_or_numbers(v) for v in values.values()):
             raise ValueError("state['state'] must be a dict of numbers, as returned by Detector.state_dict()")
+        for key, value in values.items():  # counters the core increments: bounded so none can wrap
+            if isinstance(value, numbers.Integral):
+                check_int(value, f"state['state'][{key!r}]", minimum=-MAX_COUNT, maximum=MAX_COUNT)
         self._set_state(values, [tuple(e) for e in events], dropped)
 
     def __getstate__(self) -> Dict[str, Any]:

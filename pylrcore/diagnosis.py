@@ -27,6 +27,8 @@ suggestion that can make things much worse. Later findings can be consequences o
 
 from __future__ import annotations
 
+import math
+
 import enum
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -61,6 +63,8 @@ DEFAULTS: Dict[str, float] = dict(_core.diagnose_defaults())
 
 def _format_lr(lr: float) -> str:
     """3e-3 style: short, and the same form users type."""
+    if not math.isfinite(lr):  # lr * factor can overflow for a huge --lr
+        return repr(lr)
     mantissa, exponent = f"{lr:.1e}".split("e")
     mantissa = mantissa.rstrip("0").rstrip(".")
     return f"{mantissa}e{int(exponent)}"

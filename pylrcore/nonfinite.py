@@ -88,7 +88,8 @@ def scan(buffers: Any, *, sumsq: bool = True, threads: Optional[int] = None) -> 
     ScanResult(finite=True, sumsq=25, norm=5)
     """
     items = _as_buffer_list(buffers)
-    n_threads = 0 if threads is None else check_int(threads, "threads", minimum=1)
+    # the core takes an unsigned 32-bit count; more threads than 4096 is never useful
+    n_threads = 0 if threads is None else check_int(threads, "threads", minimum=1, maximum=4096)
     pointers, counts, codes = _gather(items)
     # `items` holds every buffer until the native call returns (it runs without the GIL).
     finite, bad_buffer, bad_index, bad_count, total = _core.scan(pointers, counts, codes, bool(sumsq), n_threads)

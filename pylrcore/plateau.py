@@ -34,7 +34,7 @@ import math
 import numbers
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from ._arrays import check_int
+from ._arrays import MAX_COUNT, check_int
 from ._native import _core
 
 __all__ = ["Plateau", "MODES", "THRESHOLD_MODES"]
@@ -297,6 +297,9 @@ class Plateau:
         if (base is None) != (lrs is None):
             raise ValueError("state: base_lrs and lrs must both be lists or both be None")
         core_state = {k: state[k] for k in _STATE_KEYS}
+        for key in ("num_bad_epochs", "cooldown_counter", "last_epoch", "num_reductions"):
+            # counters the core increments (and replays): bounded so that none can wrap
+            core_state[key] = check_int(core_state[key], f"state[{key!r}]", maximum=MAX_COUNT)
         self._core._set_state(
             core_state,
             [] if base is None else _lr_list(base, "base_lrs"),

@@ -39,7 +39,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import numpy.typing as npt
 
-from ._arrays import check_real
+from ._arrays import INT64_MAX, MAX_COUNT, check_int, check_real
 from ._native import _core
 
 __all__ = [
@@ -106,17 +106,19 @@ def _pos(value: Any, name: str) -> float:
     return out
 
 
-def _int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool):
+def _int(value: Any, name: str, minimum: int = 1, maximum: int = MAX_COUNT) -> int:
+    """A count of steps. The core holds counts as float64 and adds them to int64 steps, so they are
+    bounded by 2**62 and, above 2**53, must be exactly representable as a float64."""
+    if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got {value!r}")
-    if isinstance(value, numbers.Integral):
-        out = int(value)
-    elif isinstance(value, numbers.Real) and float(value).is_integer():  # 100.0 from a config file
-        out = int(float(value))
-    else:
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if out < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {out}")
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and float(value).is_integer():
+        value = int(float(value))  # 100.0 from a config file
+    out = check_int(value, name, minimum=minimum, maximum=maximum)
+    if maximum == MAX_COUNT and out > 2**53 and int(float(out)) != out:
+        raise ValueError(
+            f"{name} = {out} is not exactly representable as a float64 (the core's parameter type); "
+            "above 2**53 use a multiple of a power of two"
+        )
     return out
 
 
@@ -235,7 +237,7 @@ class Schedule:
 
     def at(self, step: int) -> Tuple[float, float]:
         """The affine map at ``step``: ``lr = a * base_lr + c``."""
-        a, c = self._compile().at(_int(step, "step", minimum=0))
+        a, c = self._compile().at(_int(step, "step", minimum=0, maximum=INT64_MAX))
         return float(a), float(c)
 
     # -- composition --
@@ -300,7 +302,12 @@ class Schedule:
         f, q = self.family, self.params
         if f == "warmup":
             head = _call_repr("warmup", q, _DEFAULTS["warmup"], positional=("steps",))
-            return head if not self.children else f"{head} >> {self.children[0]!r}"
+            if not self.children:
+                return head
+            child = self.children[0]
+            # '>>' parses left to right: a warmup in front of a warmup-led chain needs parentheses
+            text = f"({child!r})" if child.family == "warmup" and child.children else repr(child)
+            return f"{head} >> {text}"
         if f == "sequence":
             kids = ", ".join(repr(c) for c in self.children)
             return f"sequence([{kids}], milestones={list(q['milestones'])})"
@@ -347,11 +354,17 @@ class Schedule:
         """Build a schedule from its text form, e.g. ``"warmup(500) >> cosine(10000, eta_min=1e-5)"``."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
+        short = text if len(text) <= 80 else text[:77] + "..."
         try:
             tree = ast.parse(text.strip(), mode="eval")
+            return _from_ast(tree.body, text)
         except SyntaxError as exc:
-            raise ValueError(f"cannot parse schedule {text!r}: {exc.msg} at column {exc.offset}") from None
-        return _from_ast(tree.body, text)
+            raise ValueError(f"cannot parse schedule {short!r}: {exc.msg} at column {exc.offset}") from None
+        except (RecursionError, MemoryError):  # Python's parser and _from_ast recurse per '>>' / '*' / '('
+            raise ValueError(
+                f"cannot parse schedule {short!r}: it nests too deeply (a few hundred '>>' at most); "
+                "join many schedules with sequence([...], milestones=[...])"
+            ) from None
 
 
 # ---- builders -------------------------------------------------------------------------------------
@@ -442,6 +455,8 @@ def cyclic(
     """torch ``CyclicLR`` (Smith 2017). ``base_lr=None`` uses each group's base lr."""
     mx = _nonneg(max_lr, "max_lr")
     base = None if base_lr is None else _nonneg(base_lr, "base_lr")
+    if _pos(gamma, "gamma") > 1:
+        raise ValueError(f"gamma must be in (0, 1], got {gamma!r}: exp_range multiplies the amplitude by gamma**step")
     if base is not None and mx < base:
         raise ValueError(f"max_lr ({max_lr}) must be >= base_lr ({base_lr})")
     return Schedule(
@@ -624,8 +639,11 @@ def _call_repr(name: str, params: Dict[str, Any], defaults: Dict[str, Any], posi
 
 
 def _wrap(s: Schedule) -> str:
+    """The text of a factor of '*': parenthesised where '*' would otherwise regroup it on parsing
+    (a warmup chain, and a scale or product, since '*' parses left to right)."""
     text = repr(s)
-    return f"({text})" if s.family in ("warmup", "sequence") and (s.children or s.family == "sequence") else text
+    grouped = s.family in ("scale", "product") or (s.family in ("warmup", "sequence") and (s.children or s.family == "sequence"))
+    return f"({text})" if grouped else text
 
 
 def _hashable(v: Any) -> Any:
@@ -675,11 +693,20 @@ def _steps_array(steps: Any) -> npt.NDArray[np.int64]:
     if arr.ndim > 1:
         raise ValueError(f"steps must be an integer or a 1-D array of integers, got shape {arr.shape}")
     arr = np.atleast_1d(arr)
+    if arr.dtype.kind == "O":  # Python ints beyond int64 (or mixed objects): check each one
+        arr = np.array([_int(v, "steps", minimum=0, maximum=INT64_MAX) for v in arr], dtype=np.int64)
     if arr.dtype.kind == "f":
         if not (np.isfinite(arr).all() and (arr == np.floor(arr)).all()):
             raise ValueError("steps must be whole numbers (integers), got non-integer values")
+        if (arr >= 2.0**63).any():  # a float64 cast to int64 would wrap
+            raise ValueError(f"steps must be <= 2**63 - 1, got {float(arr.max())!r}")
+        if (arr < 0).any():  # refused here, before a cast that cannot hold -2**63 - 1 and below
+            raise ValueError(f"steps must be >= 0, got {float(arr.min())!r}")
         arr = arr.astype(np.int64)
-    elif arr.dtype.kind not in "iu":
+    elif arr.dtype.kind == "u":
+        if (arr > INT64_MAX).any():  # uint64 -> int64 would wrap to a negative step
+            raise ValueError(f"steps must be <= 2**63 - 1, got {int(arr.max())}")
+    elif arr.dtype.kind != "i":
         raise TypeError(f"steps must be integers, got dtype {arr.dtype}")
     if (arr < 0).any():
         raise ValueError(f"steps must be >= 0, got {int(arr.min())}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Union
 
-from ._arrays import FloatArray, as_curve, check_beta
+from ._arrays import MAX_COUNT, FloatArray, as_curve, check_beta, check_int
 from ._native import _core
 
 __all__ = ["ema", "EMA", "KINDS"]
@@ -104,7 +104,14 @@ class EMA(_core.Ema):
                 f"state was saved from EMA(beta={state.get('beta')}, kind={state.get('kind')!r}); "
                 f"this one has beta={self.beta}, kind={self._kind_name!r}"
             )
-        self.set_state(float(fields[0]), float(fields[1]), int(fields[2]), int(fields[3]), float(fields[4]))
+        try:
+            average, beta_power, last = float(fields[0]), float(fields[1]), float(fields[4])
+        except (TypeError, ValueError):
+            raise ValueError("state['average'], ['beta_power'] and ['last'] must be numbers (from EMA.state_dict())") from None
+        # the core increments these counters at every update: bounded so that none can wrap
+        count = check_int(fields[2], "state['count']", maximum=MAX_COUNT)
+        nonfinite = check_int(fields[3], "state['nonfinite_count']", maximum=MAX_COUNT)
+        self.set_state(average, beta_power, count, nonfinite, last)
 
     def __getstate__(self) -> Dict[str, Any]:
         return self.state_dict()

@@ -35,7 +35,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from ._arrays import FloatArray, as_curve, as_lrs, check_beta, check_int, same_length
+from ._arrays import FloatArray, as_curve, as_lrs, check_beta, check_int, check_real, same_length
 from ._native import _core
 
 __all__ = ["suggest", "Suggestion", "gradient", "METHODS", "COMPAT_METHODS", "DIVERGE_FACTOR"]
@@ -149,7 +149,8 @@ def suggest(
     """Suggest a learning rate from recorded ``lrs`` and (raw) ``losses`` of a range test.
 
     Args:
-        lrs: learning rates, finite, positive and strictly increasing.
+        lrs: learning rates, finite, positive and strictly increasing (non-decreasing for the
+            compatibility modes, as their peers accept).
         losses: the loss recorded at each lr (raw for pylrcore's methods; as recorded by the peer,
             i.e. already smoothed, for the compatibility modes). NaN/inf are allowed: they end the curve.
         method: one of :data:`METHODS` or :data:`COMPAT_METHODS`.
@@ -172,7 +173,8 @@ def suggest(
     """
     if method not in _METHOD_CODES:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS + COMPAT_METHODS))}; got {method!r}")
-    lr_arr = as_lrs(lrs, "lrs")
+    # The compatibility modes take what their peer takes: an lr recorded twice included.
+    lr_arr = as_lrs(lrs, "lrs", strict=method in METHODS)
     loss_arr = as_curve(losses, "losses")
     same_length(lr_arr, "lrs", loss_arr, "losses")
     beta_value = -1.0 if beta is None else check_beta(beta)
@@ -182,12 +184,15 @@ def suggest(
         raise TypeError(f"zone must be a pair of fractions (lo, hi), got {zone!r}") from None
     if not (0.0 <= zone_lo < zone_hi <= 1.0):
         raise ValueError(f"zone must satisfy 0 <= lo < hi <= 1 (fractions of the total loss drop), got {zone!r}")
-    diverge = float(diverge_factor)
-    if not math.isfinite(diverge) or (0 < diverge <= 1):
+    diverge = check_real(diverge_factor, "diverge_factor")
+    if diverge != 0 and diverge <= 1:
         raise ValueError(f"diverge_factor must be > 1 (or 0 to disable the divergence cut), got {diverge_factor!r}")
-    thresh_value = float(thresh)
-    if not (math.isfinite(thresh_value) and thresh_value >= 0):
+    thresh_value = check_real(thresh, "thresh")
+    if thresh_value < 0:
         raise ValueError(f"thresh must be a finite number >= 0, got {thresh!r}")
+    adjust = check_real(adjust_value, "adjust_value")
+    if adjust <= 0:
+        raise ValueError(f"adjust_value must be > 0 (the slide rule's lr multiplier, fastai's 1.0), got {adjust_value!r}")
     raw = _core.suggest(
         lr_arr,
         loss_arr,
@@ -199,7 +204,7 @@ def suggest(
         check_int(min_points, "min_points", minimum=3),
         check_int(lr_diff, "lr_diff", minimum=1),
         thresh_value,
-        float(adjust_value),
+        adjust,
         -1 if skip_start is None else check_int(skip_start, "skip_start"),
         -1 if skip_end is None else check_int(skip_end, "skip_end"),
         -1 if num_it is None else check_int(num_it, "num_it", minimum=1),

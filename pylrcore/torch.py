@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from ._arrays import check_positive
+from ._arrays import MAX_COUNT, check_int, check_positive
 from ._native import _core
 from .plateau import Plateau
 from .schedules import Schedule
@@ -67,8 +67,13 @@ class Scheduler(LRScheduler):
             )
         if plateau is not None and not isinstance(plateau, Plateau):
             raise TypeError(f"plateau must be a pylrcore.Plateau, got {type(plateau).__name__}")
-        if isinstance(last_epoch, bool) or not isinstance(last_epoch, int) or last_epoch < -1:
-            raise ValueError(f"last_epoch must be an integer >= -1, got {last_epoch!r}")
+        last_epoch = check_int(last_epoch, "last_epoch", minimum=-1, maximum=MAX_COUNT)
+        if last_epoch >= 0 and any("initial_lr" not in g for g in optimizer.param_groups):
+            # torch raises a KeyError here; say what resuming needs instead
+            raise ValueError(
+                f"last_epoch={last_epoch} resumes a schedule, but the optimizer's param groups have no 'initial_lr'; "
+                "load the optimizer's state_dict first, or use load_state_dict() on a Scheduler built with last_epoch=-1"
+            )
         self.schedule = schedule
         self.plateau = plateau
         self._program = schedule._compile()
@@ -82,6 +87,13 @@ class Scheduler(LRScheduler):
         """Per-group arrays for the native call, rebuilt when the groups change."""
         all_groups = self.optimizer.param_groups
         self._base = np.array([float(b) for b in self.base_lrs], dtype=np.float64)
+        bad = ~(np.isfinite(self._base) & (self._base >= 0))
+        if bad.any():  # the core would clamp a NaN lr to 0: refuse it instead
+            i = int(np.argmax(bad))
+            raise ValueError(
+                f"the base lr of param group {i} is {float(self._base[i])!r} (optimizer.param_groups[{i}]['lr'] or "
+                f"'initial_lr'); set a finite lr >= 0 in the optimizer before creating the Scheduler"
+            )
         if len(self._base) > len(all_groups):
             raise ValueError(
                 f"the optimizer has {len(all_groups)} param groups but the scheduler knows {len(self._base)} base lrs; "
@@ -161,6 +173,8 @@ class Scheduler(LRScheduler):
                 UserWarning,
                 stacklevel=2,
             )
+        if self.last_epoch >= MAX_COUNT:  # the core's steps are int64; stop well before they wrap
+            raise OverflowError(f"the schedule is at step {self.last_epoch}, the last one pylrcore counts (2**62)")
         self._step_count += 1
         self.last_epoch += 1
         self._write()
@@ -249,7 +263,22 @@ class Scheduler(LRScheduler):
         return state
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict from Scheduler.state_dict(), got {type(state_dict).__name__}")
+        known = set(self.state_dict()) | {"plateau"}  # a saved plateau builds one here
+        unknown = sorted(map(str, set(state_dict) - known))
+        missing = sorted({"last_epoch", "base_lrs", "schedule"} - set(state_dict))
+        if unknown or missing:
+            problem = f"unknown keys {unknown}" if unknown else f"missing keys {missing}"
+            raise ValueError(f"state_dict has {problem}; pass a dict returned by Scheduler.state_dict()")
         state = dict(state_dict)
+        state["last_epoch"] = check_int(state["last_epoch"], "state_dict['last_epoch']", minimum=-1, maximum=MAX_COUNT)
+        base = state["base_lrs"]
+        if not isinstance(base, (list, tuple)) or len(base) != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"state_dict['base_lrs'] must be a list with one lr per param group ({len(self.optimizer.param_groups)})"
+            )
+        state["base_lrs"] = [check_positive(b, f"state_dict['base_lrs'][{i}]", allow_zero=True) for i, b in enumerate(base)]
         saved = state.pop("schedule", None)
         if saved is not None and Schedule.from_dict(saved) != self.schedule:
             raise ValueError(
@@ -273,6 +302,8 @@ class Scheduler(LRScheduler):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+            if getattr(self.optimizer, "_pylrcore_attached", None) is self:
+                del self.optimizer._pylrcore_attached
 
 
 def attach(
@@ -284,7 +315,14 @@ def attach(
     stops it. A step that a ``GradScaler`` skips (inf/NaN gradients) never calls ``optimizer.step()``,
     so the schedule does not advance on it.
     """
+    current = getattr(optimizer, "_pylrcore_attached", None)
+    if current is not None:  # two schedules would both advance and overwrite each other's lrs
+        raise ValueError(
+            f"a schedule is already attached to this optimizer ({current.schedule!r}); "
+            "call .detach() on the Scheduler that attach() returned before attaching another"
+        )
     sched = Scheduler(optimizer, schedule, plateau=plateau)
+    optimizer._pylrcore_attached = sched  # type: ignore[attr-defined]
     optimizer._opt_called = True  # type: ignore[attr-defined]  # the hook runs after each real step
 
     def advance(_opt: Any, _args: Any, _kwargs: Any) -> None:

@@ -171,7 +171,7 @@ def _bad_cases(tmp: Path) -> "dict[str, tuple[List[str], str]]":
         "lr not a number": (["diagnose", str(tmp / "ok.json"), "--lr", "abc"], "invalid float value: 'abc'"),
         "not utf-8": (["diagnose", str(tmp / "latin1.csv")], "codec can't decode"),
         "empty csv": (["diagnose", str(tmp / "empty.csv")], "holds no rows"),
-        "suggest missing": (["suggest", str(tmp / "nope.csv")], "not found"),
+        "suggest missing": (["suggest", str(tmp / "nope.csv")], "No such file"),
         "suggest columns": (["suggest", str(tmp / "nocol.csv")], "'lr' and 'loss'"),
         "schedule spec": (["schedule", "cosine(0)"], "T_max must be >= 1"),
         "schedule syntax": (["schedule", "warmup(10) >>"], ""),
@@ -289,3 +289,118 @@ def test_demo_names_the_divergence_lr_once(capsys: pytest.CaptureFixture[str]) -
     demo.run(png=None, check=False)
     out = capsys.readouterr().out
     assert len(re.findall(r"diverged .*?at lr", out)) == 1, out
+
+
+# --- issue 11 item 15: each line of the hostile-input reproduction (13_cli_tracebacks.sh) -----------
+
+_CURVE_ROWS = [(1e-5 * 1.122 ** i, 2.0 - 0.01 * i) for i in range(60)]
+
+
+def _hostile_files(tmp: Path) -> None:
+    (tmp / "empty.csv").write_text("")
+    (tmp / "d_bigint.json").write_text("[" + "1" + "0" * 400 + ", 1.0]")
+    (tmp / "d_deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (tmp / "quoted.csv").write_text('"lr","loss"\n' + "".join(f'"{lr!r}","{loss!r}"\n' for lr, loss in _CURVE_ROWS))
+    (tmp / "bom.csv").write_bytes(b"\xef\xbb\xbf" + ("lr,loss\n" + "".join(f"{lr!r},{loss!r}\n" for lr, loss in _CURVE_ROWS)).encode())
+    (tmp / "mixed.csv").write_text("lr,loss\n0.001,1.0\n0.002,abc\n0.003,0.9\n")
+    (tmp / "slow.json").write_text(json.dumps([2.0 - 0.1 * i for i in range(11)]))
+    (tmp / "mytrain.py").write_text(FACTORY)
+
+
+_CHAIN = " >> ".join(["cosine(10)"] * 3000)
+
+# argv -> words the one-line error must contain
+_HOSTILE_FAILURES = {
+    "suggest empty.csv": (["suggest", "empty.csv"], "holds no rows"),
+    "diagnose d_bigint.json": (["diagnose", "d_bigint.json"], "item 0: the integer 1000"),
+    "diagnose d_deep.json": (["diagnose", "d_deep.json"], "nests too deeply"),
+    "schedule 3000 chained": (["schedule", _CHAIN], "nests too deeply"),
+    "find --device banana": (["find", "mytrain.py:make", "--device", "banana"], "--device 'banana' is not a device"),
+    "suggest mixed.csv": (["suggest", "mixed.csv"], "row 3, column 'loss': expected a number, got 'abc'"),
+    "diagnose d_bigint.json --lr 1e308": (["diagnose", "d_bigint.json", "--lr", "1e308"], "too large for a float64"),
+}
+
+
+@pytest.mark.parametrize("case", list(_HOSTILE_FAILURES))
+def test_cli_hostile_inputs_fail_in_one_line(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _hostile_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    argv, words = _HOSTILE_FAILURES[case]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pylrcore: ") and words in lines[0], captured.err
+    assert "Traceback" not in captured.err + captured.out
+
+
+def test_cli_find_device_cuda_without_cuda_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    _hostile_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["find", "mytrain.py:make", "--device", "cuda", "--png", ""]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pylrcore: --device 'cuda' is not available here")
+
+
+@pytest.mark.parametrize("name", ["quoted.csv", "bom.csv"])
+def test_cli_suggest_reads_what_diagnose_reads(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _hostile_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    lrs, losses = np.array(_CURVE_ROWS).T
+    from pylrcore import suggest
+
+    assert main(["suggest", name]) == (0 if suggest(lrs, losses).ok else 1)
+    assert capsys.readouterr().out.strip() == str(suggest(lrs, losses))
+
+
+def test_cli_schedule_with_the_largest_step_count(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["schedule", "cosine(100)", "--steps", str(2**63 - 1)]) == 0
+    out = capsys.readouterr().out
+    assert f"step {2**63 - 2}: 0" in out and "step 0: 0.001" in out
+    pytest.importorskip("matplotlib")
+    assert main(["schedule", "warm_restarts(7, T_mult=5)", "--steps", str(2**63 - 1), "--png", str(tmp_path / "s.png")]) == 0
+    assert main(["schedule", "cosine(100)", "--steps", str(2**63)]) == 2
+    assert "--steps must be <= 2**63 - 1" in capsys.readouterr().err
+
+
+def test_cli_diagnose_with_a_huge_lr_still_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _hostile_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["diagnose", "slow.json", "--lr", "1e308"]) == 0
+    assert capsys.readouterr().out.startswith("slow:")
+
+
+def test_cli_find_imports_a_module_from_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("torch")
+    _hostile_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    # the installed `pylrcore` script has neither '' nor the current folder on sys.path
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "mytrain", raising=False)
+    assert main(["find", "mytrain:make", "--num-iter", "40", "--png", ""]) in (0, 1)
+    assert "diagnosis:" in capsys.readouterr().out
+    assert str(tmp_path) not in sys.path  # put back as it was
+    sys.modules.pop("mytrain", None)
+
+
+@pytest.mark.parametrize("command", ["suggest", "diagnose", "find", "schedule", "demo"])
+def test_cli_help_shows_defaults(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default:" in out
+    expected = {"suggest": "(default: steepest)", "diagnose": "(default: None)", "find": "(default: 10.0)",
+                "schedule": "(default: 10000)", "demo": "(default: 50)"}[command]
+    assert expected in out

@@ -330,3 +330,211 @@ def test_wsd_matches_transformers(seed, decay):
     m = float(rng.uniform(0, 0.5))
     check(S.wsd(W, St, D, decay_type=decay, min_lr_ratio=m),
           lambda o: tr.get_wsd_schedule(o, W, D, num_stable_steps=St, decay_type=decay, min_lr_ratio=m), base)
+
+
+# --- issue 11 item 7: every family at steps up to 2**63 - 1, against an exact reference --------------
+# The reference follows the documented formulas with Python's unbounded ints and exact fractions for
+# every position (step // period, step % period, step / length); only the final transcendental is a
+# float. Any int64 overflow, float64 rounding of a position or hang in the core shows up here.
+
+from bisect import bisect_right  # noqa: E402
+from fractions import Fraction  # noqa: E402
+
+
+def _exact(s, t):
+    """(a, c) of schedule ``s`` at step ``t``: lr = max(0, a * base_lr + c)."""
+    f, q = s.family, s.params
+    if f == "constant":
+        return q["factor"], 0.0
+    if f == "step":
+        return q["gamma"] ** (t // q["step_size"]), 0.0
+    if f == "multistep":
+        return q["gamma"] ** bisect_right(list(q["milestones"]), t), 0.0
+    if f == "exponential":
+        e = t // q["decay_steps"] if q["staircase"] else float(Fraction(t, q["decay_steps"]))
+        return q["gamma"] ** e, 0.0
+    if f in ("linear", "polynomial", "cosine"):
+        T = q["T_max"] if f == "cosine" else q["total_iters"]
+        x = Fraction(min(t, T), T)
+        if f == "linear":
+            return q["start_factor"] + (q["end_factor"] - q["start_factor"]) * float(x), 0.0
+        if f == "polynomial":
+            return q["end_factor"] + (1 - q["end_factor"]) * float(1 - x) ** q["power"], 0.0
+        w = 0.5 * (1 + math.cos(math.pi * float(x)))
+        return w, q["eta_min"] * (1 - w)
+    if f == "warm_restarts":
+        t_cur, t_i = t, q["T_0"]
+        if q["T_mult"] == 1:  # equal cycles (the loop below would take t / T_0 turns)
+            t_cur = t % t_i
+        while t_cur >= t_i:
+            t_cur, t_i = t_cur - t_i, t_i * q["T_mult"]
+        w = 0.5 * (1 + math.cos(math.pi * float(Fraction(t_cur, t_i))))
+        return w, q["eta_min"] * (1 - w)
+    if f == "cyclic":
+        up = q["step_size_up"]
+        down = q["step_size_down"] if q["step_size_down"] is not None else up
+        k, r = divmod(t, up + down)
+        x, ratio = Fraction(r, up + down), Fraction(up, up + down)
+        sf = float(x / ratio if x <= ratio else (x - 1) / (ratio - 1))
+        scale = {"triangular": 1.0, "triangular2": 2.0 ** -k, "exp_range": q["gamma"] ** t}[q["mode"]]
+        w = sf * scale
+        if q["base_lr"] is None:
+            return 1 - w, q["max_lr"] * w
+        return 0.0, q["base_lr"] + (q["max_lr"] - q["base_lr"]) * w
+    if f == "one_cycle":
+        total, pct = q["total_steps"], q["pct_start"]
+        initial = 1 / q["div_factor"]
+        min_v = initial / q["final_div_factor"]
+        ends = [pct * total - 1, 2 * pct * total - 2, total - 1] if q["three_phase"] else [pct * total - 1, total - 1]
+        values = [(initial, 1.0), (1.0, initial), (initial, min_v)] if q["three_phase"] else [(initial, 1.0), (1.0, min_v)]
+        tt, start = min(t, total - 1), 0.0
+        for k, (end, (v0, v1)) in enumerate(zip(ends, values)):
+            if tt <= end or k == len(ends) - 1:
+                x = float((Fraction(tt) - Fraction(start)) / (Fraction(end) - Fraction(start)))
+                rel = v1 + (v0 - v1) / 2 * (math.cos(math.pi * x) + 1) if q["anneal_strategy"] == "cos" else (v1 - v0) * x + v0
+                break
+            start = end
+        return (rel, 0.0) if q["max_lr"] is None else (0.0, q["max_lr"] * rel)
+    if f == "inverse_sqrt":
+        W = q["warmup_steps"]
+        ts = q["timescale"] if q["timescale"] is not None else (W or 10_000)
+        if t < W:
+            return float(Fraction(t, max(1, W))), 0.0
+        return 1 / math.sqrt(float(Fraction(t + ts - W, ts))), 0.0
+    if f == "wsd":
+        W, St, D, m = q["warmup_steps"], q["stable_steps"], q["decay_steps"], q["min_lr_ratio"]
+        if t < W:
+            g = float(Fraction(t, W))
+        elif t < W + St:
+            g = 1.0
+        elif t < W + St + D:
+            x = float(Fraction(t - W - St, D))
+            g = {"linear": 1 - x, "cosine": 0.5 * (1 + math.cos(math.pi * x)), "1-sqrt": 1 - math.sqrt(x)}[q["decay_type"]]
+        else:
+            g = 0.0
+        return g * (1 - m) + m, 0.0
+    if f == "warmup":
+        child = s.children[0] if s.children else S.constant()
+        W = q["steps"]
+        if t >= W:
+            return _exact(child, t - W)
+        sf = q["start_factor"] if q["start_factor"] is not None else 1 / W
+        x = float(Fraction(t, W))
+        factor = {"linear": sf + (1 - sf) * x, "cosine": sf + (1 - sf) * (0.5 - 0.5 * math.cos(math.pi * x)),
+                  "exponential": sf ** (1 - x)}[q["kind"]]
+        a, c = _exact(child, 0)
+        return factor * a, factor * c
+    if f == "sequence":
+        ms = list(q["milestones"])
+        k = bisect_right(ms, t)
+        return _exact(s.children[k], t - (ms[k - 1] if k else 0))
+    if f == "product":
+        a, c = 1.0, 0.0
+        for child in s.children:
+            ca, cc = _exact(child, t)
+            a, c = a * ca, c * ca + a * cc
+        return a, c
+    if f == "scale":
+        a, c = _exact(s.children[0], t)
+        return q["factor"] * a, q["factor"] * c
+    raise AssertionError(f)
+
+
+_BIG = 2**62
+_HUGE_SCHEDULES = [
+    S.constant(0.5),
+    S.step(7, gamma=0.999999),
+    S.step(2**40 + 3, gamma=0.9),
+    S.multistep([3, 2**40, 2**62], gamma=0.5),
+    S.exponential(0.9999999),
+    S.exponential(decay_rate=0.5, decay_steps=2**40 + 1, staircase=True),
+    S.linear(0.1, 1.0, total_iters=_BIG),
+    S.polynomial(total_iters=_BIG, power=2.0, end_factor=0.01),
+    S.cosine(_BIG, eta_min=1e-4),
+    S.cosine(1000),
+    S.warm_restarts(_BIG, T_mult=2),
+    S.warm_restarts(7, T_mult=5, eta_min=1e-3),
+    S.warm_restarts(100, T_mult=1000),
+    S.warm_restarts(10, T_mult=2**40),
+    S.warm_restarts(3),
+    S.cyclic(0.1, step_size_up=1999, step_size_down=3001),
+    S.cyclic(0.1, step_size_up=_BIG, mode="triangular2", base_lr=0.01),
+    S.cyclic(0.1, step_size_up=10, mode="exp_range", gamma=0.9999999),
+    S.one_cycle(_BIG),
+    S.one_cycle(1000, max_lr=0.1, three_phase=True, anneal_strategy="linear"),
+    S.inverse_sqrt(warmup_steps=_BIG),
+    S.inverse_sqrt(warmup_steps=100, timescale=7),
+    S.wsd(_BIG // 4, _BIG // 4, _BIG // 2, decay_type="1-sqrt", min_lr_ratio=0.1),
+    S.wsd(10, 2**61, 2**61, decay_type="cosine"),
+    S.warmup(_BIG) >> S.cosine(_BIG),
+    S.warmup(1000, kind="exponential", start_factor=0.01) >> S.warm_restarts(7, T_mult=3),
+    S.sequence([S.cosine(10), S.warm_restarts(5, T_mult=2), S.step(3)], milestones=[10, 2**61]),
+    0.5 * (S.cosine(_BIG, eta_min=0.001) * S.exponential(0.999999)),
+]
+_HUGE_STEPS = [0, 1, 2**31, 2**53 + 1, 2**61 - 1, 2**61, 2**61 + 1, 2**62 - 1, _BIG, _BIG + 1, _BIG + 12345,
+               3 * 2**61 + 17, 2**63 - 2, 2**63 - 1]
+
+
+@pytest.mark.parametrize("schedule", _HUGE_SCHEDULES, ids=repr)
+def test_every_family_at_steps_up_to_2_63_matches_an_exact_reference(schedule):
+    base = 0.5
+    steps = np.array(_HUGE_STEPS, dtype=np.int64)
+    got = schedule(steps, base)
+    for t, value in zip(_HUGE_STEPS, got):
+        a, c = _exact(schedule, t)
+        want = max(0.0, a * base + c)
+        assert value == pytest.approx(want, rel=1e-9, abs=1e-12), (t, value, want)
+        assert schedule(t, base) == value  # the scalar path agrees with the block path
+        sa, sc = schedule.at(t)
+        assert max(0.0, sa * base + sc) == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+def test_warm_restarts_repro_07_values():
+    # the three cases of the reproduction, and the one that hung
+    for T0, Tm, t in [(2**62, 2, 2**62), (7, 5, 2**62 + 12345), (100, 1000, 2 * 10**17), (10, 2**40, 2**62)]:
+        s = S.warm_restarts(T0, T_mult=Tm)
+        a, c = _exact(s, t)
+        assert s(t) == pytest.approx(a + c, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (lambda: S.cosine(2**60 + 1), "not exactly representable"),
+        (lambda: S.cosine(2**63), r"T_max must be <= 2\*\*62"),
+        (lambda: S.warm_restarts(10, T_mult=2**63), r"T_mult must be <= 2\*\*62"),
+        (lambda: S.cosine(2**62) >> S.cosine(2**62) >> S.cosine(2**62), r"milestones must be <= 2\*\*62"),
+        (lambda: S.cyclic(0.1, mode="exp_range", gamma=1.5), "gamma must be in"),
+        (lambda: S.cosine(10).at(2**63), r"step must be <= 2\*\*63 - 1"),
+        (lambda: S.cosine(10)(2**63), r"steps must be <= 2\*\*63 - 1"),
+        (lambda: S.cosine(10)(np.array([2**64 - 1], dtype=np.uint64)), r"steps must be <= 2\*\*63 - 1"),
+        (lambda: S.cosine(10)(np.array([1e19])), r"steps must be <= 2\*\*63 - 1"),
+    ],
+)
+def test_counts_and_steps_beyond_int64_are_refused_by_name(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_numpy_integers_are_counts_and_steps():
+    s = S.cosine(np.int64(100), eta_min=np.float32(0.5))
+    assert s.at(np.int64(100)) == pytest.approx((0.0, 0.5))
+    assert s(np.uint64(50)) == s(50)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        0.5 * (0.5 * S.cosine(100)),  # repro 14: "0.5 * 0.5 * cosine(100)" did not parse
+        S.warmup(10) >> (S.warmup(10) >> S.constant(0.5)),  # repro 14: parsed as a different schedule
+        S.cosine(100) * (0.5 * S.exponential(0.9)),
+        0.5 * (S.cosine(10) * S.exponential(0.9)),
+        S.warmup(3) >> (S.warmup(4) >> (S.warmup(5) >> S.cosine(9))),
+    ],
+    ids=repr,
+)
+def test_nested_repr_parses_back_to_the_same_schedule(schedule):
+    again = S.Schedule.parse(repr(schedule))
+    assert again == schedule
+    steps = np.arange(40)
+    np.testing.assert_array_equal(again(steps, 0.1), schedule(steps, 0.1))

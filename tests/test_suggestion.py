@@ -292,7 +292,6 @@ def test_too_few_points_reason() -> None:
         (np.ones((2, 2)), [1.0, 1.0], ValueError, "lrs must be 1-D"),
         ([1e-3, 1e-2], np.ones((2, 1)), ValueError, "losses must be 1-D"),
         (np.array(["1", "2"]), [1.0, 1.0], TypeError, "lrs must hold real numbers"),
-        (lr_ladder(20)[::2], np.ones(10), ValueError, "non-contiguous"),
     ],
 )
 def test_bad_curves(lrs: object, losses: object, error: type, match: str) -> None:
@@ -519,3 +518,45 @@ def test_a_user_beta_keeps_the_usable_range_ordered(beta: float) -> None:
             assert s.zone_indices[0] <= s.index <= s.zone_indices[1] and s.zone[0] <= s.zone[1]
         else:
             assert s.reason
+
+
+@pytest.mark.peers
+def test_compat_modes_take_duplicate_lrs_as_their_peers_do():
+    """A finder that records an lr twice: torch-lr-finder's plot() and Lightning's suggestion()
+    answer, and so do the compat modes, with the same lr; pylrcore's own methods still refuse."""
+    import contextlib
+    import io
+    import warnings
+
+    tlf = pytest.importorskip("torch_lr_finder")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pytorch_lightning.tuner.lr_finder import _LRFinder
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        lrs = list(np.logspace(-5, 0, 60))
+        losses = list(2 - np.tanh(np.log10(lrs) + 3) + 0.05 * rng.standard_normal(60))
+        for d in sorted(rng.choice(58, 3, replace=False) + 1, reverse=True):
+            lrs.insert(d, lrs[d])
+            losses.insert(d, losses[d] + 0.01 * rng.standard_normal())
+        lightning = _LRFinder("exponential", 1e-5, 1, len(lrs))
+        lightning.results = {"lr": lrs, "loss": losses}
+        with contextlib.redirect_stderr(io.StringIO()):
+            assert pylrcore.suggest(lrs, losses, "lightning").lr == lightning.suggestion()
+        model = torch.nn.Linear(1, 1)
+        peer = tlf.LRFinder(model, torch.optim.SGD(model.parameters(), lr=1.0), torch.nn.MSELoss())
+        peer.history = {"lr": lrs, "loss": losses}
+        fig, ax = plt.subplots()
+        with contextlib.redirect_stdout(io.StringIO()):
+            _, expected = peer.plot(ax=ax)
+        plt.close(fig)
+        assert pylrcore.suggest(lrs, losses, "torch_lr_finder").lr == expected
+    with pytest.raises(ValueError, match="strictly increasing"):
+        pylrcore.suggest(lrs, losses, "steepest")
+    with pytest.raises(ValueError, match="non-decreasing"):
+        pylrcore.suggest(lrs[::-1], losses, "lightning")

@@ -255,3 +255,38 @@ def test_compiled_code_reading_a_tensor_lr_is_not_recompiled_as_it_changes():
         sched.step()
     assert len(frames) == 1  # one graph, whatever the lr
     np.testing.assert_allclose(seen, [1 - 0.1 * 0.5**k for k in range(5)], rtol=1e-15)
+
+
+# --- issue 11 item 16: bad values the Scheduler once accepted silently --------------------------------
+
+
+def test_scheduler_refuses_a_nan_optimizer_lr() -> None:
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=float("nan"))
+    with pytest.raises(ValueError, match="base lr of param group 0 is nan"):
+        Scheduler(opt, S.cosine(10))
+
+
+def test_scheduler_load_state_dict_refuses_foreign_dicts() -> None:
+    model = torch.nn.Linear(2, 1)
+    sched = Scheduler(torch.optim.SGD(model.parameters(), lr=0.1), S.cosine(10))
+    with pytest.raises(ValueError, match=r"unknown keys \['foo'\]"):
+        sched.load_state_dict({"foo": 1})
+    state = sched.state_dict()
+    state["last_epoch"] = 2**63 - 1
+    with pytest.raises(ValueError, match=r"last_epoch'\] must be <= 2\*\*62"):
+        sched.load_state_dict(state)
+    state = sched.state_dict()
+    state["base_lrs"] = [float("nan")]
+    with pytest.raises(ValueError, match="base_lrs"):
+        sched.load_state_dict(state)
+
+
+def test_attach_twice_on_one_optimizer_is_refused_until_detached() -> None:
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    first = attach(opt, S.cosine(10))
+    with pytest.raises(ValueError, match="already attached"):
+        attach(opt, S.cosine(20))
+    first.detach()
+    attach(opt, S.cosine(20))

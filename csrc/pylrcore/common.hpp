@@ -32,6 +32,18 @@ inline std::string describe_element(const char* name, std::size_t index, double 
 
 inline bool is_finite(double x) { return std::isfinite(x); }
 
+// Saturating int64 addition for counts and steps that arrive from callers (skips, windows, steps,
+// counters loaded from checkpoints): an overflowing sum is undefined behaviour and, used as
+// a size or a loop bound, a crash or a hang. Saturated at INT64_MAX/MIN, comparisons stay correct.
+constexpr std::int64_t kInt64Max = INT64_MAX;
+constexpr std::int64_t kInt64Min = INT64_MIN;
+
+inline std::int64_t sat_add(std::int64_t a, std::int64_t b) {
+  if (b > 0 && a > kInt64Max - b) return kInt64Max;
+  if (b < 0 && a < kInt64Min - b) return kInt64Min;
+  return a + b;
+}
+
 template <class T>
 struct View {
   const T* data = nullptr;

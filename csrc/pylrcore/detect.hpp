@@ -84,6 +84,9 @@ inline void validate(const DetectorConfig& c) {
     bad("spike_clip", c.spike_clip, "in (0, spike_z]: a spike must not move the statistics more than a clipped value");
   if (c.warmup < 0) bad("warmup", static_cast<double>(c.warmup), ">= 0");
   if (c.window < 2) bad("window", static_cast<double>(c.window), ">= 2");
+  // the ring holds `window` doubles: refuse a size that cannot be allocated instead of bad_alloc
+  if (c.window > 10'000'000) bad("window", static_cast<double>(c.window), "<= 10,000,000 (a ring of that many losses)");
+  if (c.warmup > (std::int64_t{1} << 62)) bad("warmup", static_cast<double>(c.warmup), "<= 2**62");
   if (!(c.plateau_rel > 0.0 && c.plateau_rel < 1.0)) bad("plateau_rel", c.plateau_rel, "in (0, 1) (e.g. 0.01)");
   if (!(c.plateau_progress >= 0.0 && c.plateau_progress < 1.0))
     bad("plateau_progress", c.plateau_progress, "in [0, 1) (e.g. 0.1)");

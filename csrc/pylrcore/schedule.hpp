@@ -80,6 +80,11 @@ inline double half_cos(double x) {
   return 0.5 * (1.0 - (y + y * y2 * p));
 }
 
+// Growing factors (gamma > 1 in step/multistep/exponential, products and scales of them) overflow to
+// inf at large steps, and inf meets 0 in the affine algebra (0 * inf = NaN). Holding them at the
+// largest double keeps every lr a number: an absurdly large one is still visible as such.
+inline double bounded(double x) { return std::min(std::max(x, -1.7976931348623157e308), 1.7976931348623157e308); }
+
 // Parameter checks: every message names the parameter.
 inline void positive(double v, const char* name) {
   if (!(std::isfinite(v) && v > 0)) fail(std::string(name) + " must be a finite number > 0, got " + std::to_string(v));
@@ -91,10 +96,14 @@ inline void non_negative(double v, const char* name) {
 inline void unit_open(double v, const char* name) {
   if (!(v > 0 && v < 1)) fail(std::string(name) + " must be in (0, 1), got " + std::to_string(v));
 }
+// Counts (lengths, periods, multipliers) travel as doubles; the bound keeps every cast to int64 and
+// every sum of two of them (warmup + child step, cycle lengths) inside int64.
+constexpr double kMaxCount = 4611686018427387904.0;  // 2^62
 inline void count_at_least(double v, double lo, const char* name) {
   if (!(std::isfinite(v) && v >= lo && v == std::floor(v)))
     fail(std::string(name) + " must be an integer >= " + std::to_string(static_cast<long long>(lo)) + ", got " +
          std::to_string(v));
+  if (v > kMaxCount) fail(std::string(name) + " must be <= 2**62, got " + std::to_string(v));
 }
 
 }  // namespace sched
@@ -109,12 +118,18 @@ class Program {
 
   const std::vector<Node>& nodes() const { return nodes_; }
 
-  Affine at(std::int64_t t) const { return eval(nodes_.size() - 1, t); }
+  Affine at(std::int64_t t) const {
+    if (t < 0) fail("step must be >= 0, got " + std::to_string(t));
+    return eval(nodes_.size() - 1, t);
+  }
 
   // One step for a live optimizer: out[g] = max(min_lr[g], max(0, a*base[g] + c) * scale[g]).
   void step_values(std::int64_t t, const double* base, const double* min_lr, const double* scale, std::size_t n_groups,
                    double* out) const {
     if (t < 0) fail("step must be >= 0, got " + std::to_string(t));
+    for (std::size_t g = 0; g < n_groups; ++g)  // max(0, NaN) would silently read a NaN lr as 0
+      if (!(std::isfinite(base[g]) && base[g] >= 0))
+        fail("base_lr must be finite and >= 0, got " + std::to_string(base[g]) + " for group " + std::to_string(g));
     const Affine f = at(t);
     for (std::size_t g = 0; g < n_groups; ++g)
       out[g] = std::max(min_lr[g], std::max(0.0, f.a * base[g] + f.c) * scale[g]);
@@ -224,15 +239,15 @@ class Program {
           eval_block(static_cast<std::size_t>(child), t, m, ca, cc);
           for (std::size_t k = 0; k < m; ++k) {
             const double a0 = a[k];
-            a[k] = a0 * ca[k];
-            c[k] = c[k] * ca[k] + a0 * cc[k];
+            a[k] = sched::bounded(a0 * ca[k]);
+            c[k] = sched::bounded(c[k] * ca[k] + a0 * cc[k]);
           }
         }
         return;
       }
       case Family::Scale:
         eval_block(static_cast<std::size_t>(n.children[0]), t, m, a, c);
-        for (std::size_t k = 0; k < m; ++k) a[k] *= n.p[0], c[k] *= n.p[0];
+        for (std::size_t k = 0; k < m; ++k) a[k] = sched::bounded(a[k] * n.p[0]), c[k] = sched::bounded(c[k] * n.p[0]);
         return;
       default:  // the other families: one step at a time through the scalar path
         for (std::size_t k = 0; k < m; ++k) {
@@ -322,6 +337,8 @@ class Program {
         count_at_least(n.p[3], 1, "step_size_down");
         if (!(n.p[4] == 0 || n.p[4] == 1 || n.p[4] == 2)) fail("mode must be triangular, triangular2 or exp_range");
         positive(n.p[5], "gamma");
+        // exp_range scales the amplitude by gamma**t: above 1 it overflows to inf (and 0 * inf = NaN)
+        if (n.p[5] > 1) fail("gamma must be <= 1 (exp_range multiplies the amplitude by gamma**t), got " + std::to_string(n.p[5]));
         break;
       case Family::OneCycle:  // max_lr (NaN: the group's), total_steps, pct_start, anneal (0 cos, 1 linear),
                               // div_factor, final_div_factor, three_phase
@@ -409,17 +426,20 @@ class Program {
     switch (n.family) {
       case Family::Constant:
         return {n.p[0], 0.0};
-      case Family::Step:
-        return {std::pow(n.p[1], std::floor(td / n.p[0])), 0.0};
+      case Family::Step:  // integer division: td / step_size rounds once t > 2^53 and can cross a boundary
+        return {sched::bounded(std::pow(n.p[1], static_cast<double>(t / static_cast<std::int64_t>(n.p[0])))), 0.0};
       case Family::MultiStep: {
         // torch: gamma ** bisect_right(milestones, t)
         const auto k = std::upper_bound(n.ints.begin(), n.ints.end(), t) - n.ints.begin();
-        return {std::pow(n.p[0], static_cast<double>(k)), 0.0};
+        return {sched::bounded(std::pow(n.p[0], static_cast<double>(k))), 0.0};
       }
       case Family::Exponential: {
         double e = td / n.p[1];
-        if (n.p[2] != 0) e = std::floor(e);
-        return {std::pow(n.p[0], e), 0.0};
+        if (n.p[2] != 0)  // staircase: the exact quotient where decay_steps is a count (as Python passes it)
+          e = n.p[1] == std::floor(n.p[1]) && n.p[1] <= sched::kMaxCount
+                  ? static_cast<double>(t / static_cast<std::int64_t>(n.p[1]))
+                  : std::floor(e);
+        return {sched::bounded(std::pow(n.p[0], e)), 0.0};
       }
       case Family::Linear: {
         const double T = n.p[2];
@@ -437,23 +457,37 @@ class Program {
       }
       case Family::WarmRestarts: {
         const std::int64_t T0 = static_cast<std::int64_t>(n.p[0]), Tm = static_cast<std::int64_t>(n.p[1]);
-        std::int64_t t_cur = t, t_i = T0;
+        std::int64_t t_cur = t;
+        double length = static_cast<double>(T0);  // of the cycle holding t (may exceed int64)
         if (Tm == 1) {
           t_cur = t % T0;
         } else {
-          // Cycle k spans T0*Tm^k steps; skip whole cycles (at most ~63 for int64 steps).
+          // Cycle k spans T0*Tm^k steps. Skip whole cycles with exact integers; each is at least twice
+          // the last, so this runs at most 63 times. A cycle too long for int64 is longer than any
+          // remaining int64 step count, so it holds t_cur: stop there (its length only scales w).
+          std::int64_t t_i = T0;
           while (t_cur >= t_i) {
             t_cur -= t_i;
+            if (t_i > kInt64Max / Tm) {
+              length = static_cast<double>(t_i) * static_cast<double>(Tm);
+              t_i = -1;
+              break;
+            }
             t_i *= Tm;
           }
+          if (t_i > 0) length = static_cast<double>(t_i);
         }
-        const double w = half_cos(static_cast<double>(t_cur) / static_cast<double>(t_i));
+        const double w = half_cos(static_cast<double>(t_cur) / length);
         return {w, n.p[2] * (1.0 - w)};
       }
       case Family::Cyclic: {
         const double up = n.p[2], down = n.p[3], total = up + down, ratio = up / total;
-        const double cycle = std::floor(1.0 + td / total);
-        const double x = 1.0 + td / total - cycle;
+        // The position in the cycle from exact integers (uint64: up + down <= 2^63): in doubles,
+        // 1 + t/total - cycle keeps only a few bits of it once t/total is large.
+        const std::uint64_t whole = static_cast<std::uint64_t>(up) + static_cast<std::uint64_t>(down);
+        const std::uint64_t tu = static_cast<std::uint64_t>(t);
+        const double cycle = 1.0 + static_cast<double>(tu / whole);
+        const double x = static_cast<double>(tu % whole) / total;
         const double sf = x <= ratio ? x / ratio : (x - 1.0) / (ratio - 1.0);
         const int mode = static_cast<int>(n.p[4]);
         const double scale = mode == 0 ? 1.0 : mode == 1 ? 1.0 / std::pow(2.0, cycle - 1.0) : std::pow(n.p[5], td);
@@ -504,13 +538,13 @@ class Program {
         for (std::int32_t c : n.children) {
           const Affine f = eval(static_cast<std::size_t>(c), t);
           // (a1 b + c1)(a2 b + c2)/b with c1*c2 == 0 (validated): stays affine.
-          acc = {acc.a * f.a, acc.c * f.a + acc.a * f.c};
+          acc = {sched::bounded(acc.a * f.a), sched::bounded(acc.c * f.a + acc.a * f.c)};
         }
         return acc;
       }
       case Family::Scale: {
         const Affine f = eval(static_cast<std::size_t>(n.children[0]), t);
-        return {n.p[0] * f.a, n.p[0] * f.c};
+        return {sched::bounded(n.p[0] * f.a), sched::bounded(n.p[0] * f.c)};
       }
     }
     return {};

@@ -279,8 +279,8 @@ inline double smoothed_noise_factor(double beta) {
 template <class T>
 std::int64_t slide_index(const T* g, std::size_t n, std::int64_t lr_diff, T thresh) {
   const std::int64_t len = static_cast<std::int64_t>(n);
+  if (lr_diff >= len) return -1;  // fastai: lrs[l_idx] raises IndexError (-l > len, without negating l)
   std::int64_t r = -1, l = r - lr_diff;
-  if (-l > len) return -1;  // fastai: lrs[l_idx] raises IndexError
   std::int64_t pick = l;
   while (l >= -len && std::fabs(g[len + r] - g[len + l]) > thresh) {
     pick = l;
@@ -305,14 +305,17 @@ inline std::string count_reason(const char* what, std::size_t have, std::size_t 
 
 }  // namespace detail
 
-inline void check_curve(const double* lrs, std::size_t n) {
+// pylrcore's own methods need strictly increasing lrs (slopes per ln lr); the compatibility modes take
+// what their peer takes: non-decreasing (a finder that records an lr twice still gets its answer).
+inline void check_curve(const double* lrs, std::size_t n, bool strict = true) {
   require(n > 0, "lrs and losses are empty; record at least a few points of the range test");
   for (std::size_t i = 0; i < n; ++i) {
     if (!(std::isfinite(lrs[i]) && lrs[i] > 0))
       fail(describe_element("lrs", i, lrs[i]) + ": learning rates must be finite and > 0");
-    if (i > 0 && !(lrs[i] > lrs[i - 1]))
-      fail(describe_element("lrs", i, lrs[i]) + " is not greater than " + describe_element("lrs", i - 1, lrs[i - 1]) +
-           ": lrs must be strictly increasing");
+    if (i > 0 && (strict ? !(lrs[i] > lrs[i - 1]) : lrs[i] < lrs[i - 1]))
+      fail(describe_element("lrs", i, lrs[i]) + (strict ? " is not greater than " : " is less than ") +
+           describe_element("lrs", i - 1, lrs[i - 1]) +
+           (strict ? ": lrs must be strictly increasing" : ": lrs must be non-decreasing"));
   }
 }
 
@@ -494,10 +497,11 @@ inline Suggestion suggest_torch_lr_finder(const double* lrs, const double* losse
   Suggestion s;
   const std::int64_t ss = opt.skip_start < 0 ? 10 : opt.skip_start, se = opt.skip_end < 0 ? 5 : opt.skip_end;
   s.cut_index = static_cast<std::int64_t>(n);
-  if (static_cast<std::int64_t>(n) < ss + se + 2)  // the peer raises RuntimeError here
+  const std::int64_t need = sat_add(sat_add(ss, se), 2);  // skips come from the caller: never wrap
+  if (static_cast<std::int64_t>(n) < need)  // the peer raises RuntimeError here
     return detail::no_suggestion(std::move(s), SuggestStatus::TooFewPoints,
                                  detail::count_reason("torch-lr-finder needs skip_start + skip_end + 2 iterations", n,
-                                                      static_cast<std::size_t>(ss + se + 2)));
+                                                      static_cast<std::size_t>(need)));
   std::size_t lo, hi;
   detail::python_slice(static_cast<std::int64_t>(n), ss, se, lo, hi);  // torch-lr-finder handles skip_end=0 as [ss:]
   std::vector<double> g(hi - lo);
@@ -603,7 +607,7 @@ inline Suggestion suggest_fastai(const double* lrs, const double* losses, std::s
       fail("internal: not a fastai method");
   }
   if (k < 0) {
-    const std::size_t need = opt.method == Method::FastaiSlide ? static_cast<std::size_t>(opt.slide_lr_diff + 1)
+    const std::size_t need = opt.method == Method::FastaiSlide ? static_cast<std::size_t>(sat_add(opt.slide_lr_diff, 1))
                              : opt.method == Method::FastaiSteep ? 2
                                                                  : 1;
     return detail::no_suggestion(
@@ -616,7 +620,9 @@ inline Suggestion suggest_fastai(const double* lrs, const double* losses, std::s
 }
 
 inline Suggestion suggest(const double* lrs, const double* losses, std::size_t n, const SuggestOptions& opt = {}) {
-  check_curve(lrs, n);
+  const bool own = opt.method == Method::Steepest || opt.method == Method::Valley || opt.method == Method::Minimum ||
+                   opt.method == Method::Slide;
+  check_curve(lrs, n, own);
   require(opt.zone_lo >= 0 && opt.zone_lo < opt.zone_hi && opt.zone_hi <= 1,
           "zone must satisfy 0 <= zone[0] < zone[1] <= 1 (fractions of the total loss drop)");
   require(opt.slide_lr_diff >= 1, "lr_diff must be >= 1");

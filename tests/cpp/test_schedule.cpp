@@ -7,6 +7,7 @@
 using namespace pylrcore;
 
 namespace {
+constexpr double kPiTest = 3.14159265358979323846;
 Node leaf(Family f, std::vector<double> p, std::vector<std::int64_t> ints = {}) { return Node{f, std::move(p), std::move(ints), {}}; }
 }  // namespace
 
@@ -95,4 +96,50 @@ TEST(schedule_block_evaluation_equals_per_step_evaluation) {
     const Affine f = prog.at(steps[i]);
     CHECK(out[i] == std::max(0.0, f.a * base + f.c));
   }
+}
+
+// Exact positions worked out by hand: with T0 = 2^62, T_mult = 2 the second cycle (2^63 steps) does
+// not fit in int64, so step 2^62 + 2^61 is a quarter into it; the loop once wrapped t_i to 0 and hung.
+TEST(schedule_warm_restarts_large_steps_saturate) {
+  const double two62 = 4611686018427387904.0;
+  Program big({leaf(Family::WarmRestarts, {two62, 2, 0.0})});
+  const std::int64_t t62 = std::int64_t{1} << 62, t61 = std::int64_t{1} << 61;
+  CHECK_CLOSE(big.at(t62).a, 1.0, 1e-15);                             // restart
+  CHECK_CLOSE(big.at(t62 + t61).a, 0.5 * (1 + std::cos(kPiTest / 4)), 1e-12);
+  Program huge_mult({leaf(Family::WarmRestarts, {10, two62, 0.0})});  // cycle 2 is 10 * 2^62 steps
+  CHECK_CLOSE(huge_mult.at(INT64_MAX).a, 0.5 * (1 + std::cos(kPiTest * (INT64_MAX - 10.0) / (10.0 * two62))), 1e-12);
+  Program seven({leaf(Family::WarmRestarts, {7, 5, 0.0})});
+  const Affine f = seven.at(INT64_MAX);
+  CHECK(std::isfinite(f.a) && f.a >= 0 && f.a <= 1);
+}
+
+TEST(schedule_counts_above_2_62_are_refused) {
+  CHECK_THROWS(Program({leaf(Family::Cosine, {9223372036854775808.0, 0.0})}), std::invalid_argument);
+  CHECK_THROWS(Program({leaf(Family::WarmRestarts, {10, 9223372036854775808.0, 0.0})}), std::invalid_argument);
+}
+
+TEST(schedule_step_values_refuses_nan_base_lr) {
+  Program prog({leaf(Family::Constant, {1.0})});
+  const double base = std::nan(""), min_lr = 0.0, scale = 1.0;
+  double out = 0.0;
+  CHECK_THROWS(prog.step_values(3, &base, &min_lr, &scale, 1, &out), std::invalid_argument);
+}
+
+TEST(saturating_int64_addition) {
+  CHECK(sat_add(INT64_MAX, 2) == INT64_MAX);
+  CHECK(sat_add(INT64_MIN, -1) == INT64_MIN);
+  CHECK(sat_add(40, 2) == 42);
+}
+
+// gamma > 1 overflows pow to inf at large steps; 0 * inf would make the affine map NaN.
+TEST(schedule_growing_factors_stay_numbers) {
+  std::vector<Node> nodes{leaf(Family::Constant, {1.0}), leaf(Family::Exponential, {27.0, 1, 0})};
+  nodes.push_back(Node{Family::Product, {}, {}, {0, 1}});
+  nodes.push_back(Node{Family::Scale, {0.0}, {}, {2}});
+  Program prog(nodes);
+  const Affine f = prog.at(216);
+  CHECK(f.a == 0.0 && f.c == 0.0);
+  nodes.pop_back();
+  const Affine g = Program(nodes).at(INT64_MAX);
+  CHECK(std::isfinite(g.a) && g.c == 0.0);
 }

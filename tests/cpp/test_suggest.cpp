@@ -160,3 +160,22 @@ TEST(suggest_default_divergence_factor_is_the_one_factor) {
   CHECK(SuggestOptions{}.diverge_factor == kDivergeFactor);
   CHECK(kDivergeFactor == 4.0);
 }
+
+// Skips and lr_diff arrive from callers: at INT64_MAX they once wrapped (ss + se + 2 < 0) and the
+// slice read out of bounds. Every compatibility mode must answer "too few points" instead.
+TEST(suggest_huge_skips_and_lr_diff_do_not_wrap) {
+  Curve c = valley_curve(100);
+  const std::int64_t huge = std::numeric_limits<std::int64_t>::max();
+  for (Method m : {Method::TorchLrFinder, Method::Lightning, Method::FastaiSlide, Method::FastaiValley, Method::Slide}) {
+    SuggestOptions o;
+    o.method = m;
+    o.skip_start = huge;
+    o.skip_end = huge;
+    o.num_it = huge;
+    o.slide_lr_diff = huge;
+    const Suggestion s = suggest(c.lrs.data(), c.losses.data(), c.lrs.size(), o);
+    CHECK(s.status == SuggestStatus::TooFewPoints);
+    o.skip_start = 0;  // the end skip alone
+    CHECK(suggest(c.lrs.data(), c.losses.data(), c.lrs.size(), o).status == SuggestStatus::TooFewPoints);
+  }
+}
