@@ -314,6 +314,8 @@ def test_a_huge_num_iter_builds_no_ladder():
         LRFinder(model, opt).range_test(data(), num_iter=10**9, train_step=train_step, progress=False)
     assert_same(before, state_of(model, opt))
     with pytest.raises(ValueError, match="num_iter must be at most"):
+        LRFinder(model, opt, torch.nn.MSELoss()).range_test(data(), num_iter=2**40, progress=False)
+    with pytest.raises(ValueError, match="num_iter must be <= 2"):
         LRFinder(model, opt, torch.nn.MSELoss()).range_test(data(), num_iter=2**63, progress=False)
     with pytest.raises(TypeError, match="num_iter must be an integer"):
         LRFinder(model, opt, torch.nn.MSELoss()).range_test(data(), num_iter=100.0, progress=False)
