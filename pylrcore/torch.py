@@ -274,9 +274,11 @@ class Scheduler(LRScheduler):
         state = dict(state_dict)
         state["last_epoch"] = check_int(state["last_epoch"], "state_dict['last_epoch']", minimum=-1, maximum=MAX_COUNT)
         base = state["base_lrs"]
-        if not isinstance(base, (list, tuple)) or len(base) != len(self.optimizer.param_groups):
+        # One lr per scheduled group; groups added to the optimizer later are not scheduled (as in torch).
+        if not isinstance(base, (list, tuple)) or not 1 <= len(base) <= len(self.optimizer.param_groups):
             raise ValueError(
-                f"state_dict['base_lrs'] must be a list with one lr per param group ({len(self.optimizer.param_groups)})"
+                f"state_dict['base_lrs'] must be a list with one lr per scheduled param group (1 to "
+                f"{len(self.optimizer.param_groups)})"
             )
         state["base_lrs"] = [check_positive(b, f"state_dict['base_lrs'][{i}]", allow_zero=True) for i, b in enumerate(base)]
         saved = state.pop("schedule", None)
