@@ -81,8 +81,7 @@ class _Batches:
         order = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
         for a in range(0, self.n, self.batch_size):
             idx = order[a:a + self.batch_size]
-            take = lambda data: None if data is None else keras.tree.map_structure(lambda v: np.asarray(v)[idx], data)  # noqa: E731
-            yield take(self.source), take(self.y), take(self.sample_weight)
+            yield _take(self.source, idx), _take(self.y, idx), _take(self.sample_weight, idx)
 
     def _dataset_batches(self) -> Iterator[Tuple[Any, Any, Any]]:
         dataset = self.source
@@ -115,6 +114,10 @@ class _Batches:
                 return next(self.it)
             except StopIteration:
                 raise ValueError("the data yielded no batch") from None
+
+
+def _take(data: Any, idx: np.ndarray) -> Any:
+    return None if data is None else keras.tree.map_structure(lambda v: np.asarray(v)[idx], data)
 
 
 def _is_iterable_of_batches(x: Any) -> bool:
