@@ -15,6 +15,8 @@ INTEGRATIONS = [
     ("pylrcore.integrations.tensorboard", "tensorboard", ["tensorboard"]),
     ("pylrcore.integrations.transformers", "transformers", ["transformers"]),
     ("pylrcore.integrations.optuna", "optuna", ["optuna"]),
+    ("pylrcore.integrations.keras", "keras", ["keras"]),
+    ("pylrcore.integrations.ray", "ray", ["ray", "ray.tune"]),
 ]
 
 
@@ -37,7 +39,8 @@ def test_a_missing_framework_names_the_extra(module, extra, blocked):
 
 
 def test_import_pylrcore_imports_no_framework():
-    frameworks = ("torch", "pytorch_lightning", "lightning", "tensorboard", "transformers", "accelerate", "optuna")
+    frameworks = ("torch", "pytorch_lightning", "lightning", "tensorboard", "transformers", "accelerate", "optuna",
+                  "keras", "ray")
     out = _run("import sys, pylrcore, pylrcore.integrations, pylrcore.cuda\n"
                f"print([m for m in {frameworks!r} if m in sys.modules])")
     assert out.strip() == "[]"
