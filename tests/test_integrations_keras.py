@@ -127,9 +127,12 @@ def test_an_optimizer_driven_by_a_schedule_keeps_it():
     x, y = data()
     sched = KerasSchedule(S.warmup(10) >> S.cosine(100), base_lr=1e-3)
     model = seed_model(keras.optimizers.Adam(learning_rate=sched))
+    model.optimizer.build(model.trainable_variables)
+    state = values(model.optimizer.variables)
     result = find(model, x, y, num_iter=40)
-    assert result.suggestion is not None
+    assert result.suggestion is not None and result.stopped_early  # the sweep's lrs, not the schedule's
     assert model.optimizer._learning_rate is sched
+    assert bitwise_equal(values(model.optimizer.variables), state)  # the sweep's lr variable is gone again
 
 
 def test_misuse_is_refused_clearly():
@@ -253,3 +256,33 @@ def test_guard_settings_are_checked():
     model = seed_model(keras.optimizers.SGD(learning_rate=KerasSchedule(S.cosine(10), base_lr=0.1)))
     with pytest.raises(ValueError, match="float learning rate"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[GuardCallback("scale")])
+
+
+# ---- another backend -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # a subprocess with a second framework
+@pytest.mark.parametrize("backend, module", [("jax", "jax"), ("tensorflow", "tensorflow")])
+def test_the_same_code_on_another_backend(backend, module):
+    """Keras picks its backend once per process: the checks run in a subprocess (tests/keras_backend_check.py)."""
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+
+    from procs import pylrcore_env, scratch_dir
+
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed (CI installs jax[cpu]; TensorFlow is ~600 MB)")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keras_backend_check.py")
+    done = subprocess.run([sys.executable, script, backend], capture_output=True, text=True, env=pylrcore_env(),
+                          cwd=scratch_dir(), timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["backend"] == backend and out["restored"] and out["stopped_early"]
+    assert out["zone"][0] <= out["suggestion"] <= out["zone"][1]
+    # A schedule-driven optimizer is still swept (inside the traced step) and keeps its schedule.
+    assert out["schedule_sweep_stopped_early"] and out["schedule_kept"]
+    # The schedule inside the traced train step: the lrs used are the schedule's, step for step.
+    assert out["expected_lrs_match"] and out["schedule_replay_max_diff"] == 0.0
+    assert out["guard_events"] == [[10, "nonfinite_loss", "stopped training"]] and out["guard_batches"] == 11

@@ -19,6 +19,7 @@ installed whatever the Keras backend.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -30,13 +31,16 @@ keras = require(("keras",), "keras", "pylrcore.integrations.keras")
 
 from .._arrays import check_int, check_real  # noqa: E402  (after the framework check: its error names the extra)
 from ..detect import DEFAULTS as DETECTOR_DEFAULTS, Detector, Flag  # noqa: E402
-from ..finder import _CUT, FinderResult, SweepEvent, _diagnose_sweep, _EVENT_KINDS, _Ladder, _sweep_detector  # noqa: E402
+from ..finder import _CUT, FinderResult, LRFinder as _TorchFinder, SweepEvent, _diagnose_sweep, _EVENT_KINDS, _Ladder, _sweep_detector  # noqa: E402
 from ..guard import GuardEvent, _describe_event  # noqa: E402
 from ..schedules import Schedule  # noqa: E402
 from ..smoothing import EMA  # noqa: E402
 from ..suggestion import COMPAT_METHODS, METHODS, suggest  # noqa: E402
 
 __all__ = ["find", "LRFinder", "KerasSchedule", "GuardCallback"]
+
+# The torch finder's defaults, read from its signature so that both finders keep one meaning.
+_TORCH_DEFAULTS = {name: p.default for name, p in inspect.signature(_TorchFinder.range_test).parameters.items()}
 
 
 # ---- the range test --------------------------------------------------------------------------------
@@ -140,26 +144,31 @@ def _unpack(batch: Any) -> Tuple[Any, Any, Any]:
 
 class _LearningRate:
     """Sets the optimizer's lr during the sweep. A float lr is a variable, assigned (and restored with
-    the other optimizer variables); an lr given as a schedule or callable is replaced by a callable
-    for the sweep and put back after it."""
+    the other optimizer variables). An lr given as a schedule or callable is replaced for the sweep
+    by a tracked lr variable, as a float lr would have: a traced train step (JAX, tf.function) reads
+    variables at every call, but a callable only once, when it is traced. The original is put back
+    after the sweep."""
 
     def __init__(self, optimizer: Any) -> None:
         self.optimizer = optimizer
-        self.variable = isinstance(optimizer._learning_rate, keras.Variable)
         self.original = optimizer._learning_rate
-        self.current = 0.0
+        self.variable: Any = self.original if isinstance(self.original, keras.Variable) else None
+        self.swapped = False
 
     def set(self, lr: float) -> None:
-        self.current = lr
-        if self.variable:
-            self.optimizer.learning_rate = lr
-        elif self.optimizer._learning_rate is self.original:
-            # Keras refuses a float over a schedule but takes a callable, evaluated at every step.
-            self.optimizer.learning_rate = lambda: self.current
+        if self.variable is None:
+            # Keras refuses a float over a schedule; a variable of its own, tracked as the optimizer
+            # tracks its float lr, goes into the traced step's state like the other variables.
+            self.variable = keras.Variable(lr, name="learning_rate", dtype=keras.config.floatx(), trainable=False)
+            self.optimizer._track_variable(self.variable)
+            self.optimizer._learning_rate = self.variable
+            self.swapped = True
+        self.variable.assign(lr)
 
     def restore(self) -> None:
-        if not self.variable:
-            self.optimizer.learning_rate = self.original
+        if self.swapped:
+            self.optimizer._untrack_variable(self.variable)
+            self.optimizer._learning_rate = self.original
 
 
 def find(
@@ -174,7 +183,7 @@ def find(
     num_iter: int = 100,
     step_mode: str = "exp",
     smooth_f: float = 0.05,
-    diverge_th: float = 5.0,
+    diverge_th: Optional[float] = None,
     method: str = "steepest",
     shuffle: bool = True,
     seed: int = 0,
@@ -189,7 +198,7 @@ def find(
 
     As in :meth:`pylrcore.LRFinder.range_test` (same meaning, same defaults): the recorded loss is
     smoothed by an EMA (``smooth_f``), the test stops when the smoothed loss passes ``diverge_th`` x
-    its best or a loss is NaN/inf, and the suggestion (``method``) and usable range come from
+    its best (default: the torch finder's) or a loss is NaN/inf, and the suggestion (``method``) and usable range come from
     :func:`pylrcore.suggest`. The model's variables and the optimizer's are restored exactly after
     the test, also when it raises (an unbuilt optimizer is built first, as its first step would).
     """
@@ -205,7 +214,7 @@ def find(
     f = check_real(smooth_f, "smooth_f")
     if not 0 <= f < 1:
         raise ValueError(f"smooth_f must be in [0, 1) (0 disables smoothing), got {smooth_f!r}")
-    th = check_real(diverge_th, "diverge_th")
+    th = check_real(_TORCH_DEFAULTS["diverge_th"] if diverge_th is None else diverge_th, "diverge_th")
     if not th > 1:
         raise ValueError(f"diverge_th must be > 1 (or math.inf: never stop early), got {diverge_th!r}")
     if method not in METHODS + COMPAT_METHODS:
