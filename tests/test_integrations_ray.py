@@ -1,6 +1,7 @@
 """The Ray Tune integration: the guard and stopper alone, then a real sweep on a local Ray cluster
-started by the test (two workers, loopback only): four trials whose lr comes from a range test, one
-forced to diverge and stopped by the DivergenceStopper, the best one inside the usable range."""
+started by the test (two workers, loopback only): four function trials whose lr comes from a range
+test, one forced to diverge and stopped by the DivergenceStopper, the best one inside the usable
+range; then two class-API trials, the diverging one stopped the same way."""
 
 from __future__ import annotations
 
@@ -117,6 +118,7 @@ def test_a_sweep_on_a_local_ray_cluster(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([root, str(TESTS)]))
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")  # no network beyond loopback
     monkeypatch.syspath_prepend(str(TESTS))
+    from ray_trainable import Regression
     from ray_trainable import regression as trainable
 
     steps = 24
@@ -130,6 +132,16 @@ def test_a_sweep_on_a_local_ray_cluster(tmp_path, monkeypatch):
             run_config=tune.RunConfig(name="sweep", storage_path=str(tmp_path), stop=stopper, verbose=0),
         )
         grid = tuner.fit()
+        # The class API on the same cluster: a guard of its own, the same stopper with an iteration cap.
+        class_stopper = DivergenceStopper("loss")
+        classes = tune.Tuner(
+            tune.with_resources(Regression, {"cpu": 1}),
+            param_space={"lr_multiplier": tune.grid_search([1.0, 1000.0])},
+            tune_config=tune.TuneConfig(metric="loss", mode="min"),
+            run_config=tune.RunConfig(name="classes", storage_path=str(tmp_path), verbose=0,
+                                      stop=tune.stopper.CombinedStopper(
+                                          class_stopper, tune.stopper.MaximumIterationStopper(steps))),
+        ).fit()
     finally:
         ray.shutdown()
     assert len(grid) == 4 and not grid.errors
@@ -151,3 +163,9 @@ def test_a_sweep_on_a_local_ray_cluster(tmp_path, monkeypatch):
     assert len(pids) >= 2
     first = best.metrics_dataframe.iloc[0]
     assert any(c.startswith(ATTR_PREFIX + "curve") for c in best.metrics_dataframe.columns) and first[ATTR_PREFIX + "lr"] > 0
+    # The class trainables: the calm one ran to the cap, the wild one was stopped early.
+    assert len(classes) == 2 and not classes.errors
+    by_multiplier = {r.config["lr_multiplier"]: r.metrics for r in classes}
+    assert by_multiplier[1.0]["training_iteration"] == steps and by_multiplier[1.0][GUARD_PREFIX + "diverged"] == 0
+    assert by_multiplier[1000.0]["training_iteration"] < steps and by_multiplier[1000.0][GUARD_PREFIX + "diverged"] == 1
+    assert len(class_stopper.reasons) == 1 and by_multiplier[1.0][ATTR_PREFIX + "lr"] > 0
