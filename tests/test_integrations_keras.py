@@ -119,6 +119,13 @@ def test_pydataset_generator_and_the_object_form():
     short = find(model, gen, num_iter=40)
     assert len(short.lrs) == 10 and not short.stopped_early
     assert bitwise_equal(values(model.variables), before)
+    # A torch DataLoader yields [x, y] lists, read as (x, y) like Keras's fit reads them.
+    import torch
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+                                         batch_size=32)
+    from_loader = find(model, loader, num_iter=40, shuffle=False)
+    np.testing.assert_allclose(from_loader.losses, from_arrays.losses, rtol=1e-6)
     payload = from_dataset.to_json()
     assert '"suggestion"' in payload
 

@@ -131,6 +131,8 @@ def _is_iterable_of_batches(x: Any) -> bool:
 
 
 def _unpack(batch: Any) -> Tuple[Any, Any, Any]:
+    if isinstance(batch, list) and len(batch) <= 3:  # a torch DataLoader's [x, y]: Keras's fit reads it so too
+        batch = tuple(batch)
     if isinstance(batch, tuple):
         if len(batch) == 1:
             return batch[0], None, None
