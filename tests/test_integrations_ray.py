@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,10 @@ def test_a_sweep_on_a_local_ray_cluster(tmp_path, monkeypatch):
 
     steps = 24
     stopper = DivergenceStopper("loss")
+    # Tune's fit() sets its own SIGINT/SIGUSR1 handlers and ray.init a SIGTERM one, and neither puts
+    # the old ones back: later tests in this process (Ctrl-C during a restore) need Python's own.
+    signals = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None)) if s is not None]
+    handlers = {s: signal.getsignal(s) for s in signals}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         tuner = tune.Tuner(
@@ -144,6 +149,8 @@ def test_a_sweep_on_a_local_ray_cluster(tmp_path, monkeypatch):
         ).fit()
     finally:
         ray.shutdown()
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
     assert len(grid) == 4 and not grid.errors
     by_multiplier = {r.config["lr_multiplier"]: r for r in grid}
     wild = by_multiplier[1000.0]
