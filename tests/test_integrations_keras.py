@@ -214,7 +214,8 @@ def poisoned(n_bad_from=None):
 def test_the_guard_sees_a_nan_loss_and_stops_when_told(policy):
     x, y = poisoned(n_bad_from=320)  # batch 10 of 20 has NaN targets
     model = seed_model(keras.optimizers.Adam(1e-3))
-    guard = GuardCallback(policy)
+    told = []
+    guard = GuardCallback(policy, on_event=told.append)  # e.g. pylrcore.integrations.event_logger(writer)
     seen = []
     history = model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0,
                         callbacks=[guard, keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(dict(logs)))])
@@ -223,6 +224,7 @@ def test_the_guard_sees_a_nan_loss_and_stops_when_told(policy):
     assert history.history["guard/nonfinite_loss"] == [1.0]
     assert len(seen) == (11 if policy == "stop" else 20)
     assert guard.events[0].action == ("stopped training" if policy == "stop" else "recorded")
+    assert told == guard.events and "non-finite loss" in guard.summary()
 
 
 def test_the_guard_recovers_batch_losses_and_scales_the_lr_on_an_explosion():
