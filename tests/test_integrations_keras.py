@@ -19,7 +19,7 @@ pytest.importorskip("torch")
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 
 from pylrcore import schedules as S  # noqa: E402
-from pylrcore.integrations.keras import GuardCallback, KerasSchedule, LRFinder, find  # noqa: E402
+from pylrcore.integrations.keras import FinderCallback, GuardCallback, KerasSchedule, LRFinder, find  # noqa: E402
 
 
 def data(n=512, seed=0):
@@ -295,3 +295,24 @@ def test_the_same_code_on_another_backend(backend, module):
     # The schedule inside the traced train step: the lrs used are the schedule's, step for step.
     assert out["expected_lrs_match"] and out["schedule_replay_max_diff"] == 0.0
     assert out["guard_events"] == [[10, "nonfinite_loss", "stopped training"]] and out["guard_batches"] == 11
+
+
+# ---- the finder as a callback --------------------------------------------------------------------
+
+
+def test_the_finder_callback_trains_from_the_same_start_at_the_suggestion():
+    x, y = data()
+    model = seed_model(keras.optimizers.Adam(1e-3))
+    finder = FinderCallback(x, y, num_iter=60, multiplier=0.5)
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[finder])
+    assert finder.result.suggestion is not None and finder.lr == 0.5 * finder.result.suggestion
+    # A twin built at that lr, without a range test, ends bit for bit where the callback's run did.
+    twin = seed_model(keras.optimizers.Adam(finder.lr))
+    twin.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    assert bitwise_equal(values(model.variables), values(twin.variables))
+    # With a KerasSchedule the suggestion becomes its base lr: the schedule keeps its shape.
+    sched = KerasSchedule(S.warmup(5) >> S.cosine(50), base_lr=1.0)
+    model = seed_model(keras.optimizers.SGD(sched))
+    finder = FinderCallback(x, y, num_iter=60)
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[finder])
+    assert model.optimizer._learning_rate is sched and sched.base_lr == finder.lr == finder.result.suggestion

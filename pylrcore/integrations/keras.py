@@ -1,5 +1,6 @@
-"""Keras 3: the LR range test for a compiled Keras model, any pylrcore schedule as a Keras
-``LearningRateSchedule``, and a :class:`GuardCallback` that watches the batch losses of ``fit``.
+"""Keras 3: the LR range test for a compiled Keras model (:func:`find`, or :class:`FinderCallback`
+when ``fit`` starts), any pylrcore schedule as a Keras ``LearningRateSchedule``, and a
+:class:`GuardCallback` that watches the batch losses of ``fit``.
 
 >>> from pylrcore.integrations.keras import find, KerasSchedule, GuardCallback    # doctest: +SKIP
 >>> model.compile(optimizer=keras.optimizers.Adam(), loss="mse")                  # doctest: +SKIP
@@ -37,7 +38,7 @@ from ..schedules import Schedule  # noqa: E402
 from ..smoothing import EMA  # noqa: E402
 from ..suggestion import COMPAT_METHODS, METHODS, suggest  # noqa: E402
 
-__all__ = ["find", "LRFinder", "KerasSchedule", "GuardCallback"]
+__all__ = ["find", "LRFinder", "FinderCallback", "KerasSchedule", "GuardCallback"]
 
 # The torch finder's defaults, read from its signature so that both finders keep one meaning.
 _TORCH_DEFAULTS = {name: p.default for name, p in inspect.signature(_TorchFinder.range_test).parameters.items()}
@@ -311,6 +312,44 @@ class LRFinder:
         return self.result.plot(path=path, ax=ax)
 
 
+class FinderCallback(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
+    """Runs :func:`find` when ``fit`` starts and trains at its suggestion x ``multiplier``:
+    ``model.fit(x, y, callbacks=[FinderCallback(x, y, num_iter=100)])``.
+
+    Keras does not show a callback the data given to ``fit``, so the range test's data are given
+    here (arrays, a ``PyDataset`` or an iterable of batches; ``find_options`` are :func:`find`'s).
+    The model and optimizer are restored before the first step, so ``fit`` trains from where it
+    would have. The suggestion becomes the optimizer's float lr, or the ``base_lr`` of a
+    :class:`KerasSchedule` (warmups and decays keep their shape). When the test finds no lr the
+    optimizer is left as it is and ``result.diagnosis`` says why. The result is ``self.result``.
+    """
+
+    def __init__(self, x: Any, y: Any = None, *, multiplier: float = 1.0, **find_options: Any) -> None:
+        super().__init__()
+        self.x, self.y = x, y
+        self.multiplier = check_real(multiplier, "multiplier")
+        if not self.multiplier > 0:
+            raise ValueError(f"multiplier must be > 0, got {multiplier!r}")
+        self.options = find_options
+        self.result: Optional[FinderResult] = None
+        self.lr: Optional[float] = None  # what was set
+
+    def on_train_begin(self, logs: Optional[Dict[str, Any]] = None) -> None:
+        optimizer = self.model.optimizer
+        current = optimizer._learning_rate
+        if not isinstance(current, (keras.Variable, KerasSchedule)):
+            raise ValueError("FinderCallback sets a float lr or a KerasSchedule's base_lr; this optimizer's lr is "
+                             f"a {type(current).__name__}: run find() and build the optimizer from its suggestion")
+        self.result = find(self.model, self.x, self.y, **self.options)
+        if self.result.suggestion is None:
+            return
+        self.lr = self.result.suggestion * self.multiplier
+        if isinstance(current, KerasSchedule):
+            current.rebase(self.lr)
+        else:
+            optimizer.learning_rate = self.lr
+
+
 # ---- schedules ---------------------------------------------------------------------------------------
 
 
@@ -364,6 +403,13 @@ class KerasSchedule(keras.optimizers.schedules.LearningRateSchedule):  # type: i
         table = keras.ops.convert_to_tensor(self._table)
         index = keras.ops.clip(keras.ops.cast(step, "int32"), 0, len(self._table) - 1)
         return keras.ops.take(table, index)
+
+    def rebase(self, base_lr: float) -> None:
+        """Set ``base_lr`` (e.g. to a range test's suggestion); the schedule keeps its shape."""
+        base = check_real(base_lr, "base_lr")
+        if not (math.isfinite(base) and base > 0):
+            raise ValueError(f"base_lr must be finite and > 0, got {base_lr!r}")
+        self.base_lr, self._table = base, None
 
     def get_config(self) -> Dict[str, Any]:
         return {"schedule": self.schedule.to_dict(), "base_lr": self.base_lr, "steps": self.steps}
