@@ -28,7 +28,31 @@ import numpy as np
 
 from . import require
 
-keras = require(("keras",), "keras", "pylrcore.integrations.keras")
+def _import_keras() -> Any:
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("keras") is None:
+        return require(("keras",), "keras", "pylrcore.integrations.keras")  # its error names the extra
+    try:
+        return importlib.import_module("keras")
+    except ImportError as e:  # installed, but its backend is not (Keras defaults to TensorFlow)
+        import os
+
+        raise ImportError(
+            f"keras is installed but did not import with its backend ({os.environ.get('KERAS_BACKEND', 'tensorflow')}"
+            f"): {e}. Set KERAS_BACKEND to an installed backend (torch, jax or tensorflow) before importing keras"
+        ) from e
+
+
+keras = _import_keras()
+try:
+    import torch  # noqa: F401  (pylrcore.finder's result classes import it, whatever the Keras backend)
+except ImportError:
+    raise ImportError(
+        "pylrcore.integrations.keras needs torch for the range test's result classes, whatever the Keras "
+        "backend; the CPU build is enough: pip install torch --index-url https://download.pytorch.org/whl/cpu"
+    ) from None
 
 from .._arrays import check_int, check_real  # noqa: E402  (after the framework check: its error names the extra)
 from ..detect import DEFAULTS as DETECTOR_DEFAULTS, Detector, Flag  # noqa: E402
