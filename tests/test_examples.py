@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,19 @@ def test_optuna_sweep(tmp_path: Path) -> None:
     pytest.importorskip("optuna")
     out = run("optuna_sweep.py", "--trials", "3", "--storage", str(tmp_path / "sweep.journal"), cwd=tmp_path)
     assert "3 trials:" in out and "best: validation loss" in out
+
+
+def test_keras_finder(tmp_path: Path) -> None:
+    # Not imported here: keras picks its backend at its first import (the example sets torch).
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("keras is not installed")
+    out = run("keras_finder.py", cwd=tmp_path)
+    assert "range test: suggested lr" in out and "guard: 0 events" in out
+
+
+@pytest.mark.slow  # starts a local Ray instance (~30 s)
+def test_ray_tune_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ray.tune")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")  # no network beyond loopback
+    out = run("ray_tune_sweep.py", "--storage", str(tmp_path / "results"), cwd=tmp_path)
+    assert "4 trials:" in out and "0 errors" in out and "best: loss" in out

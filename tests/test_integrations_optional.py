@@ -15,6 +15,8 @@ INTEGRATIONS = [
     ("pylrcore.integrations.tensorboard", "tensorboard", ["tensorboard"]),
     ("pylrcore.integrations.transformers", "transformers", ["transformers"]),
     ("pylrcore.integrations.optuna", "optuna", ["optuna"]),
+    ("pylrcore.integrations.keras", "keras", ["keras"]),
+    ("pylrcore.integrations.ray", "ray", ["ray", "ray.tune"]),
 ]
 
 
@@ -37,7 +39,8 @@ def test_a_missing_framework_names_the_extra(module, extra, blocked):
 
 
 def test_import_pylrcore_imports_no_framework():
-    frameworks = ("torch", "pytorch_lightning", "lightning", "tensorboard", "transformers", "accelerate", "optuna")
+    frameworks = ("torch", "pytorch_lightning", "lightning", "tensorboard", "transformers", "accelerate", "optuna",
+                  "keras", "ray")
     out = _run("import sys, pylrcore, pylrcore.integrations, pylrcore.cuda\n"
                f"print([m for m in {frameworks!r} if m in sys.modules])")
     assert out.strip() == "[]"
@@ -45,3 +48,29 @@ def test_import_pylrcore_imports_no_framework():
     out = _run("import sys, pylrcore.torch, pylrcore.finder, pylrcore.guard\n"
                f"print([m for m in {frameworks[1:]!r} if m in sys.modules])")
     assert out.strip() == "[]"
+
+
+def test_the_keras_integration_names_torch_when_it_is_missing():
+    # Keras runs without torch on JAX or TensorFlow; the integration's result classes need it.
+    code = ("import os, sys\nos.environ['KERAS_BACKEND'] = 'jax'\nsys.modules['torch'] = None\n"
+            "try:\n    import pylrcore.integrations.keras\nexcept ImportError as e:\n    print(e)\n")
+    if not (_has("keras") and _has("jax")):
+        pytest.skip("keras with the jax backend is not installed")
+    out = _run(code)
+    assert "needs torch" in out and "pip install torch" in out
+
+
+def test_keras_without_its_backend_says_so():
+    # Keras defaults to TensorFlow: installed without it, the error is the backend's, not "install keras".
+    if not _has("keras") or _has("tensorflow"):
+        pytest.skip("needs keras without tensorflow")
+    code = ("import os\nos.environ['KERAS_BACKEND'] = 'tensorflow'\n"
+            "try:\n    import pylrcore.integrations.keras\nexcept ImportError as e:\n    print(e)\n")
+    out = _run(code)
+    assert "KERAS_BACKEND" in out and "tensorflow" in out
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None

@@ -7,6 +7,10 @@ framework is missing:
   for the Hugging Face Trainer (``pip install pylrcore[transformers]``);
 * :mod:`pylrcore.integrations.optuna`: ``suggest_lr(trial, ...)`` and a ``DivergencePruner``
   (``pip install pylrcore[optuna]``);
+* :mod:`pylrcore.integrations.keras`: range test, schedules and a guard callback for Keras 3
+  (``pip install pylrcore[keras]``);
+* :mod:`pylrcore.integrations.ray`: ``suggest_lr``, ``report`` and a ``DivergenceStopper`` for Ray
+  Tune trials (``pip install pylrcore[ray]``);
 * :mod:`pylrcore.integrations.tensorboard`: guard events and range-test curves into a
   ``SummaryWriter`` (``pip install pylrcore[tensorboard]``).
 
