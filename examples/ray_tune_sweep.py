@@ -68,7 +68,7 @@ def main() -> None:
     else:
         ray.init(num_cpus=2 if opts.tiny else None, include_dashboard=False, log_to_driver=False)
     space = {**search_space(0.1, 10.0), "width": tune.choice([32, 64, 128]),
-             "weight_decay": tune.loguniform(1e-4, 0.1), "epochs": 1 if opts.tiny else 10, "sweep": 40 if opts.tiny else 100}
+             "weight_decay": tune.loguniform(1e-4, 0.1), "epochs": 1 if opts.tiny else 10, "sweep": 100}
     stopper = DivergenceStopper("loss")
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}),

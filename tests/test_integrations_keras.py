@@ -51,7 +51,9 @@ def test_the_range_test_restores_weights_and_optimizer_variables_bit_for_bit(tmp
     model = seed_model(keras.optimizers.Adam(learning_rate=1e-3))
     model.fit(x, y, batch_size=32, epochs=1, steps_per_epoch=3, verbose=0)  # moments and step count not zero
     weights, opt_state = values(model.variables), values(model.optimizer.variables)
-    result = find(model, x, y, num_iter=60, end_lr=10)
+    # From 1e-4: the curve starting at the trained lr (1e-3) is noise until it diverges, and pylrcore
+    # rightly makes no pick there; the restore is checked either way.
+    result = find(model, x, y, start_lr=1e-4, num_iter=60, end_lr=10)
     assert result.suggestion is not None and len(result.lrs) > 20
     assert bitwise_equal(values(model.variables), weights)
     assert bitwise_equal(values(model.optimizer.variables), opt_state)
@@ -136,7 +138,7 @@ def test_an_optimizer_driven_by_a_schedule_keeps_it():
     model = seed_model(keras.optimizers.Adam(learning_rate=sched))
     model.optimizer.build(model.trainable_variables)
     state = values(model.optimizer.variables)
-    result = find(model, x, y, num_iter=40)
+    result = find(model, x, y, num_iter=100)  # 40 noisy points: no fall clear of the noise, hence no pick
     assert result.suggestion is not None and result.stopped_early  # the sweep's lrs, not the schedule's
     assert model.optimizer._learning_rate is sched
     assert bitwise_equal(values(model.optimizer.variables), state)  # the sweep's lr variable is gone again

@@ -56,6 +56,9 @@ class RangeTestFailed(RuntimeError):
         super().__init__(f"the LR range test found no lr: {diagnosis}")
         self.diagnosis = diagnosis
 
+    def __reduce__(self) -> Any:  # Ray ships it between processes: rebuild from the diagnosis, not the message
+        return (type(self), (self.diagnosis,))
+
 
 def _divergence(detector: Detector, value: float, minimize: bool) -> Tuple[str, int]:
     """Why ``value`` (the next reported loss) counts as diverged, or ""; and the detector states that
