@@ -236,6 +236,9 @@ def _build_parser() -> argparse.ArgumentParser:
     fnd.add_argument("--device", default=None, help="e.g. cpu or cuda (default: where the model is)")
     fnd.add_argument("--png", default="lr_finder.png", help="where to write the plot ('' for none)")
     fnd.add_argument("--json", default="", help="also write the result as JSON to this file")
+    fnd.add_argument("--confirm", type=int, default=0, metavar="STEPS",
+                     help="then train the pick, x/3 .. x3, STEPS steps each in one parallel sweep, and report the best "
+                          "(default 0: no confirmation)")
 
     sch = sub.add_parser("schedule", parents=[common], help="evaluate (and plot) schedules given in pylrcore's text form")
     sch.add_argument("specs", nargs="+", help='e.g. "warmup(500) >> cosine(9500, eta_min=1e-5)"')
@@ -319,6 +322,12 @@ def _check_device(device: Optional[str]) -> None:
         raise ValueError(f"--device {device!r} is not available here: {_one_line(exc)}") from None
 
 
+def _confirm_steps(steps: int) -> int:
+    if steps < 0:
+        raise ValueError(f"--confirm must be a number of steps >= 0, got {steps}")
+    return steps
+
+
 def _find_command(args: argparse.Namespace) -> int:
     _check_device(args.device)
     # `python -m pylrcore` finds modules in the current folder because it puts it on sys.path; the
@@ -347,8 +356,15 @@ def _run_find(args: argparse.Namespace) -> int:
     # --diverge-factor has the same default as `pylrcore suggest`: both commands read a curve alike.
     result = LRFinder(model, optimizer, criterion, device=args.device).range_test(
         loader, start_lr=args.start_lr, end_lr=args.end_lr, num_iter=args.num_iter, step_mode=args.mode,
-        diverge_th=args.diverge_factor, method=args.method)
+        diverge_th=args.diverge_factor, method=args.method, confirm=_confirm_steps(args.confirm))
     print(result.details)
+    if result.confirmation is not None:
+        sweep = result.confirmation
+        print(f"confirmation: {sweep.losses.shape[1]} steps at {len(sweep.lrs)} lrs in one parallel sweep"
+              + ("" if sweep.vectorized else f" ({sweep.note})"))
+        for lr, score, stopped in zip(sweep.lrs, sweep.scores, sweep.diverged_at):
+            print(f"  lr {lr:9.3g}: final loss {score:.4g}" + (" (diverged)" if stopped is not None else ""))
+        print(f"  -> train with lr {result.lr:.3g}")
     print(f"diagnosis: {result.diagnosis}")
     for event in result.events:
         print(f"event: {event}")

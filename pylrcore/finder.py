@@ -90,18 +90,32 @@ class FinderResult:
     details: Suggestion = field(repr=False)
     #: What the streaming detector saw begin during the sweep: spikes, a non-finite loss, the explosion.
     events: List[SweepEvent] = field(default_factory=list)
+    #: With ``range_test(confirm=...)``: the parallel sweep around the suggestion (a SweepResult).
+    confirmation: Any = field(default=None, repr=False)
+
+    @property
+    def confirmed_lr(self) -> Optional[float]:
+        """The lr that trained best in the confirmation sweep (None without one)."""
+        return None if self.confirmation is None else self.confirmation.best_lr
+
+    @property
+    def lr(self) -> Optional[float]:
+        """The lr to train with: the confirmed one when the suggestion was confirmed, else the suggestion."""
+        confirmed = self.confirmed_lr
+        return confirmed if confirmed is not None else self.suggestion
 
     def __repr__(self) -> str:
         lr = "None" if self.suggestion is None else f"{self.suggestion:.3g}"
         zone = "None" if self.zone is None else f"({self.zone[0]:.3g}, {self.zone[1]:.3g})"
         stop = f", stop_reason={self.stop_reason!r}" if self.stopped_early else ""
+        confirmed = "" if self.confirmation is None else f", confirmed_lr={self.confirmed_lr!r}"
         return (f"FinderResult(suggestion={lr}, zone={zone}, method={self.method!r}, points={len(self.lrs)}, "
-                f"events={len(self.events)}{stop})")
+                f"events={len(self.events)}{stop}{confirmed})")
 
     def apply(self, optimizer: torch.optim.Optimizer, lr: Optional[float] = None) -> None:
-        """Set the suggested lr (or ``lr``, e.g. a multiple of it) on ``optimizer``, keeping its groups'
-        lr ratios (group 0 gets it)."""
-        value = self.suggestion if lr is None else check_real(lr, "lr")
+        """Set :attr:`lr` (the suggestion, or the confirmed lr) or ``lr`` (e.g. a multiple of it) on
+        ``optimizer``, keeping its groups' lr ratios (group 0 gets it)."""
+        value = self.lr if lr is None else check_real(lr, "lr")
         if value is not None and not value > 0:
             raise ValueError(f"lr must be > 0, got {lr!r}")
         if value is None:
@@ -121,6 +135,8 @@ class FinderResult:
             "stop_reason": self.stop_reason,
             "events": [{"step": e.step, "lr": e.lr, "kind": e.kind.name, "value": _json_float(e.value),
                         "threshold": _json_float(e.threshold)} for e in self.events],
+            "confirmed_lr": self.confirmed_lr,
+            "confirmation": None if self.confirmation is None else self.confirmation.to_dict(),
         }
 
     def to_json(self, path: Optional[str] = None) -> str:
@@ -446,6 +462,7 @@ class LRFinder:
         clip_grad_norm: Optional[float] = None,
         sync_every: Optional[int] = None,
         progress: Optional[bool] = None,
+        confirm: Any = False,
     ) -> FinderResult:
         """Run the sweep and return a :class:`FinderResult` (also kept as ``self.result``).
 
@@ -457,8 +474,12 @@ class LRFinder:
         float16 on CUDA; the constructor's ``amp_backend``/``amp_config``/``grad_scaler`` do the same).
         ``clip_grad_norm`` clips before each step. Losses are read back every ``sync_every`` iterations
         (default 1 on the CPU, 10 on CUDA: no host sync per iteration). ``self.history`` holds the lrs
-        and the smoothed losses after the test, as in torch-lr-finder.
+        and the smoothed losses after the test, as in torch-lr-finder. ``confirm=True`` (or a number of
+        steps, default 100) then checks the suggestion by training (:meth:`confirm`): the result's
+        ``confirmed_lr`` and ``lr`` are the lr that trained best.
         """
+        confirm_steps = 0 if confirm is None or confirm is False or (not isinstance(confirm, bool) and confirm == 0) \
+            else (100 if confirm is True else check_int(confirm, "confirm", minimum=1))
         start, end, n = self._check(start_lr, end_lr, num_iter, step_mode, smooth_f, diverge_th, accumulation_steps, method)
         if clip_grad_norm is not None and not check_real(clip_grad_norm, "clip_grad_norm") > 0:
             raise ValueError(f"clip_grad_norm must be > 0 (the largest gradient norm kept) or None, got {clip_grad_norm!r}")
@@ -508,6 +529,9 @@ class LRFinder:
             details=details,
             events=events,
         )
+        if confirm_steps and self.result.suggestion is not None:
+            self.result.confirmation = self.confirm(train_loader, self.result, steps=confirm_steps,
+                                                    val_loader=val_loader, train_step=train_step)
         return self.result
 
     def confirm(self, train_loader: Any, result: Optional[FinderResult] = None,

@@ -180,3 +180,13 @@ def test_backbone_finetuning_inside_a_real_trainer(tmp_path):
     fit(module, [BackboneFinetuning(unfreeze_backbone_at_epoch=1)], tmp_path, epochs=2)
     assert len(module.lrs[-1]) == 2  # the backbone's group was added at epoch 1 and training went on
     assert module.lrs[-1][0] == pytest.approx(float(S.cosine(200)([63], 0.05)[0]))
+
+
+def test_finder_callback_confirm_applies_the_confirmed_lr(tmp_path):
+    finder = FinderCallback(min_lr=1e-5, max_lr=1.0, num_training_steps=60, confirm=10, attr_name="learning_rate",
+                            plot=False)
+    module = Module()
+    trainer = fit(module, [finder], tmp_path, max_steps=1)
+    (result,) = finder.results
+    assert result.confirmation is not None and result.confirmation.losses.shape[1] == 10
+    assert module.learning_rate == result.confirmed_lr == trainer.optimizers[0].param_groups[0]["lr"]

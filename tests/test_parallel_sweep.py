@@ -207,3 +207,34 @@ def test_the_finder_confirms_its_suggestion_by_training():
     assert checked.best_lr in checked.lrs.tolist()
     with pytest.raises(RuntimeError, match="run range_test"):
         LRFinder(model, torch.optim.SGD(model.parameters(), lr=1e-4)).confirm(batches)
+
+
+def test_range_test_confirm_and_what_uses_its_lr(tmp_path, capsys):
+    from pylrcore import LRFinder, cli
+
+    batches = data()
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    result = LRFinder(model, opt, torch.nn.CrossEntropyLoss()).range_test(batches, end_lr=10, num_iter=80,
+                                                                          progress=False, confirm=20)
+    assert result.confirmation is not None and result.confirmation.losses.shape == (5, 20)
+    assert result.lr == result.confirmed_lr == result.confirmation.best_lr
+    assert json.loads(json.dumps(result.to_dict()))["confirmed_lr"] == result.confirmed_lr
+    result.apply(opt)
+    assert opt.param_groups[0]["lr"] == result.confirmed_lr  # apply() uses the confirmed lr
+    plain = LRFinder(model, opt, torch.nn.CrossEntropyLoss()).range_test(batches, end_lr=10, num_iter=80, progress=False)
+    assert plain.confirmation is None and plain.lr == plain.suggestion
+    with pytest.raises(ValueError, match="confirm must be >= 1"):
+        LRFinder(model, opt, torch.nn.CrossEntropyLoss()).range_test(batches, num_iter=10, progress=False, confirm=-3)
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import torch\n"
+        "def make():\n"
+        "    torch.manual_seed(0)\n"
+        "    x = torch.randn(512, 10); y = (x[:, :3].sum(1) > 0).long()\n"
+        "    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)\n"
+        "    m = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))\n"
+        "    return m, torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9), torch.nn.CrossEntropyLoss(), loader\n")
+    assert cli.main(["find", f"{script}:make", "--png", "", "--confirm", "15"]) == 0
+    out = capsys.readouterr().out
+    assert "confirmation: 15 steps at 5 lrs in one parallel sweep" in out and "-> train with lr" in out

@@ -170,7 +170,7 @@ class FinderCallback(_pl.Callback):  # type: ignore[misc,name-defined]
         for sched in schedulers:
             # A schedule multiplies its base lr: the suggestion (a constant-lr measurement) replaces the
             # base, and the current lr keeps the schedule's factor at this step (warmup included).
-            factor = result.suggestion / float(sched.base_lrs[0])
+            factor = result.lr / float(sched.base_lrs[0])
             sched.base_lrs = [float(b) * factor for b in sched.base_lrs]
             for group, base, lr in zip(groups, sched.base_lrs, before):
                 group["initial_lr"] = base
@@ -181,7 +181,7 @@ class FinderCallback(_pl.Callback):  # type: ignore[misc,name-defined]
                     group["lr"] = lr * factor
             if hasattr(sched, "schedule"):  # pylrcore Scheduler: rebuild its per-group arrays, write now
                 sched.load_state_dict(sched.state_dict())
-        value = float(result.suggestion)
+        value = float(result.lr)  # the suggestion, or the confirmed lr with confirm=
         for name in (self.attr_name,) if self.attr_name else ("lr", "learning_rate"):
             if hasattr(pl_module, name) and (self.attr_name or isinstance(getattr(pl_module, name), (int, float))):
                 setattr(pl_module, name, value)

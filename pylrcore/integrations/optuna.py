@@ -67,7 +67,7 @@ def suggest_lr(
     curve_points = check_int(curve_points, "curve_points")
     range_test_options.setdefault("progress", False)
     result = LRFinder(model, optimizer, criterion).range_test(train_loader, **range_test_options)
-    lr = None if result.suggestion is None else result.suggestion * float(multiplier)
+    lr = None if result.lr is None else result.lr * float(multiplier)  # the confirmed lr with confirm=
     for name, value in _attributes(result, lr, float(multiplier), curve_points).items():
         trial.set_user_attr(ATTR_PREFIX + name, value)
     if lr is None:

@@ -156,7 +156,7 @@ def suggest_lr(
     range_test_options.setdefault("progress", False)
     guard = guard if guard is not None else trial_guard()
     result = LRFinder(model, optimizer, criterion).range_test(train_loader, **range_test_options)
-    lr = None if result.suggestion is None else result.suggestion * float(multiplier)
+    lr = None if result.lr is None else result.lr * float(multiplier)  # the confirmed lr with confirm=
     guard.record(result, lr, float(multiplier), curve_points)
     if lr is None:
         raise RangeTestFailed(result.diagnosis)

@@ -171,7 +171,7 @@ def find_lr(trainer: Any, *, apply: bool = False, **range_test_options: Any) -> 
         if own_optimizer is None:
             trainer.optimizer = None  # train() creates it again, from the (maybe updated) args
     if apply:
-        if result.suggestion is None:
+        if result.lr is None:
             raise ValueError(f"the range test found no lr to apply: {result.diagnosis}")
-        args.learning_rate = result.suggestion
+        args.learning_rate = result.lr  # the confirmed lr with confirm=
     return result
