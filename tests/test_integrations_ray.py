@@ -118,6 +118,9 @@ def test_a_sweep_on_a_local_ray_cluster(tmp_path, monkeypatch):
     # The workers (started by the raylet with this environment) import pylrcore and the trainable.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([root, str(TESTS)]))
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")  # no network beyond loopback
+    # Ray puts the driver's working directory first on its workers' sys.path: from a source checkout
+    # that is the unbuilt pylrcore/ folder (no _core). Start the cluster from a scratch folder.
+    monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(TESTS))
     from ray_trainable import Regression
     from ray_trainable import regression as trainable
