@@ -366,7 +366,7 @@ def _run_find(args: argparse.Namespace) -> int:
             print(f"  lr {lr:9.3g}: final loss {score:.4g}" + (" (diverged)" if stopped is not None else ""))
         print(f"  -> train with lr {result.lr:.3g}")
     print(f"diagnosis: {result.diagnosis}")
-    for event in result.events:
+    for event in result.printable_events():
         print(f"event: {event}")
     if args.png:
         try:

@@ -155,7 +155,7 @@ def run_torch(png: Optional[str] = "lr_finder.png", check: bool = True) -> Sugge
           f"{result.lrs[-1]:.2g}" + (", stopped early" if result.stopped_early else ""))
     print(s)
     print(f"diagnosis: {result.diagnosis}")
-    for event in result.events:
+    for event in result.printable_events():
         print(f"event: {event}")
     if png:
         try:

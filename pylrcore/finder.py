@@ -104,6 +104,12 @@ class FinderResult:
         confirmed = self.confirmed_lr
         return confirmed if confirmed is not None else self.suggestion
 
+    def printable_events(self) -> List[SweepEvent]:
+        """The events to show next to ``str(details)``: without the explosion onset when the suggestion
+        already names where the loss diverged (one divergence lr printed, not two from two smoothings)."""
+        named = self.details.diverged_at is not None or self.details.first_nonfinite is not None
+        return [e for e in self.events if not (named and e.kind == Flag.EXPLOSION)]
+
     def __repr__(self) -> str:
         lr = "None" if self.suggestion is None else f"{self.suggestion:.3g}"
         zone = "None" if self.zone is None else f"({self.zone[0]:.3g}, {self.zone[1]:.3g})"

@@ -72,3 +72,13 @@ def test_real_sweeps_of_models_that_learn_still_get_an_lr() -> None:
         assert result.suggestion is not None, result.details.reason
         assert result.zone[0] <= result.suggestion <= result.zone[1]
     assert max(rows) / min(rows) < 10  # the seeds agree within a decade
+
+
+def test_the_divergence_lr_is_printed_once(capsys):
+    """The demo names where the loss diverged in the suggestion's line only; the detector's own
+    explosion onset (another smoothing, another lr) stays in result.events but is not printed."""
+    from pylrcore import demo
+
+    demo.run_torch(png=None, check=False)
+    out = capsys.readouterr().out
+    assert out.count("diverged at lr") == 1 and "event: explosion" not in out
