@@ -240,7 +240,11 @@ def sweep(
     optimizer (any ``torch.optim`` optimizer built on ``model.parameters()``). ``criterion`` and
     ``train_step`` as in :meth:`pylrcore.LRFinder.range_test`. ``vectorize=False`` runs the copies
     one after another (the fallback, forced). The model, optimizer, gradients and RNG states are
-    restored exactly afterwards."""
+    restored exactly afterwards.
+
+    Under ``torch.distributed`` the copies are shared out over the ranks (copy k on rank k % world)
+    and every rank returns the whole result. Give every rank the same, unsharded batches (not a
+    DistributedSampler's shard): the copies are compared on the same data."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(optimizer, torch.optim.Optimizer):
@@ -256,15 +260,54 @@ def sweep(
         raise ValueError(f"steps must be at most 10**8, got {steps}")
     from .finder import _Cycle
 
+    dist = torch.distributed
+    distributed = dist.is_available() and dist.is_initialized()
+    mine = list(range(dist.get_rank(), len(lr_values), dist.get_world_size())) if distributed else \
+        list(range(len(lr_values)))
     saved = Snapshot(model, optimizer).take()
     with interrupt_shield():
         try:
             saved.detach_grads()
             model.train()
-            return _train(model, optimizer, criterion, train_step, _Cycle(train_loader, "train_loader"),
-                          val_loader, lr_values, steps, vectorize)
+            local = _train(model, optimizer, criterion, train_step, _Cycle(train_loader, "train_loader"),
+                           val_loader, [lr_values[i] for i in mine], steps, vectorize) if mine else None
         finally:
             saved.restore()
+    if not distributed:
+        assert local is not None
+        return local
+    parts: List[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, (mine, local))
+    return _merge(parts, lr_values, steps)
+
+
+def _merge(parts: List[Any], lrs: List[float], steps: int) -> SweepResult:
+    """One result from the ranks' parts (each: the copies it trained, by index, and their result)."""
+    k = len(lrs)
+    losses = np.full((k, steps), np.nan)
+    scores = np.full(k, np.inf)
+    val: Optional[np.ndarray] = None
+    diverged: List[Optional[int]] = [None] * k
+    diagnoses: List[Optional[Diagnosis]] = [None] * k
+    vectorized, notes = True, []
+    for indices, part in parts:
+        if part is None:
+            continue
+        for j, i in enumerate(indices):
+            losses[i] = part.losses[j]
+            scores[i] = part.scores[j]
+            diverged[i] = part.diverged_at[j]
+            diagnoses[i] = part.diagnoses[j]
+            if part.val_losses is not None:
+                val = np.full(k, np.inf) if val is None else val
+                val[i] = part.val_losses[j]
+        vectorized = vectorized and part.vectorized
+        if part.note and part.note not in notes:
+            notes.append(part.note)
+    best = int(np.argmin(scores)) if np.isfinite(scores).any() else None
+    return SweepResult(lrs=np.asarray(lrs), losses=losses, val_losses=val, scores=scores,
+                       best_lr=None if best is None else lrs[best], diverged_at=diverged, diagnoses=diagnoses,
+                       vectorized=vectorized, note="; ".join(notes))
 
 
 def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion: Any, train_step: Any,

@@ -238,3 +238,48 @@ def test_range_test_confirm_and_what_uses_its_lr(tmp_path, capsys):
     assert cli.main(["find", f"{script}:make", "--png", "", "--confirm", "15"]) == 0
     out = capsys.readouterr().out
     assert "confirmation: 15 steps at 5 lrs in one parallel sweep" in out and "-> train with lr" in out
+
+
+SPLIT_WORKER = r"""
+import json, os, sys
+import torch
+import torch.distributed as dist
+from pylrcore import sweep
+
+rank, world, rendezvous, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+g = torch.Generator().manual_seed(0)  # the same batches on every rank: the copies are compared on them
+x = torch.randn(256, 10, generator=g)
+y = (x[:, :3].sum(1) > 0).long()
+batches = list(zip(x.split(32), y.split(32)))
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+before = [p.detach().clone() for p in model.parameters()]
+result = sweep(model, torch.optim.Adam(model.parameters(), lr=1.0), torch.nn.CrossEntropyLoss(), batches,
+               [1e-4, 1e-3, 1e-2, 1e-1, 30.0], steps=12, vectorize=False)
+restored = all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+with open(out, "w") as fh:
+    json.dump({"result": result.to_dict(), "restored": restored}, fh)
+dist.barrier()
+dist.destroy_process_group()
+os._exit(0)  # gloo's threads can abort the interpreter's teardown (see test_finder_distributed.py)
+"""
+
+
+@pytest.mark.slow
+def test_replicas_are_shared_out_over_ranks_and_every_rank_gets_the_whole_result(tmp_path):
+    from procs import run_ranks
+
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available")
+    r0, r1 = run_ranks(SPLIT_WORKER, tmp_path)
+    assert r0["result"] == r1["result"] and r0["restored"] and r1["restored"]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 10, generator=g)
+    y = (x[:, :3].sum(1) > 0).long()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    alone = sweep(model, torch.optim.Adam(model.parameters(), lr=1.0), torch.nn.CrossEntropyLoss(),
+                  list(zip(x.split(32), y.split(32))), [1e-4, 1e-3, 1e-2, 1e-1, 30.0], steps=12, vectorize=False)
+    assert r0["result"]["losses"] == alone.to_dict()["losses"]  # one process or two: the same trainings
+    assert r0["result"]["best_lr"] == alone.best_lr
