@@ -381,14 +381,13 @@ class Snapshot:
     # -- recording --
     def take(self) -> "Snapshot":
         """Record the current state (reusing the copies' storage when the layout has not changed)."""
-        live, values = self._gather()
-        self._fill(live, values)
+        self._fill(self._gather())
         self.taken = True
         return self
 
-    def _gather(self) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-        """Record names and non-tensor values; return the distinct live tensors to copy (twice: the
-        objects to restore into, and where their values are read now: the same here)."""
+    def _gather(self) -> List[torch.Tensor]:
+        """Record names and non-tensor values; return the distinct live tensors (the objects to restore
+        into, whose values are copied now)."""
         index: Dict[int, int] = {}
         live: List[torch.Tensor] = []
 
@@ -443,9 +442,9 @@ class Snapshot:
             self.python_rng = random.getstate()
             self.scaler_state = _ScalerState(self.scaler) if self.scaler is not None else None
         self.live = live
-        return live, live
+        return live
 
-    def _fill(self, live: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:
+    def _fill(self, values: Sequence[torch.Tensor]) -> None:
         if self.copies is not None and self.copies.fits(values):
             self.copies.fill(values)
         else:
@@ -568,8 +567,7 @@ class Snapshot:
         """Make this the snapshot ``state`` describes, for this snapshot's (same-shaped) model and optimizer."""
         if self.scope != "weights":
             raise ValueError("only a 'weights' snapshot is loaded from a state dict")
-        live, _ = self._gather()
-        self.live = live[:self.n_model]
+        self.live = self._gather()[:self.n_model]
         values: List[torch.Tensor] = list(self.live)
         names: Dict[str, Optional[int]] = {}
         for (prefix, _, _), entries, _ in self.slots:

@@ -622,14 +622,9 @@ class LRFinder:
                ) -> Tuple[List[float], List[float], str, List[SweepEvent]]:
         model, opt = self.model, self.optimizer
         batches = _Cycle(train_loader, "train_loader")
-        ema = EMA(1.0 - smooth_f, kind="plain") if smooth_f > 0 else None
-        raw: List[float] = []
-        smoothed: List[float] = []
+        record = _SweepRecord(lr_ladder, smooth_f, diverge_th)
         pending: List[torch.Tensor] = []
         values: List[float]
-        best = math.inf
-        stop = ""
-        detector = _sweep_detector(smooth_f, diverge_th)
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         bar = _progress(len(lr_ladder), progress)
         autocast = amp if amp is not None else contextlib.nullcontext()
@@ -688,34 +683,16 @@ class LRFinder:
                     values = stacked.tolist()  # the one host read per `sync` iterations
                 pending.clear()
                 for value in values:
-                    detector.update(value)  # ~0.2 us: one native call
-                    if not math.isfinite(value):
-                        if not raw:
-                            raise ValueError(
-                                f"the loss is {value} at the first step (lr {lr_ladder[0]:.3g}): start_lr is too "
-                                "large, or the model/data produce non-finite values; the model was restored"
-                            )
-                        raw.append(value)
-                        smoothed.append(value)
-                        stop = f"non-finite loss ({value}) at lr {lr_ladder[len(raw) - 1]:.3g}"
-                        break
-                    s = ema.update(value) if ema is not None else value
-                    raw.append(value)
-                    smoothed.append(s)
-                    best = min(best, s)  # the first smoothed point is the raw loss, as in torch-lr-finder
-                    if s > diverge_th * best:
-                        stop = f"loss diverged (smoothed {s:.3g} > {diverge_th:g} x best {best:.3g}) at lr {lr_ladder[len(raw) - 1]:.3g}"
+                    if record.add(value):
                         break
                 if bar is not None:
                     bar.update(len(values))
-                if stop:
+                if record.stop:
                     break
         finally:
             if bar is not None:
                 bar.close()
-        events = [SweepEvent(e.step, e.kind, e.value, e.threshold, float(lr_ladder[e.step]))
-                  for e in detector.events if e.kind & _EVENT_KINDS]
-        return raw, smoothed, stop, events
+        return record.result()
 
     def _validate(self, val_loader: Any, train_step: Any, non_blocking: bool = True) -> torch.Tensor:
         model = self.model
@@ -738,6 +715,48 @@ class LRFinder:
 # What a range test reports from the detector; the window states (plateau, trend, oscillation) are
 # about training at a fixed lr, not a sweep whose lr grows every step.
 _EVENT_KINDS = Flag.SPIKE | Flag.NONFINITE | Flag.EXPLOSION
+
+
+class _SweepRecord:
+    """The range test's record and stop rule, one loss at a time: the raw and smoothed curves (a
+    plain EMA, torch-lr-finder's; the first smoothed point is the raw loss), the streaming detector,
+    and the stop on a non-finite loss or a smoothed loss above ``diverge_th`` x its best. Shared by
+    the torch finder and the Keras one. ``lrs[i]`` is the lr of the i-th loss."""
+
+    def __init__(self, lrs: Any, smooth_f: float, diverge_th: float) -> None:
+        self.lrs, self.diverge_th = lrs, diverge_th
+        self.ema = EMA(1.0 - smooth_f, kind="plain") if smooth_f > 0 else None
+        self.detector = _sweep_detector(smooth_f, diverge_th)
+        self.raw: List[float] = []
+        self.smoothed: List[float] = []
+        self.best = math.inf
+        self.stop = ""
+
+    def add(self, value: float) -> bool:
+        """Record one loss; True when the sweep must stop here (``self.stop`` says why)."""
+        self.detector.update(value)  # ~0.2 us: one native call
+        lr = self.lrs[len(self.raw)]
+        if not math.isfinite(value):
+            if not self.raw:
+                raise ValueError(f"the loss is {value} at the first step (lr {lr:.3g}): start_lr is too large, or "
+                                 "the model/data produce non-finite values; the model was restored")
+            self.raw.append(value)
+            self.smoothed.append(value)
+            self.stop = f"non-finite loss ({value}) at lr {lr:.3g}"
+            return True
+        s = self.ema.update(value) if self.ema is not None else value
+        self.raw.append(value)
+        self.smoothed.append(s)
+        self.best = min(self.best, s)
+        if s > self.diverge_th * self.best:
+            self.stop = f"loss diverged (smoothed {s:.3g} > {self.diverge_th:g} x best {self.best:.3g}) at lr {lr:.3g}"
+            return True
+        return False
+
+    def result(self) -> Tuple[List[float], List[float], str, List[SweepEvent]]:
+        events = [SweepEvent(e.step, e.kind, e.value, e.threshold, float(self.lrs[e.step]))
+                  for e in self.detector.events if e.kind & _EVENT_KINDS]
+        return self.raw, self.smoothed, self.stop, events
 
 
 def _sweep_detector(smooth_f: float, diverge_th: float) -> Detector:

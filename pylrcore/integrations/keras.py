@@ -56,10 +56,9 @@ except ImportError:
 
 from .._arrays import check_int, check_real  # noqa: E402  (after the framework check: its error names the extra)
 from ..detect import DEFAULTS as DETECTOR_DEFAULTS, Detector, Flag  # noqa: E402
-from ..finder import _CUT, FinderResult, LRFinder as _TorchFinder, SweepEvent, _diagnose_sweep, _EVENT_KINDS, _Ladder, _sweep_detector  # noqa: E402
+from ..finder import _CUT, FinderResult, LRFinder as _TorchFinder, SweepEvent, _diagnose_sweep, _Ladder, _SweepRecord  # noqa: E402
 from ..guard import GuardEvent, _describe_event  # noqa: E402
 from ..schedules import Schedule  # noqa: E402
-from ..smoothing import EMA  # noqa: E402
 from ..suggestion import COMPAT_METHODS, METHODS, suggest  # noqa: E402
 
 __all__ = ["find", "LRFinder", "FinderCallback", "KerasSchedule", "GuardCallback"]
@@ -282,40 +281,19 @@ def find(
 
 def _sweep(model: Any, batches: _Batches, first: Tuple[Any, Any, Any], ladder: _Ladder, lr: _LearningRate,
            smooth_f: float, diverge_th: float) -> Tuple[List[float], List[float], str, List[SweepEvent]]:
-    """The torch finder's loop (pylrcore.finder.LRFinder._sweep) over Keras train steps."""
-    ema = EMA(1.0 - smooth_f, kind="plain") if smooth_f > 0 else None
-    detector = _sweep_detector(smooth_f, diverge_th)
-    raw: List[float] = []
-    smoothed: List[float] = []
-    best, stop = math.inf, ""
+    """The torch finder's record and stop rule (pylrcore.finder._SweepRecord) over Keras train steps."""
+    record = _SweepRecord(ladder, smooth_f, diverge_th)
     batch: Optional[Tuple[Any, Any, Any]] = first
     for i, rate in enumerate(ladder):
         if batch is None:
             break  # a generator ran out: the curve ends here
         lr.set(rate)
         bx, by, bw = batch
-        value = float(model.train_on_batch(bx, by, sample_weight=bw, return_dict=True)["loss"])
-        detector.update(value)
-        if not math.isfinite(value):
-            if not raw:
-                raise ValueError(f"the loss is {value} at the first step (lr {rate:.3g}): start_lr is too large, "
-                                 "or the model/data produce non-finite values; the model was restored")
-            raw.append(value)
-            smoothed.append(value)
-            stop = f"non-finite loss ({value}) at lr {rate:.3g}"
-            break
-        s = ema.update(value) if ema is not None else value
-        raw.append(value)
-        smoothed.append(s)
-        best = min(best, s)
-        if s > diverge_th * best:
-            stop = f"loss diverged (smoothed {s:.3g} > {diverge_th:g} x best {best:.3g}) at lr {rate:.3g}"
+        if record.add(float(model.train_on_batch(bx, by, sample_weight=bw, return_dict=True)["loss"])):
             break
         if i + 1 < len(ladder):
             batch = batches.next()
-    events = [SweepEvent(e.step, e.kind, e.value, e.threshold, float(ladder[e.step]))
-              for e in detector.events if e.kind & _EVENT_KINDS]
-    return raw, smoothed, stop, events
+    return record.result()
 
 
 class LRFinder:
