@@ -190,6 +190,7 @@ void bind_suggest(py::module_& m) {
         py::dict d;
         d["status"] = static_cast<int>(r.status);
         d["reason"] = r.reason;
+        d["low_confidence"] = r.low_confidence;
         d["lr"] = r.lr;
         d["index"] = r.index;
         d["zone_lo_index"] = r.zone_lo_index;

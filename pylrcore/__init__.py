@@ -9,7 +9,7 @@ of a training loss history (:mod:`pylrcore.diagnosis`), and a one-pass non-finit
 from __future__ import annotations
 
 from .smoothing import EMA, ema
-from .suggestion import COMPAT_METHODS, DIVERGE_FACTOR, METHODS, Suggestion, gradient, suggest
+from .suggestion import COMPAT_METHODS, DEFAULT_METHOD, DIVERGE_FACTOR, METHODS, Suggestion, gradient, suggest
 from .detect import Detector, Event, Flag
 from .diagnosis import Diagnosis, Finding, Symptom, diagnose
 from .nonfinite import ScanResult, all_finite, scan
@@ -41,6 +41,7 @@ __all__ = [
     "Suggestion",
     "gradient",
     "METHODS",
+    "DEFAULT_METHOD",
     "COMPAT_METHODS",
     "DIVERGE_FACTOR",
     "Detector",

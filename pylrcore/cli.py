@@ -24,7 +24,7 @@ from typing import Any, Callable, List, NoReturn, Optional
 import numpy as np
 
 from . import __version__
-from .suggestion import DIVERGE_FACTOR
+from .suggestion import DEFAULT_METHOD, DIVERGE_FACTOR, METHODS
 from ._arrays import check_int
 
 
@@ -212,8 +212,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sug = sub.add_parser("suggest", parents=[common], help="suggest an lr from a recorded range test (CSV with lr,loss columns)")
     sug.add_argument("csv", help="the recorded range test: a CSV with header columns 'lr' and 'loss'")
-    sug.add_argument("--method", default="steepest",
-                     help="suggestion method (steepest, valley, minimum, slide, or a compat mode)")
+    sug.add_argument("--method", default=DEFAULT_METHOD,
+                     help=f"suggestion method ({', '.join(METHODS)}, or a compat mode; default {DEFAULT_METHOD})")
     sug.add_argument("--diverge-factor", type=float, default=DIVERGE_FACTOR,
                      help=f"cut where the smoothed loss exceeds this x its running minimum (default {DIVERGE_FACTOR:g})")
 
@@ -230,7 +230,8 @@ def _build_parser() -> argparse.ArgumentParser:
     fnd.add_argument("--end-lr", type=float, default=10.0, help="the last lr of the sweep")
     fnd.add_argument("--num-iter", type=int, default=100, help="steps of the sweep")
     fnd.add_argument("--mode", choices=("exp", "linear"), default="exp", help="spacing of the lrs")
-    fnd.add_argument("--method", default="steepest", help="suggestion method (steepest, valley, minimum, slide, or a compat mode)")
+    fnd.add_argument("--method", default=DEFAULT_METHOD,
+                     help=f"suggestion method ({', '.join(METHODS)}, or a compat mode; default {DEFAULT_METHOD})")
     fnd.add_argument("--diverge-factor", type=float, default=DIVERGE_FACTOR,
                      help=f"stop where the smoothed loss exceeds this x its running minimum (default {DIVERGE_FACTOR:g})")
     fnd.add_argument("--device", default=None, help="e.g. cpu or cuda (default: where the model is)")

@@ -44,7 +44,7 @@ from ._snapshot import Snapshot, interrupt_shield
 from .detect import Detector, Event, Flag
 from .plotting import plot_history, plot_range_test
 from .smoothing import EMA
-from .suggestion import DIVERGE_FACTOR, METHODS, COMPAT_METHODS, Suggestion, suggest
+from .suggestion import DEFAULT_METHOD, DIVERGE_FACTOR, METHODS, COMPAT_METHODS, Suggestion, suggest
 
 __all__ = ["LRFinder", "FinderResult", "SweepEvent", "DataLoaderIter", "TrainDataLoaderIter", "ValDataLoaderIter"]
 
@@ -461,7 +461,7 @@ class LRFinder:
         accumulation_steps: int = 1,
         non_blocking_transfer: bool = True,
         *,
-        method: str = "steepest",
+        method: str = DEFAULT_METHOD,
         train_step: Optional[Callable[[torch.nn.Module, Any], torch.Tensor]] = None,
         amp: bool = False,
         grad_scaler: Any = None,

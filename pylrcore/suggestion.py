@@ -6,12 +6,19 @@ x its running minimum, smooth without lag (a debiased EMA forwards, then backwar
 with respect to ``log(lr)`` (numpy.gradient's second-order non-uniform rule), check that the loss
 fell significantly (the largest fall of a wider zero-phase smoothing must exceed about 8 standard
 deviations of that curve's noise, estimated robustly from the raw losses, and 1% of the loss;
-otherwise ``lr`` is None, status ``"never_decreased"``), and find the usable range:
+otherwise ``lr`` is None, status ``"never_decreased"``; a fall above half that threshold that the
+curve then confirms by diverging gives a pick with ``confidence == "low"`` and a reason), and find
+the usable range:
 from where the smoothed loss has fallen ``zone[0]`` of its total drop (and clearly below its noise
 level) to where it has fallen ``zone[1]`` of it. Every rule works per decade of lr, not per point:
 the same curve sampled with 100 or 1000 points gives the same answer.
 
-- ``"steepest"`` (default): steepest descent of the smoothed loss per unit of log(lr), inside the range.
+- ``"capped"`` (default, :data:`DEFAULT_METHOD`): the steepest descent, capped at a tenth of the
+  lr at the smoothed loss's minimum. The steepest fall sits too high where learning only starts near
+  the stability limit (SGD), minimum / 10 too high where the loss keeps falling at large lrs
+  (adaptive optimizers, convex models); the smaller of the two is chosen. Measured against the
+  peers on real tasks in ``bench/suggest_quality`` (bench/README.md).
+- ``"steepest"``: steepest descent of the smoothed loss per unit of log(lr), inside the range.
 - ``"valley"``: fastai's longest-valley rule on the smoothed curve, halfway along the valley in log(lr).
 - ``"minimum"``: lr at the minimum of the smoothed loss, divided by 10.
 - ``"slide"``: fastai's interval slide rule on the smoothed curve's slope per log(lr), with
@@ -38,7 +45,7 @@ import numpy as np
 from ._arrays import FloatArray, as_curve, as_lrs, check_beta, check_int, check_real, same_length
 from ._native import _core
 
-__all__ = ["suggest", "Suggestion", "gradient", "METHODS", "COMPAT_METHODS", "DIVERGE_FACTOR"]
+__all__ = ["suggest", "Suggestion", "gradient", "METHODS", "COMPAT_METHODS", "DIVERGE_FACTOR", "DEFAULT_METHOD"]
 
 #: pylrcore's one divergence factor: a range test has diverged where its smoothed loss exceeds this
 #: many times its running minimum (4, as fastai and Lightning; torch-lr-finder stops at 5). The
@@ -46,7 +53,9 @@ __all__ = ["suggest", "Suggestion", "gradient", "METHODS", "COMPAT_METHODS", "DI
 #: the plot; defined once, in the core (``kDivergeFactor`` in ``csrc/pylrcore/suggest.hpp``).
 DIVERGE_FACTOR: float = float(_core.DIVERGE_FACTOR)
 
-METHODS = ("steepest", "valley", "minimum", "slide")
+METHODS = ("capped", "steepest", "valley", "minimum", "slide")
+#: The rule every default suggestion uses: suggest(), range_test, the CLI, the integrations, the plot.
+DEFAULT_METHOD = "capped"
 COMPAT_METHODS = (
     "torch_lr_finder",
     "lightning",
@@ -60,6 +69,7 @@ _METHOD_CODES = {
     "valley": 1,
     "minimum": 2,
     "slide": 3,
+    "capped": 4,
     "torch_lr_finder": 10,
     "lightning": 11,
     "fastai_valley": 12,
@@ -102,6 +112,9 @@ class Suggestion:
     #: (pylrcore's own methods; None for the compatibility modes or when the curve ended too early).
     noise: Optional[float]
     drop: Optional[float]
+    #: "high", or "low" when the fall alone was within twice its noise threshold and the curve's
+    #: divergence afterwards corroborated it (``reason`` says so); None when there is no pick.
+    confidence: Optional[str]
     lrs: FloatArray = field(repr=False, compare=False)
     losses: FloatArray = field(repr=False, compare=False)
     smoothed: Optional[FloatArray] = field(repr=False, compare=False)
@@ -115,7 +128,8 @@ class Suggestion:
         if not self.ok:
             return f"Suggestion(lr=None, method={self.method!r}, status={self.status!r}, reason={self.reason!r})"
         zone = f"({self.zone[0]:.3g}, {self.zone[1]:.3g})" if self.zone else "None"
-        return f"Suggestion(lr={self.lr:.4g}, zone={zone}, method={self.method!r}, index={self.index})"
+        unsure = ", confidence='low'" if self.confidence == "low" else ""
+        return f"Suggestion(lr={self.lr:.4g}, zone={zone}, method={self.method!r}, index={self.index}{unsure})"
 
     def __str__(self) -> str:
         if not self.ok:
@@ -127,13 +141,15 @@ class Suggestion:
             text += f"; loss diverged at lr {self.lrs[self.diverged_at]:.3g}"
         elif self.first_nonfinite is not None:
             text += f"; loss became non-finite at lr {self.lrs[self.first_nonfinite]:.3g}"
+        if self.confidence == "low":
+            text += f" ({self.reason})"
         return text
 
 
 def suggest(
     lrs: Any,
     losses: Any,
-    method: str = "steepest",
+    method: str = DEFAULT_METHOD,
     *,
     beta: Optional[float] = None,
     diverge_factor: float = DIVERGE_FACTOR,
@@ -227,6 +243,7 @@ def suggest(
         beta=float(raw["beta"]) if own and raw["beta"] > 0 else None,
         noise=_opt_float(raw["noise"]) if own else None,
         drop=_opt_float(raw["drop"]) if own else None,
+        confidence=("low" if raw["low_confidence"] else "high") if ok else None,
         lrs=lr_arr,
         losses=loss_arr,
         smoothed=raw["smoothed"] if own else None,

@@ -401,6 +401,6 @@ def test_cli_help_shows_defaults(command: str, capsys: pytest.CaptureFixture[str
         main([command, "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "(default:" in out
-    expected = {"suggest": "(default: steepest)", "diagnose": "(default: None)", "find": "(default: 10.0)",
+    expected = {"suggest": "(default: capped)", "diagnose": "(default: None)", "find": "(default: 10.0)",
                 "schedule": "(default: 10000)", "demo": "(default: 50)"}[command]
     assert expected in out

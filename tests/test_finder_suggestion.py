@@ -60,7 +60,7 @@ def test_the_divergence_lr_is_named_once_and_the_default_factor_is_the_one_facto
     assert len(re.findall(r"diverged at lr", text)) == 1, text
     assert "stay well below the lr where it diverged" in result.diagnosis
     # The analysis used the finder's factor: the same curve through suggest() reads the same.
-    again = pylrcore.suggest(result.lrs, result.losses)
+    again = pylrcore.suggest(result.lrs, result.losses, result.method)
     assert again.lr == result.suggestion and again.diverged_at == result.details.diverged_at
 
 

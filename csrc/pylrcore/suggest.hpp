@@ -46,6 +46,7 @@ enum class Method : int {
   Valley = 1,
   Minimum = 2,
   Slide = 3,
+  Capped = 4,  // the default: steepest, capped at a tenth of the minimum's lr
   TorchLrFinder = 10,
   Lightning = 11,
   FastaiValley = 12,
@@ -96,7 +97,10 @@ struct SuggestOptions {
 
 struct Suggestion {
   SuggestStatus status = SuggestStatus::Ok;
-  std::string reason;  // empty when Ok
+  std::string reason;  // empty when Ok with full confidence; why, when Ok with low confidence
+  // Ok, but the fall was not significant against the noise on its own (see suggest_own): the curve
+  // corroborates it by diverging afterwards. The pick is then the minimum's (zone = the minimum).
+  bool low_confidence = false;
   double lr = std::numeric_limits<double>::quiet_NaN();
   std::int64_t index = -1;  // index (into the input arrays) of the point the rule picked
   // Usable range (own methods only; -1 when unknown).
@@ -412,7 +416,23 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
   // The same number of sd of the noise left on the pick's own (narrower) smoothing: how far below
   // its peak that curve must fall to be out of its noise (the usable range's start, below).
   const double noise_drop = noise_sds * s.noise * detail::smoothed_noise_factor(beta);
-  if (m < 2 || m <= peak || !(drop > 0.01 * std::fabs(top)) || !(s.drop > significant)) {
+  // Low confidence: the fall is short of the threshold but more than half of it, and the curve
+  // then diverged -- a fall followed by an explosion is the range test's shape, seen through heavy
+  // noise (small-batch regression: the per-batch loss varies by 50%). Refusing there leaves the
+  // user with nothing where every peer answers; a pick flagged as unsure, derived from the
+  // minimum, is more useful. Flat noise that never diverges still gets no suggestion.
+  const bool shaped = m >= 2 && m > peak && drop > 0.01 * std::fabs(top);
+  const bool diverged_after = s.diverged_index >= 0 || s.first_nonfinite_index >= 0;
+  if (shaped && !(s.drop > significant) && s.drop > 0.5 * significant && diverged_after) {
+    std::ostringstream r;
+    r.precision(3);
+    r << "low confidence: the loss fell by " << s.drop << ", " << noise_sds * s.drop / significant
+      << " sd of its smoothed noise (a sure fall exceeds " << noise_sds
+      << " sd), before it diverged at lr " << lrs[s.diverged_index >= 0 ? s.diverged_index : s.first_nonfinite_index]
+      << "; the pick is derived from the minimum. Average several range tests or use a larger batch";
+    s.low_confidence = true;
+    s.reason = r.str();
+  } else if (!shaped || !(s.drop > significant)) {
     std::ostringstream r;
     r.precision(3);
     r << "the smoothed loss never decreased clearly: its largest drop, " << s.drop
@@ -433,7 +453,7 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
   // before the real fall; half the significant drop (about 4 sd of the smoothed noise) keeps the
   // steepest pick unbiased on barely significant drops, and "stays there" drops the wiggles that
   // dip below it and come back.
-  const double start_fall = std::max(opt.zone_lo * drop, 0.5 * noise_drop);
+  const double start_fall = s.low_confidence ? drop : std::max(opt.zone_lo * drop, 0.5 * noise_drop);
   std::size_t lo = peak, hi = m;
   for (std::size_t i = peak; i <= m; ++i)
     if (smooth[i] > top - start_fall) lo = i + 1;
@@ -458,6 +478,19 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
       idx = static_cast<std::int64_t>(m);
       s.lr = lrs[m] / 10.0;
       break;
+    case Method::Capped: {
+      // Two anchors that fail in opposite places. Where learning only starts near the stability
+      // limit (SGD), the steepest fall sits just below the divergence, too high; where the loss
+      // keeps falling at large lrs (adaptive optimizers, convex models), the minimum is late and
+      // minimum / 10 too high. The smaller of the two is chosen (bench/suggest_quality).
+      idx = static_cast<std::int64_t>(lo + detail::argmin_nan_first(slope.data() + lo, hi - lo + 1));
+      s.lr = lrs[idx];
+      if (lrs[m] / 10.0 < s.lr) {
+        idx = static_cast<std::int64_t>(m);
+        s.lr = lrs[m] / 10.0;
+      }
+      break;
+    }
     case Method::Valley: {
       // fastai's longest valley, halfway along it in log(lr) (fastai: halfway in points).
       std::size_t first, last;
@@ -621,7 +654,7 @@ inline Suggestion suggest_fastai(const double* lrs, const double* losses, std::s
 
 inline Suggestion suggest(const double* lrs, const double* losses, std::size_t n, const SuggestOptions& opt = {}) {
   const bool own = opt.method == Method::Steepest || opt.method == Method::Valley || opt.method == Method::Minimum ||
-                   opt.method == Method::Slide;
+                   opt.method == Method::Slide || opt.method == Method::Capped;
   check_curve(lrs, n, own);
   require(opt.zone_lo >= 0 && opt.zone_lo < opt.zone_hi && opt.zone_hi <= 1,
           "zone must satisfy 0 <= zone[0] < zone[1] <= 1 (fractions of the total loss drop)");
@@ -643,6 +676,7 @@ inline Suggestion suggest(const double* lrs, const double* losses, std::size_t n
     case Method::Valley:
     case Method::Minimum:
     case Method::Slide:
+    case Method::Capped:
       return suggest_own(lrs, losses, n, opt);
   }
   fail("method is not a known suggestion method");

@@ -59,7 +59,7 @@ from ..detect import DEFAULTS as DETECTOR_DEFAULTS, Detector, Flag  # noqa: E402
 from ..finder import _CUT, FinderResult, LRFinder as _TorchFinder, SweepEvent, _diagnose_sweep, _Ladder, _SweepRecord  # noqa: E402
 from ..guard import GuardEvent, _describe_event  # noqa: E402
 from ..schedules import Schedule  # noqa: E402
-from ..suggestion import COMPAT_METHODS, METHODS, suggest  # noqa: E402
+from ..suggestion import COMPAT_METHODS, DEFAULT_METHOD, METHODS, suggest  # noqa: E402
 
 __all__ = ["find", "LRFinder", "FinderCallback", "KerasSchedule", "GuardCallback"]
 
@@ -210,7 +210,7 @@ def find(
     step_mode: str = "exp",
     smooth_f: float = 0.05,
     diverge_th: Optional[float] = None,
-    method: str = "steepest",
+    method: str = DEFAULT_METHOD,
     shuffle: bool = True,
     seed: int = 0,
 ) -> FinderResult:

@@ -46,9 +46,19 @@ TEST(suggest_steepest_near_true_centre_with_zone_around_it) {
   CHECK(s.smoothed.size() == c.lrs.size() && s.slope.size() == c.lrs.size());
 }
 
+TEST(suggest_capped_is_the_smaller_of_steepest_and_minimum_over_10) {
+  for (std::size_t n : {60, 200, 1000}) {
+    Curve c = valley_curve(n);
+    const Suggestion steep = run(c, Method::Steepest), minimum = run(c, Method::Minimum), capped = run(c, Method::Capped);
+    CHECK(capped.status == SuggestStatus::Ok && !capped.low_confidence);
+    CHECK(capped.lr == std::min(steep.lr, minimum.lr));
+    CHECK(capped.zone_lo_index == steep.zone_lo_index && capped.zone_hi_index == steep.zone_hi_index);
+  }
+}
+
 TEST(suggest_every_method_answers_on_a_valley) {
   Curve c = valley_curve(120);
-  for (Method m : {Method::Steepest, Method::Valley, Method::Minimum, Method::Slide, Method::TorchLrFinder,
+  for (Method m : {Method::Steepest, Method::Capped, Method::Valley, Method::Minimum, Method::Slide, Method::TorchLrFinder,
                    Method::Lightning, Method::FastaiValley, Method::FastaiSteep, Method::FastaiMinimum,
                    Method::FastaiSlide}) {
     Suggestion s = run(c, m);
@@ -141,7 +151,7 @@ TEST(suggest_flat_noisy_curves_never_decreased_with_end_lr_named) {
 }
 
 TEST(suggest_own_methods_do_not_depend_on_the_number_of_points) {
-  for (Method m : {Method::Steepest, Method::Valley, Method::Minimum, Method::Slide}) {
+  for (Method m : {Method::Steepest, Method::Capped, Method::Valley, Method::Minimum, Method::Slide}) {
     std::vector<double> picks;
     for (std::size_t n : {100, 300, 1000}) picks.push_back(run(valley_curve(n), m).lr);
     const double ratio = *std::max_element(picks.begin(), picks.end()) / *std::min_element(picks.begin(), picks.end());
