@@ -131,6 +131,10 @@ def _advice(factor: Tuple[float, float], lr: Optional[float], too: str) -> str:
             return f"LR is likely too {too}: increase it {amount}"
         amount = f"{1 / lo:g}x" if lo == hi else f"{1 / hi:g}-{1 / lo:g}x"
         return f"LR is likely too {too}: decrease it {amount}"
+    if not (math.isfinite(lr * lo) and math.isfinite(lr * hi)):
+        # An lr near the float range's end: a multiple of it is not a number anyone can try.
+        amount = f"{lo:g}x" if lo >= 1 else f"{1 / lo:g}x"
+        return f"LR {_format_lr(lr)} is likely too {too}, and {amount} of it overflows: check the lr you passed"
     target = _format_lr(lr * lo) if lo == hi else f"{_format_lr(lr * lo)} to {_format_lr(lr * hi)}"
     return f"LR {_format_lr(lr)} is likely too {too}: try {target}"
 

@@ -799,6 +799,9 @@ def _diagnose_sweep(s: Suggestion, stop: str, lrs: np.ndarray) -> str:
                      "raise end_lr to see where it stops")
         elif s.zone:
             text += f" (usable {s.zone[0]:.2g} to {s.zone[1]:.2g}); above {s.zone[1]:.2g} the loss stops falling"
+        if s.confidence == "low":
+            text += ("; low confidence: the fall was barely above the loss's noise (noisy batches?), "
+                     "repeat the range test or confirm the pick by training (range_test(confirm=True))")
         if analysis_stopped:
             text += "; stay well below the lr where it diverged"
         elif stop:

@@ -264,3 +264,8 @@ def test_early_blow_up_that_settles_into_chaos_is_too_high_not_healthy() -> None
         assert d.factor[1] < 1 and "above its starting value" in d.message
     _, history = demo.train(problem, 3.0)
     assert diagnose(history, lr=3.0).code is Symptom.HEALTHY
+
+
+def test_advice_for_an_lr_at_the_float_range_end_does_not_print_inf() -> None:
+    d = pylrcore.diagnose(np.linspace(2, 1.99, 300), lr=1e308)
+    assert "inf" not in d.message and "overflows" in d.message and "1e308" in d.message

@@ -26,4 +26,4 @@ def test_readme_nutshell_suggestion_line_is_what_the_code_prints() -> None:
     lrs = np.logspace(-6, 1, 100)
     assert np.allclose(lrs, lr_ladder(100))
     print_line = str(pylrcore.suggest(lrs, valley(lrs, rise_at=0.1)))
-    assert print_line.startswith("suggested lr 0.000933 (steepest), usable range 8.11e-05 to 0.00911")
+    assert print_line.startswith("suggested lr 0.000933 (capped), usable range 8.11e-05 to 0.00911")
