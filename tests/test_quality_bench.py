@@ -98,3 +98,17 @@ def test_the_pipeline_runs_end_to_end_on_a_small_protocol(sq, tmp_path, monkeypa
     assert (tmp_path / "figures" / "breast_cancer_logreg_sgd.png").stat().st_size > 0
     stored = harness.Store(tasks.BY_NAME["breast_cancer_logreg_sgd"], tmp_path)
     assert all(stored.training(lr, 0) is not None for lr in tasks.PROTOCOL["grid"])
+
+
+def test_the_committed_results_cover_every_pick_the_current_rules_make(sq):
+    """bench/README.md's quality table comes from results/*.json. If a rule's pick changes (the
+    suggestion code changed), the pick has no training in the cache and this fails: re-run
+    ``python bench/suggest_quality/run.py`` and update the table."""
+    run, report, harness, tasks = sq["run"], sq["report"], sq["harness"], sq["tasks"]
+    names = [n for n in [*sq["contenders"].CONTENDERS, run.CONFIRMED]]
+    for task in tasks.ALL:
+        store = harness.Store(task)
+        assert all(store.curve(s) is not None for s in tasks.PROTOCOL["range_seeds"]), task.name
+        result = report.evaluate(store, run.all_picks(store, names))
+        missing = [r for r in result["rows"] if r["failure"] == "not trained"]
+        assert not missing, (task.name, missing[:3])

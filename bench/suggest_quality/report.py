@@ -109,16 +109,19 @@ def per_task(results: Dict[str, Dict[str, Any]], contenders: List[str], tasks: L
     return "\n".join(lines)
 
 
-def summary_markdown(results: Dict[str, Dict[str, Any]], contenders: List[str], dev: List[str], held: List[str]) -> str:
+def summary_markdown(results: Dict[str, Dict[str, Any]], contenders: List[str], dev: List[str], held: List[str],
+                     fresh: List[str]) -> str:
     dev = [t for t in dev if t in results]
     held = [t for t in held if t in results]
+    fresh = [t for t in fresh if t in results]
     parts = []
-    for title, tasks in (("Held-out tasks (the default was not chosen on these)", held), ("Dev tasks", dev),
-                         ("All tasks", dev + held)):
+    for title, tasks in (("Fresh tasks (added after the default was frozen; never used to compare rules)", fresh),
+                         ("Held-out tasks (not tuned on, but seen while choosing: see tasks.py)", held),
+                         ("Dev tasks (the rules were compared on these)", dev), ("All tasks", dev + held + fresh)):
         if tasks:
             parts.append(f"### {title}: {len(tasks)} tasks x {len(PROTOCOL['range_seeds'])} range tests\n\n"
                          + table(results, contenders, tasks))
-    parts.append("### Picks per task (lr of each range test; median regret)\n\n" + per_task(results, contenders, dev + held))
+    parts.append("### Picks per task (lr of each range test; median regret)\n\n" + per_task(results, contenders, dev + held + fresh))
     return "\n\n".join(parts) + "\n"
 
 

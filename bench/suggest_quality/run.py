@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE))
 from contenders import CONTENDERS, picks  # noqa: E402
 from harness import CACHE, Store, load_curve, range_lrs, run_jobs  # noqa: E402
 from report import evaluate, figure, summary_markdown  # noqa: E402
-from tasks import ALL, BY_NAME, DEV, HELD_OUT, PROTOCOL, Task  # noqa: E402
+from tasks import ALL, BY_NAME, DEV, FRESH, HELD_OUT, PROTOCOL, Task  # noqa: E402
 
 from pylrcore import DEFAULT_METHOD  # noqa: E402
 
@@ -106,7 +106,7 @@ def main(argv: List[str] = None) -> int:
     if not args.no_figures:
         for n, s in stores.items():
             figure(s, results[n], CACHE / "figures" / f"{n}.png")
-    text = summary_markdown(results, names, [t.name for t in DEV], [t.name for t in HELD_OUT])
+    text = summary_markdown(results, names, [t.name for t in DEV], [t.name for t in HELD_OUT], [t.name for t in FRESH])
     (CACHE / "summary.md").write_text(text)
     print(text)
     print(f"({time.time() - t0:.0f} s)")

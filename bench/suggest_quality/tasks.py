@@ -5,8 +5,10 @@ standard library's own source text): no downloads. A task is everything a traini
 data split, a model factory, an optimizer factory, the batch size and the training budget. The
 same task object drives the ground-truth grid, the range tests and the trainings at each pick.
 
-The split into ``DEV`` (rules were compared and the default chosen on these) and ``HELD_OUT``
-(reported only) is fixed here, before any result was looked at.
+``DEV``: rules were compared and the default chosen on these. ``HELD_OUT``: fixed before any
+result was looked at and meant to be reported only, but the exploration printed its numbers next to
+the dev numbers, so it informed the choice. ``FRESH``: added after the rule was frozen; the only
+truly unseen half.
 """
 
 from __future__ import annotations
@@ -280,7 +282,18 @@ HELD_OUT: List[Task] = [
     Task("digits_logreg_adam", "digits", "linear", "adam", 64, note="convex"),
     Task("wine_bn_mlp_sgd", "wine", "bn_mlp", "sgd", 16),
 ]
-ALL: List[Task] = DEV + HELD_OUT
+#: Added after the default rule was fixed (commit d5cf1f5), because the exploration script had
+#: printed the held-out half next to the dev half while rules were compared: HELD_OUT informed the
+#: choice, these tasks did not. Never used to compare or tune rules.
+FRESH: List[Task] = [
+    Task("iris_logreg_sgd", "iris", "linear", "sgd", 16, note="convex"),
+    Task("wine_mlp_adam", "wine", "mlp", "adam", 16),
+    Task("breast_cancer_bn_mlp_rmsprop", "breast_cancer", "bn_mlp", "rmsprop", 32),
+    Task("digits_cnn_adamw", "digits", "cnn", "adamw", 32),
+    Task("diabetes_mlp_momentum", "diabetes", "mlp", "momentum", 16, loss="mse"),
+    Task("digits_mlp_nesterov_wd", "digits", "mlp", "nesterov_wd", 64),
+]
+ALL: List[Task] = DEV + HELD_OUT + FRESH
 BY_NAME: Dict[str, Task] = {t.name: t for t in ALL}
 
 
