@@ -1,0 +1,456 @@
+"""The parallel sweep's fast path: K replicas of a model built from common layers, run as stacked
+tensors by batched kernels, and their optimizer as one update on the stacks.
+
+Why not vmap alone: for the small models a sweep trains, a step is almost all per-op overhead, and
+``torch.func.vmap`` multiplies it (batching rules, functional_call's reparametrisation, K per-replica
+optimizer groups). Here a replica's activations are the k-th slice of a ``[K, batch, ...]`` tensor,
+a Linear is one ``baddbmm`` over the ``[K, out, in]`` weights, a Conv2d one grouped convolution, a
+BatchNorm one ``batch_norm`` over K x C channels, and the optimizer one SGD/Adam/AdamW update with
+the per-replica lr as a broadcast tensor, in the op order of torch's own per-tensor implementation.
+
+Bit for bit: each replica must train exactly as that model alone would. A batched kernel may sum in
+another order than the one-model kernel (a tiny ``bmm`` takes a naive loop, a grouped convolution
+another oneDNN algorithm, some element-wise kernels a scalar tail), so every layer with a one-replica
+reference checks itself on its first call (and on any new input shape): forward, input and parameter
+gradients, and buffer updates of the stacked kernel against the layer run replica by replica; a
+layer that differs runs replica by replica from then on (same results, a little slower). Dropout is
+the exception: its masks are random per replica by design. A model with a layer this module does not
+know (or hooks, or a custom forward) is not run here at all: the sweep uses vmap for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Unsupported", "StackedModel", "StackedOptimizer"]
+
+Tensors = Dict[str, torch.Tensor]
+
+
+class Unsupported(Exception):
+    """The fast path cannot run this model, batch or optimizer (the sweep then uses vmap / groups)."""
+
+
+# ---- layers -------------------------------------------------------------------------------------
+
+
+class _Layer:
+    """One module of the model over stacked tensors. ``stacked`` runs all K replicas in one kernel,
+    ``single`` one replica as the module itself would; layers with a ``single`` check on first use
+    that the two agree bit for bit and keep the per-replica loop where they do not."""
+
+    checked_by_reference = True
+    in_place = False
+
+    def __init__(self, module: nn.Module, prefix: str) -> None:
+        self.module = module
+        self.prefix = prefix
+        self.choice: Dict[Tuple[Any, ...], bool] = {}  # input signature -> the stacked kernel is exact
+
+    def names(self) -> Tuple[List[str], List[str]]:
+        """The model-level names of this layer's parameters and buffers."""
+        return ([self.prefix + n for n, _ in self.module.named_parameters(recurse=False)],
+                [self.prefix + n for n, b in self.module.named_buffers(recurse=False) if b is not None])
+
+    def stacked(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        raise NotImplementedError
+
+    def single(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        raise NotImplementedError
+
+    def looped(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        outs = [self.single(x[r].contiguous(), {n: t[r] for n, t in p.items()}, {n: t[r] for n, t in b.items()})
+                for r in range(x.shape[0])]
+        return torch.stack(outs)
+
+    def __call__(self, x: torch.Tensor, params: Tensors, buffers: Tensors) -> torch.Tensor:
+        pn, bn = self.names()
+        try:
+            p = {n[len(self.prefix):]: params[n] for n in pn}
+            b = {n[len(self.prefix):]: buffers[n] for n in bn}
+        except KeyError:  # a module shared by two places in the model: functional_call's business
+            raise Unsupported(f"{type(self.module).__name__} at {self.prefix or 'the top'} is shared") from None
+        if not self.checked_by_reference:
+            return self.stacked(x, p, b)
+        key = (tuple(x.shape), tuple(x.stride()), x.dtype, x.requires_grad)
+        if key not in self.choice:
+            self.choice[key] = _agree(self, x, p, b)
+        return self.stacked(x, p, b) if self.choice[key] else self.looped(x, p, b)
+
+
+def _agree(layer: _Layer, x: torch.Tensor, p: Tensors, b: Tensors) -> bool:
+    """Does the stacked kernel give, bit for bit, what the replicas give one by one: outputs, the
+    gradients of the input and parameters for a random output gradient, and updated buffers? Run on
+    copies (the real buffers and the global RNG are left alone)."""
+    runs = []
+    for fn in (layer.stacked, layer.looped):
+        gen = torch.Generator(device=x.device).manual_seed(0)  # the same output gradient for both
+        xi = x.detach().clone() if layer.in_place else x.detach()
+        if x.requires_grad:
+            xi = xi.clone().requires_grad_(True)
+        pi = {n: t.detach().clone().requires_grad_(t.requires_grad) for n, t in p.items()}
+        bi = {n: t.clone() for n, t in b.items()}
+        with torch.enable_grad():
+            out = fn(xi, pi, bi)
+        wrt = ([xi] if x.requires_grad else []) + [t for t in pi.values() if t.requires_grad]
+        grads: Sequence[Optional[torch.Tensor]] = ()
+        if wrt and out.requires_grad:
+            g = torch.randn(out.shape, generator=gen, dtype=out.dtype, device=out.device)
+            grads = torch.autograd.grad(out, wrt, g, allow_unused=True)
+        runs.append([out.detach(), *grads, *bi.values()])
+    return all(_same(u, v) for u, v in zip(*runs))
+
+
+def _same(u: Optional[torch.Tensor], v: Optional[torch.Tensor]) -> bool:
+    if u is None or v is None:
+        return u is v
+    return u.shape == v.shape and bool(torch.equal(u, v))
+
+
+class _StackedLinear(torch.autograd.Function):
+    """x @ w^T + b for K replicas at once (baddbmm). Its own backward because autograd's for bmm
+    computes the weight gradient as (x^T g)^T where nn.Linear's computes g^T x: another gemm layout,
+    other sums (measured: not bit-equal for some shapes)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        ctx.has_bias = bias is not None
+        if bias is None:
+            return torch.bmm(x, w.transpose(1, 2))
+        return torch.baddbmm(bias.unsqueeze(1), x, w.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
+        x, w = ctx.saved_tensors
+        gx = g.bmm(w) if ctx.needs_input_grad[0] else None
+        gw = g.transpose(1, 2).bmm(x) if ctx.needs_input_grad[1] else None
+        gb = g.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
+class _Linear(_Layer):
+    def stacked(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        if x.dim() != 3:
+            raise Unsupported("Linear on inputs that are not (batch, features)")
+        out: torch.Tensor = _StackedLinear.apply(x, p["weight"], p.get("bias"))  # type: ignore[no-untyped-call]
+        return out
+
+    def single(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        return F.linear(x, p["weight"], p.get("bias"))
+
+
+class _Conv2d(_Layer):
+    """All replicas as one convolution with K x groups groups over the channel-stacked input."""
+
+    def __init__(self, module: nn.Module, prefix: str) -> None:
+        super().__init__(module, prefix)
+        if getattr(module, "padding_mode", "zeros") != "zeros":
+            raise Unsupported("Conv2d with padding_mode other than zeros")
+
+    def _args(self) -> Tuple[Any, Any, Any]:
+        m = self.module
+        return m.stride, m.padding, m.dilation
+
+    def stacked(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        if x.dim() != 5:
+            raise Unsupported("Conv2d on inputs that are not (batch, channels, height, width)")
+        k, n = x.shape[:2]
+        w, bias = p["weight"], p.get("bias")
+        stride, padding, dilation = self._args()
+        groups = int(self.module.groups)  # type: ignore[arg-type]
+        out = F.conv2d(x.transpose(0, 1).reshape(n, -1, *x.shape[3:]), w.reshape(-1, *w.shape[2:]),
+                       None if bias is None else bias.reshape(-1), stride, padding, dilation, groups * k)
+        return out.view(n, k, -1, *out.shape[2:]).transpose(0, 1)
+
+    def single(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        stride, padding, dilation = self._args()
+        return F.conv2d(x, p["weight"], p.get("bias"), stride, padding, dilation,
+                        int(self.module.groups))  # type: ignore[arg-type]
+
+
+class _BatchNorm(_Layer):
+    """K x C channels in one batch_norm; the running statistics are views into the stacked buffers,
+    so its in-place update is each replica's."""
+
+    def _factor(self, b: Tensors) -> Tuple[float, bool]:
+        m = self.module
+        factor = 0.0 if m.momentum is None else float(m.momentum)  # type: ignore[arg-type]
+        if m.training and m.track_running_stats and "num_batches_tracked" in b:
+            b["num_batches_tracked"].add_(1)
+            # every replica has taken the same number of steps: replica 0's count is everyone's
+            count = b["num_batches_tracked"].reshape(-1)[0]
+            factor = 1.0 / float(count) if m.momentum is None else float(m.momentum)  # type: ignore[arg-type]
+        training = bool(m.training) or ("running_mean" not in b and "running_var" not in b)
+        return factor, training
+
+    def stacked(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        if x.dim() < 3:
+            raise Unsupported("BatchNorm on inputs without a batch dimension")
+        k, n = x.shape[:2]
+        factor, training = self._factor(b)
+        flat = {name: t.reshape(-1) for name, t in b.items() if name != "num_batches_tracked"}
+        w, bias = p.get("weight"), p.get("bias")
+        out = F.batch_norm(x.transpose(0, 1).reshape(n, -1, *x.shape[3:]), flat.get("running_mean"),
+                           flat.get("running_var"), None if w is None else w.reshape(-1),
+                           None if bias is None else bias.reshape(-1), training, factor,
+                           float(self.module.eps))  # type: ignore[arg-type]
+        return out.view(n, k, -1, *out.shape[2:]).transpose(0, 1)
+
+    def looped(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        factor, training = self._factor(b)  # the count once for all replicas, as in stacked
+        return torch.stack([F.batch_norm(x[r].contiguous(), b["running_mean"][r] if "running_mean" in b else None,
+                                         b["running_var"][r] if "running_var" in b else None,
+                                         p["weight"][r] if "weight" in p else None,
+                                         p["bias"][r] if "bias" in p else None, training, factor,
+                                         float(self.module.eps))  # type: ignore[arg-type]
+                            for r in range(x.shape[0])])
+
+
+class _Elementwise(_Layer):
+    """A parameter-free module that maps each element (activations): the stacked tensor as its input."""
+
+    def __init__(self, module: nn.Module, prefix: str) -> None:
+        super().__init__(module, prefix)
+        self.in_place = bool(getattr(module, "inplace", False))
+
+    def stacked(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        out: torch.Tensor = self.module(x)
+        return out
+
+    def single(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        out: torch.Tensor = self.module(x)
+        return out
+
+
+class _PerSample(_Layer):
+    """A parameter-free module that works on each sample alone (pooling): replicas folded into the batch."""
+
+    def stacked(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        k, n = x.shape[:2]
+        out: torch.Tensor = self.module(x.reshape(k * n, *x.shape[2:]))
+        return out.view(k, n, *out.shape[1:])
+
+    def single(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        out: torch.Tensor = self.module(x)
+        return out
+
+
+class _LastDim(_Layer):
+    """Softmax / LogSoftmax along a dimension, shifted past the replica dimension."""
+
+    def _dim(self) -> int:
+        dim = getattr(self.module, "dim", None)
+        if dim is None:
+            raise Unsupported(f"{type(self.module).__name__} without dim")
+        return int(dim)
+
+    def _fn(self) -> Callable[..., torch.Tensor]:
+        return F.log_softmax if isinstance(self.module, nn.LogSoftmax) else F.softmax
+
+    def stacked(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        dim = self._dim()
+        return self._fn()(x, dim=dim + 1 if dim >= 0 else dim)
+
+    def single(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        return self._fn()(x, dim=self._dim())
+
+
+class _Dropout(_Layer):
+    """One mask over the stacked tensor: every replica draws its own (as K separate runs would); not
+    checked against a reference, random masks have none."""
+
+    checked_by_reference = False
+
+    def stacked(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        m = self.module
+        return F.dropout(x, float(m.p), bool(m.training), bool(m.inplace))  # type: ignore[arg-type]
+
+
+class _Flatten(_Layer):
+    checked_by_reference = False  # a reshape: no arithmetic to differ
+
+    def stacked(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        m = self.module
+        start, end = int(m.start_dim), int(m.end_dim)  # type: ignore[arg-type]
+        return x.flatten(start + 1 if start >= 0 else start, end + 1 if end >= 0 else end)
+
+
+class _Identity(_Layer):
+    checked_by_reference = False
+
+    def stacked(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        return x
+
+
+_ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh,
+                nn.Sigmoid, nn.Softplus, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Tanhshrink, nn.Softsign)
+_PER_SAMPLE = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+               nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
+_LAYERS: Dict[type, Callable[[nn.Module, str], _Layer]] = {
+    nn.Linear: _Linear, nn.Conv2d: _Conv2d, nn.BatchNorm1d: _BatchNorm, nn.BatchNorm2d: _BatchNorm,
+    nn.Dropout: _Dropout, nn.Flatten: _Flatten, nn.Identity: _Identity, nn.Softmax: _LastDim,
+    nn.LogSoftmax: _LastDim, **{t: _Elementwise for t in _ELEMENTWISE}, **{t: _PerSample for t in _PER_SAMPLE}}
+
+
+def _hooked(module: nn.Module) -> bool:
+    return any(bool(getattr(module, name, None)) for name in (
+        "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"))
+
+
+def _layers(module: nn.Module, prefix: str) -> List[_Layer]:
+    # exact types only: a subclass may override forward
+    if _hooked(module):
+        raise Unsupported(f"{type(module).__name__} at {prefix or 'the top'} has hooks")
+    if type(module) is nn.Sequential:
+        out: List[_Layer] = []
+        for name, child in module.named_children():
+            out += _layers(child, f"{prefix}{name}.")
+        return out
+    make = _LAYERS.get(type(module))
+    if make is None:
+        raise Unsupported(f"{type(module).__name__} is not a layer the stacked path knows")
+    return [make(module, prefix)]
+
+
+class StackedModel:
+    """The model as a list of stacked layers: ``loss(params, buffers, batch)`` -> per-replica losses [K]."""
+
+    def __init__(self, model: nn.Module, criterion: Any) -> None:
+        if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+            raise Unsupported("global module hooks are set")
+        if criterion is None:
+            raise Unsupported("the model computes its own loss")
+        self.layers = _layers(model, "")
+        self.criterion = criterion
+
+    def losses(self, params: Tensors, buffers: Tensors, batch: Any, k: int) -> torch.Tensor:
+        if not (isinstance(batch, (list, tuple)) and len(batch) >= 2 and torch.is_tensor(batch[0])):
+            raise Unsupported("batches that are not (inputs, targets, ...)")
+        x = batch[0]
+        if not x.is_floating_point():
+            raise Unsupported("inputs that are not floating point")
+        h = x.unsqueeze(0).expand(k, *x.shape)  # every replica reads the same batch, no copy
+        for layer in self.layers:
+            h = layer(h, params, buffers)
+        # the criterion replica by replica, as the model alone calls it (unbind: one op back in autograd)
+        outs = h.unbind(0)
+        values = []
+        for out in outs:
+            loss = self.criterion(out if out.is_contiguous() else out.contiguous(), batch[1])
+            if not (torch.is_tensor(loss) and loss.numel() == 1):
+                raise Unsupported("a criterion that does not return one number")
+            values.append(loss.reshape(()))
+        return torch.stack(values)
+
+
+# ---- the optimizer ------------------------------------------------------------------------------
+
+
+class StackedOptimizer:
+    """SGD, Adam or AdamW over the stacked parameters, replica r at lrs[r] x its group's lr ratio: the
+    per-tensor update of torch.optim (the CPU default), op for op, with the one setting that differs
+    per replica (the lr) as a [K, 1, ...] tensor where torch has a Python number:
+    ``p.add_(g, alpha=-lr)`` becomes ``p.addcmul_(g, -lr_t)`` (both one fused multiply-add per element),
+    ``p.addcdiv_(m, d, value=-s)`` becomes ``p.add_((m * -s_t).div_(d))`` (addcdiv's own order), and
+    AdamW's ``p.mul_(1 - lr*wd)`` multiplies by the per-replica factor. Every other op and scalar is the
+    same for all replicas and runs on the stacks as it is. Other optimizers, or fused / capturable /
+    differentiable settings: Unsupported (the sweep then uses per-replica param groups)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, params: Tensors, name_of: Dict[int, str],
+                 lrs: Sequence[float]) -> None:
+        kind = type(optimizer)
+        if kind not in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW):
+            raise Unsupported(f"{kind.__name__} is updated by per-replica param groups")
+        self.kind = "sgd" if kind is torch.optim.SGD else "adam"
+        self.k = len(lrs)
+        base = float(optimizer.param_groups[0]["lr"])
+        self.entries: List[Tuple[torch.Tensor, Dict[str, Any], torch.Tensor, Dict[str, Any]]] = []
+        for g in optimizer.param_groups:
+            if any(g.get(key) for key in ("fused", "capturable", "differentiable")):
+                raise Unsupported("fused, capturable or differentiable optimizer settings")
+            values = [g["lr"], g.get("momentum", 0.0), g.get("dampening", 0.0), g["weight_decay"],
+                      *g.get("betas", ()), g.get("eps", 0.0)]
+            if any(torch.is_tensor(v) for v in values):
+                raise Unsupported("tensor-valued optimizer settings")
+            ratio = float(g["lr"]) / base if base > 0 else 1.0
+            for p in g["params"]:
+                stack = params[name_of[id(p)]]
+                # lr in double, as the Python number torch.optim computes with
+                lr = torch.tensor([v * ratio for v in lrs], dtype=torch.float64, device=stack.device)
+                state: Dict[str, Any] = {}
+                for key, value in optimizer.state.get(p, {}).items():
+                    if key == "step":
+                        state[key] = float(value)
+                    elif torch.is_tensor(value):
+                        state[key] = value.detach().unsqueeze(0).repeat(self.k, *([1] * value.dim()))
+                    else:
+                        state[key] = value
+                self.entries.append((stack, g, lr.view(-1, *([1] * (stack.dim() - 1))), state))
+
+    def step(self) -> None:
+        with torch.no_grad():
+            for stack, g, lr, state in self.entries:
+                if stack.grad is None:
+                    continue
+                if self.kind == "sgd":
+                    self._sgd(stack, stack.grad, g, lr, state)
+                else:
+                    self._adam(stack, stack.grad, g, lr, state)
+                stack.grad = None
+
+    @staticmethod
+    def _sgd(p: torch.Tensor, grad: torch.Tensor, g: Dict[str, Any], lr: torch.Tensor, state: Dict[str, Any]) -> None:
+        # torch.optim.sgd._single_tensor_sgd, op for op
+        if g["maximize"]:
+            grad = -grad
+        if g["weight_decay"] != 0:
+            grad = grad.add(p, alpha=g["weight_decay"])
+        momentum = g["momentum"]
+        if momentum != 0:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = grad.detach().clone()
+                state["momentum_buffer"] = buf
+            else:
+                buf.mul_(momentum).add_(grad, alpha=1 - g["dampening"])
+            grad = grad.add(buf, alpha=momentum) if g["nesterov"] else buf
+        p.addcmul_(grad, (-lr).to(p.dtype))
+
+    @staticmethod
+    def _adam(p: torch.Tensor, grad: torch.Tensor, g: Dict[str, Any], lr: torch.Tensor, state: Dict[str, Any]) -> None:
+        # torch.optim.adam._single_tensor_adam (not capturable), op for op
+        if not state:
+            state["step"] = 0.0
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if g["amsgrad"]:
+                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if g["maximize"]:
+            grad = -grad
+        beta1, beta2 = g["betas"]
+        state["step"] += 1
+        step = state["step"]
+        wd = g["weight_decay"]
+        if wd != 0:
+            if g.get("decoupled_weight_decay", False):
+                p.mul_((1 - lr * wd).to(p.dtype))
+            else:
+                grad = grad.add(p, alpha=wd)
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg.lerp_(grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        bias_correction1 = 1 - beta1 ** step
+        bias_correction2 = 1 - beta2 ** step
+        step_size = lr / bias_correction1
+        bias_correction2_sqrt = bias_correction2 ** 0.5
+        if g["amsgrad"]:
+            torch.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
+            denom = (state["max_exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(g["eps"])
+        else:
+            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(g["eps"])
+        p.add_((exp_avg * (-step_size).to(p.dtype)).div_(denom))
