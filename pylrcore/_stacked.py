@@ -50,11 +50,9 @@ class _Layer:
         self.module = module
         self.prefix = prefix
         self.choice: Dict[Tuple[Any, ...], bool] = {}  # input signature -> the stacked kernel is exact
-
-    def names(self) -> Tuple[List[str], List[str]]:
-        """The model-level names of this layer's parameters and buffers."""
-        return ([self.prefix + n for n, _ in self.module.named_parameters(recurse=False)],
-                [self.prefix + n for n, b in self.module.named_buffers(recurse=False) if b is not None])
+        # (model-level name, layer-level name) of this layer's parameters and buffers
+        self.param_names = [(prefix + n, n) for n, _ in module.named_parameters(recurse=False)]
+        self.buffer_names = [(prefix + n, n) for n, b in module.named_buffers(recurse=False) if b is not None]
 
     def stacked(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
         raise NotImplementedError
@@ -68,10 +66,9 @@ class _Layer:
         return torch.stack(outs)
 
     def __call__(self, x: torch.Tensor, params: Tensors, buffers: Tensors) -> torch.Tensor:
-        pn, bn = self.names()
         try:
-            p = {n[len(self.prefix):]: params[n] for n in pn}
-            b = {n[len(self.prefix):]: buffers[n] for n in bn}
+            p = {n: params[full] for full, n in self.param_names}
+            b = {n: buffers[full] for full, n in self.buffer_names}
         except KeyError:  # a module shared by two places in the model: functional_call's business
             raise Unsupported(f"{type(self.module).__name__} at {self.prefix or 'the top'} is shared") from None
         if not self.checked_by_reference:
@@ -144,33 +141,56 @@ class _Linear(_Layer):
         return F.linear(x, p["weight"], p.get("bias"))
 
 
-class _Conv2d(_Layer):
-    """All replicas as one convolution with K x groups groups over the channel-stacked input."""
+class _StackedConv2d(torch.autograd.Function):
+    """Forward: all replicas as one convolution with K x groups groups over the channel-stacked input.
+    Backward: replica by replica, the convolution_backward call nn.Conv2d's autograd makes: oneDNN's
+    grouped backward sums in another order (measured: gradients differ in the last bits), and the
+    backward is where bit-equality would otherwise be lost."""
 
-    def __init__(self, module: nn.Module, prefix: str) -> None:
-        super().__init__(module, prefix)
-        if getattr(module, "padding_mode", "zeros") != "zeros":
-            raise Unsupported("Conv2d with padding_mode other than zeros")
-
-    def _args(self) -> Tuple[Any, Any, Any]:
-        m = self.module
-        return m.stride, m.padding, m.dilation
-
-    def stacked(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
-        if x.dim() != 5:
-            raise Unsupported("Conv2d on inputs that are not (batch, channels, height, width)")
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor], args: Tuple[Any, ...]) -> torch.Tensor:
+        stride, padding, dilation, groups = args
         k, n = x.shape[:2]
-        w, bias = p["weight"], p.get("bias")
-        stride, padding, dilation = self._args()
-        groups = int(self.module.groups)  # type: ignore[arg-type]
+        ctx.save_for_backward(x, w)
+        ctx.args = args
+        ctx.bias_sizes = None if bias is None else [bias.shape[1]]
         out = F.conv2d(x.transpose(0, 1).reshape(n, -1, *x.shape[3:]), w.reshape(-1, *w.shape[2:]),
                        None if bias is None else bias.reshape(-1), stride, padding, dilation, groups * k)
         return out.view(n, k, -1, *out.shape[2:]).transpose(0, 1)
 
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
+        x, w = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.args
+        mask = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]),
+                ctx.bias_sizes is not None and bool(ctx.needs_input_grad[2])]
+        parts = [torch.ops.aten.convolution_backward(g[r].contiguous(), x[r].contiguous(), w[r], ctx.bias_sizes,
+                                                     stride, padding, dilation, False, [0, 0], groups, mask)
+                 for r in range(x.shape[0])]
+        return tuple(torch.stack([part[i] for part in parts]) if mask[i] else None for i in range(3)) + (None,)
+
+
+class _Conv2d(_Layer):
+    def __init__(self, module: nn.Module, prefix: str) -> None:
+        super().__init__(module, prefix)
+        if getattr(module, "padding_mode", "zeros") != "zeros" or isinstance(module.padding, str):
+            raise Unsupported("Conv2d with a padding mode other than zeros or a padding given by name")
+
+    def _args(self) -> Tuple[Any, Any, Any, int]:
+        m: Any = self.module
+        return list(m.stride), list(m.padding), list(m.dilation), int(m.groups)
+
+    def stacked(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        if x.dim() != 5:
+            raise Unsupported("Conv2d on inputs that are not (batch, channels, height, width)")
+        out: torch.Tensor = _StackedConv2d.apply(x, p["weight"], p.get("bias"),  # type: ignore[no-untyped-call]
+                                                 self._args())
+        return out
+
     def single(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
-        stride, padding, dilation = self._args()
-        return F.conv2d(x, p["weight"], p.get("bias"), stride, padding, dilation,
-                        int(self.module.groups))  # type: ignore[arg-type]
+        m: Any = self.module
+        out: torch.Tensor = m._conv_forward(x, p["weight"], p.get("bias"))
+        return out
 
 
 class _BatchNorm(_Layer):
@@ -260,6 +280,18 @@ class _LastDim(_Layer):
         return self._fn()(x, dim=self._dim())
 
 
+class _ClassLogSoftmax(_Layer):
+    """CrossEntropyLoss's first half (log_softmax over the classes of (batch, classes) outputs) for all
+    replicas in one kernel; its second half, nll_loss, stays per replica (its mean sums in a cascade
+    that a stacked reduction would not reproduce)."""
+
+    def stacked(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        return F.log_softmax(x, 2)
+
+    def single(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        return F.log_softmax(x, 1)
+
+
 class _Dropout(_Layer):
     """One mask over the stacked tensor: every replica draws its own (as K separate runs would); not
     checked against a reference, random masks have none."""
@@ -327,6 +359,11 @@ class StackedModel:
             raise Unsupported("the model computes its own loss")
         self.layers = _layers(model, "")
         self.criterion = criterion
+        # nn.CrossEntropyLoss as torch computes it (log_softmax, then nll_loss), its log_softmax stacked
+        self.log_softmax: Optional[_ClassLogSoftmax] = None
+        if (type(criterion) is nn.CrossEntropyLoss and criterion.weight is None and criterion.label_smoothing == 0
+                and criterion.reduction == "mean" and not _hooked(criterion)):
+            self.log_softmax = _ClassLogSoftmax(criterion, "criterion.")
 
     def losses(self, params: Tensors, buffers: Tensors, batch: Any, k: int) -> torch.Tensor:
         if not (isinstance(batch, (list, tuple)) and len(batch) >= 2 and torch.is_tensor(batch[0])):
@@ -337,14 +374,19 @@ class StackedModel:
         h = x.unsqueeze(0).expand(k, *x.shape)  # every replica reads the same batch, no copy
         for layer in self.layers:
             h = layer(h, params, buffers)
+        y = batch[1]
+        if (self.log_softmax is not None and h.dim() == 3 and torch.is_tensor(y) and y.dim() == 1
+                and not y.is_floating_point() and h.is_contiguous()):
+            ignore = int(self.criterion.ignore_index)
+            return torch.stack([F.nll_loss(lp, y, ignore_index=ignore)
+                                for lp in self.log_softmax(h, {}, {}).unbind(0)])
         # the criterion replica by replica, as the model alone calls it (unbind: one op back in autograd)
-        outs = h.unbind(0)
         values = []
-        for out in outs:
-            loss = self.criterion(out if out.is_contiguous() else out.contiguous(), batch[1])
+        for out in h.unbind(0):
+            loss = self.criterion(out if out.is_contiguous() else out.contiguous(), y)
             if not (torch.is_tensor(loss) and loss.numel() == 1):
                 raise Unsupported("a criterion that does not return one number")
-            values.append(loss.reshape(()))
+            values.append(loss if loss.dim() == 0 else loss.reshape(()))
         return torch.stack(values)
 
 
@@ -370,6 +412,7 @@ class StackedOptimizer:
         self.k = len(lrs)
         base = float(optimizer.param_groups[0]["lr"])
         self.entries: List[Tuple[torch.Tensor, Dict[str, Any], torch.Tensor, Dict[str, Any]]] = []
+        self.cache: Dict[Tuple[int, str, float], torch.Tensor] = {}  # per-replica numbers of this step
         for g in optimizer.param_groups:
             if any(g.get(key) for key in ("fused", "capturable", "differentiable")):
                 raise Unsupported("fused, capturable or differentiable optimizer settings")
@@ -378,10 +421,11 @@ class StackedOptimizer:
             if any(torch.is_tensor(v) for v in values):
                 raise Unsupported("tensor-valued optimizer settings")
             ratio = float(g["lr"]) / base if base > 0 else 1.0
+            # lr in double, as the Python number torch.optim computes with
+            lr = torch.tensor([v * ratio for v in lrs], dtype=torch.float64, device=params[name_of[id(g["params"][0])]].device) \
+                if g["params"] else torch.zeros(0)
             for p in g["params"]:
                 stack = params[name_of[id(p)]]
-                # lr in double, as the Python number torch.optim computes with
-                lr = torch.tensor([v * ratio for v in lrs], dtype=torch.float64, device=stack.device)
                 state: Dict[str, Any] = {}
                 for key, value in optimizer.state.get(p, {}).items():
                     if key == "step":
@@ -390,9 +434,10 @@ class StackedOptimizer:
                         state[key] = value.detach().unsqueeze(0).repeat(self.k, *([1] * value.dim()))
                     else:
                         state[key] = value
-                self.entries.append((stack, g, lr.view(-1, *([1] * (stack.dim() - 1))), state))
+                self.entries.append((stack, g, lr, state))
 
     def step(self) -> None:
+        self.cache.clear()
         with torch.no_grad():
             for stack, g, lr, state in self.entries:
                 if stack.grad is None:
@@ -403,8 +448,18 @@ class StackedOptimizer:
                     self._adam(stack, stack.grad, g, lr, state)
                 stack.grad = None
 
-    @staticmethod
-    def _sgd(p: torch.Tensor, grad: torch.Tensor, g: Dict[str, Any], lr: torch.Tensor, state: Dict[str, Any]) -> None:
+    def _per_replica(self, lr: torch.Tensor, what: str, at: float, p: torch.Tensor,
+                     make: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """make(lr) in double, rounded to p's dtype (as torch.optim's Python number is when a kernel
+        takes it) and shaped to broadcast over p's replica dimension; once per group and step."""
+        key = (id(lr), what, at)
+        value = self.cache.get(key)
+        if value is None:
+            value = make(lr).to(p.dtype)
+            self.cache[key] = value
+        return value.view(-1, *([1] * (p.dim() - 1)))
+
+    def _sgd(self, p: torch.Tensor, grad: torch.Tensor, g: Dict[str, Any], lr: torch.Tensor, state: Dict[str, Any]) -> None:
         # torch.optim.sgd._single_tensor_sgd, op for op
         if g["maximize"]:
             grad = -grad
@@ -419,10 +474,9 @@ class StackedOptimizer:
             else:
                 buf.mul_(momentum).add_(grad, alpha=1 - g["dampening"])
             grad = grad.add(buf, alpha=momentum) if g["nesterov"] else buf
-        p.addcmul_(grad, (-lr).to(p.dtype))
+        p.addcmul_(grad, self._per_replica(lr, "-lr", 0.0, p, lambda lr: -lr))
 
-    @staticmethod
-    def _adam(p: torch.Tensor, grad: torch.Tensor, g: Dict[str, Any], lr: torch.Tensor, state: Dict[str, Any]) -> None:
+    def _adam(self, p: torch.Tensor, grad: torch.Tensor, g: Dict[str, Any], lr: torch.Tensor, state: Dict[str, Any]) -> None:
         # torch.optim.adam._single_tensor_adam (not capturable), op for op
         if not state:
             state["step"] = 0.0
@@ -438,7 +492,7 @@ class StackedOptimizer:
         wd = g["weight_decay"]
         if wd != 0:
             if g.get("decoupled_weight_decay", False):
-                p.mul_((1 - lr * wd).to(p.dtype))
+                p.mul_(self._per_replica(lr, "decay", wd, p, lambda lr: 1 - lr * wd))
             else:
                 grad = grad.add(p, alpha=wd)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
@@ -446,11 +500,11 @@ class StackedOptimizer:
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         bias_correction1 = 1 - beta1 ** step
         bias_correction2 = 1 - beta2 ** step
-        step_size = lr / bias_correction1
         bias_correction2_sqrt = bias_correction2 ** 0.5
         if g["amsgrad"]:
             torch.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
             denom = (state["max_exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(g["eps"])
         else:
             denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(g["eps"])
-        p.add_((exp_avg * (-step_size).to(p.dtype)).div_(denom))
+        neg_step_size = self._per_replica(lr, "-step_size", step, p, lambda lr: -(lr / bias_correction1))
+        p.add_((exp_avg * neg_step_size).div_(denom))
