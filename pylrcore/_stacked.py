@@ -49,7 +49,8 @@ class _Layer:
     def __init__(self, module: nn.Module, prefix: str) -> None:
         self.module = module
         self.prefix = prefix
-        self.choice: Dict[Tuple[Any, ...], bool] = {}  # input signature -> the stacked kernel is exact
+        # input signature -> the fastest variant that is exact (index into variants()), or -1: looped
+        self.choice: Dict[Tuple[Any, ...], int] = {}
         # (model-level name, layer-level name) of this layer's parameters and buffers
         self.param_names = [(prefix + n, n) for n, _ in module.named_parameters(recurse=False)]
         self.buffer_names = [(prefix + n, n) for n, b in module.named_buffers(recurse=False) if b is not None]
@@ -59,6 +60,10 @@ class _Layer:
 
     def single(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
         raise NotImplementedError
+
+    def variants(self) -> List[Callable[[torch.Tensor, Tensors, Tensors], torch.Tensor]]:
+        """Stacked implementations, fastest first; the first that is exact on first use is kept."""
+        return [self.stacked]
 
     def looped(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
         outs = [self.single(x[r].contiguous(), {n: t[r] for n, t in p.items()}, {n: t[r] for n, t in b.items()})
@@ -75,31 +80,39 @@ class _Layer:
             return self.stacked(x, p, b)
         key = (tuple(x.shape), tuple(x.stride()), x.dtype, x.requires_grad)
         if key not in self.choice:
-            self.choice[key] = _agree(self, x, p, b)
-        return self.stacked(x, p, b) if self.choice[key] else self.looped(x, p, b)
+            self.choice[key] = _exact_variant(self, x, p, b)
+        choice = self.choice[key]
+        return self.variants()[choice](x, p, b) if choice >= 0 else self.looped(x, p, b)
 
 
-def _agree(layer: _Layer, x: torch.Tensor, p: Tensors, b: Tensors) -> bool:
-    """Does the stacked kernel give, bit for bit, what the replicas give one by one: outputs, the
-    gradients of the input and parameters for a random output gradient, and updated buffers? Run on
-    copies (the real buffers and the global RNG are left alone)."""
-    runs = []
-    for fn in (layer.stacked, layer.looped):
-        gen = torch.Generator(device=x.device).manual_seed(0)  # the same output gradient for both
-        xi = x.detach().clone() if layer.in_place else x.detach()
-        if x.requires_grad:
-            xi = xi.clone().requires_grad_(True)
-        pi = {n: t.detach().clone().requires_grad_(t.requires_grad) for n, t in p.items()}
-        bi = {n: t.clone() for n, t in b.items()}
-        with torch.enable_grad():
-            out = fn(xi, pi, bi)
-        wrt = ([xi] if x.requires_grad else []) + [t for t in pi.values() if t.requires_grad]
-        grads: Sequence[Optional[torch.Tensor]] = ()
-        if wrt and out.requires_grad:
-            g = torch.randn(out.shape, generator=gen, dtype=out.dtype, device=out.device)
-            grads = torch.autograd.grad(out, wrt, g, allow_unused=True)
-        runs.append([out.detach(), *grads, *bi.values()])
-    return all(_same(u, v) for u, v in zip(*runs))
+def _exact_variant(layer: _Layer, x: torch.Tensor, p: Tensors, b: Tensors) -> int:
+    """The first of the layer's stacked variants that gives, bit for bit, what the replicas give one
+    by one (outputs, the gradients of the input and parameters for a random output gradient, updated
+    buffers), or -1. Run on copies: the real buffers and the global RNG are left alone."""
+    reference = _run(layer, layer.looped, x, p, b)
+    for i, fn in enumerate(layer.variants()):
+        if all(_same(u, v) for u, v in zip(_run(layer, fn, x, p, b), reference)):
+            return i
+    return -1
+
+
+def _run(layer: _Layer, fn: Callable[[torch.Tensor, Tensors, Tensors], torch.Tensor], x: torch.Tensor,
+         p: Tensors, b: Tensors) -> List[Optional[torch.Tensor]]:
+    gen = torch.Generator(device=x.device).manual_seed(0)  # the same output gradient for every run
+    xi = x.detach().clone() if layer.in_place else x.detach()
+    if x.requires_grad:
+        xi = xi.clone().requires_grad_(True)
+    pi = {n: t.detach().clone().requires_grad_(t.requires_grad) for n, t in p.items()}
+    bi = {n: t.clone() for n, t in b.items()}
+    with torch.enable_grad():
+        out = fn(xi, pi, bi)
+    wrt = ([xi] if x.requires_grad else []) + [t for t in pi.values() if t.requires_grad]
+    grads: Sequence[Optional[torch.Tensor]] = ()
+    if wrt and out.requires_grad:
+        # laid out as the output (as the gradient that reaches it in training usually is)
+        g = torch.empty_like(out).copy_(torch.randn(out.shape, generator=gen, dtype=out.dtype, device=out.device))
+        grads = torch.autograd.grad(out, wrt, g, allow_unused=True)
+    return [out.detach(), *grads, *bi.values()]
 
 
 def _same(u: Optional[torch.Tensor], v: Optional[torch.Tensor]) -> bool:
@@ -141,33 +154,61 @@ class _Linear(_Layer):
         return F.linear(x, p["weight"], p.get("bias"))
 
 
+def _grouped_conv(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor], args: Tuple[Any, ...]) -> torch.Tensor:
+    """All replicas as one convolution with K x groups groups over the channel-stacked input."""
+    stride, padding, dilation, groups = args
+    k, n = x.shape[:2]
+    out = F.conv2d(x.transpose(0, 1).reshape(n, -1, *x.shape[3:]), w.reshape(-1, *w.shape[2:]),
+                   None if bias is None else bias.reshape(-1), stride, padding, dilation, groups * k)
+    return out.view(n, k, -1, *out.shape[2:]).transpose(0, 1)
+
+
 class _StackedConv2d(torch.autograd.Function):
-    """Forward: all replicas as one convolution with K x groups groups over the channel-stacked input.
-    Backward: replica by replica, the convolution_backward call nn.Conv2d's autograd makes: oneDNN's
-    grouped backward sums in another order (measured: gradients differ in the last bits), and the
-    backward is where bit-equality would otherwise be lost."""
+    """The grouped convolution forward with a backward that is partly replica by replica: oneDNN's
+    grouped backward may sum in another order than the one-model backward (measured: the input
+    gradient differs in the last bits for 8->16 channels, all three for 1->8), so ``per_replica``
+    names the gradients ("input", "weight") computed by the convolution_backward call nn.Conv2d's
+    autograd makes, one replica at a time; the others come from one grouped call."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor], args: Tuple[Any, ...]) -> torch.Tensor:
-        stride, padding, dilation, groups = args
-        k, n = x.shape[:2]
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor], args: Tuple[Any, ...],
+                per_replica: Tuple[str, ...]) -> torch.Tensor:
         ctx.save_for_backward(x, w)
-        ctx.args = args
+        ctx.args, ctx.per_replica = args, per_replica
         ctx.bias_sizes = None if bias is None else [bias.shape[1]]
-        out = F.conv2d(x.transpose(0, 1).reshape(n, -1, *x.shape[3:]), w.reshape(-1, *w.shape[2:]),
-                       None if bias is None else bias.reshape(-1), stride, padding, dilation, groups * k)
-        return out.view(n, k, -1, *out.shape[2:]).transpose(0, 1)
+        return _grouped_conv(x, w, bias, args)
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
         x, w = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.args
-        mask = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]),
+        k, n = x.shape[:2]
+        want = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]),
                 ctx.bias_sizes is not None and bool(ctx.needs_input_grad[2])]
-        parts = [torch.ops.aten.convolution_backward(g[r].contiguous(), x[r].contiguous(), w[r], ctx.bias_sizes,
-                                                     stride, padding, dilation, False, [0, 0], groups, mask)
-                 for r in range(x.shape[0])]
-        return tuple(torch.stack([part[i] for part in parts]) if mask[i] else None for i in range(3)) + (None,)
+        alone = [want[0] and "input" in ctx.per_replica, want[1] and "weight" in ctx.per_replica,
+                 want[2] and "weight" in ctx.per_replica]  # (the bias gradient goes with the weight's)
+        together = [a and not b for a, b in zip(want, alone)]
+        out: List[Optional[torch.Tensor]] = [None, None, None]
+        if any(together):
+            bias_sizes = None if ctx.bias_sizes is None else [k * ctx.bias_sizes[0]]
+            parts = torch.ops.aten.convolution_backward(
+                g.transpose(0, 1).reshape(n, -1, *g.shape[3:]), x.transpose(0, 1).reshape(n, -1, *x.shape[3:]),
+                w.reshape(-1, *w.shape[2:]), bias_sizes, stride, padding, dilation, False, [0, 0], groups * k,
+                together)
+            if together[0]:
+                out[0] = parts[0].view(n, k, *x.shape[2:]).transpose(0, 1)
+            if together[1]:
+                out[1] = parts[1].view(w.shape)
+            if together[2]:
+                out[2] = parts[2].view(k, -1)
+        if any(alone):
+            parts = [torch.ops.aten.convolution_backward(g[r].contiguous(), x[r].contiguous(), w[r], ctx.bias_sizes,
+                                                         stride, padding, dilation, False, [0, 0], groups, alone)
+                     for r in range(k)]
+            for i in range(3):
+                if alone[i]:
+                    out[i] = torch.stack([part[i] for part in parts])
+        return out[0], out[1], out[2], None, None
 
 
 class _Conv2d(_Layer):
@@ -180,12 +221,16 @@ class _Conv2d(_Layer):
         m: Any = self.module
         return list(m.stride), list(m.padding), list(m.dilation), int(m.groups)
 
-    def stacked(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
-        if x.dim() != 5:
-            raise Unsupported("Conv2d on inputs that are not (batch, channels, height, width)")
-        out: torch.Tensor = _StackedConv2d.apply(x, p["weight"], p.get("bias"),  # type: ignore[no-untyped-call]
-                                                 self._args())
-        return out
+    def variants(self) -> List[Callable[[torch.Tensor, Tensors, Tensors], torch.Tensor]]:
+        def variant(per_replica: Tuple[str, ...]) -> Callable[[torch.Tensor, Tensors, Tensors], torch.Tensor]:
+            def run(x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+                if x.dim() != 5:
+                    raise Unsupported("Conv2d on inputs that are not (batch, channels, height, width)")
+                out: torch.Tensor = _StackedConv2d.apply(  # type: ignore[no-untyped-call]
+                    x, p["weight"], p.get("bias"), self._args(), per_replica)
+                return out
+            return run
+        return [variant(()), variant(("input",)), variant(("weight",)), variant(("input", "weight"))]
 
     def single(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
         m: Any = self.module
