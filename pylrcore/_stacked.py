@@ -445,7 +445,9 @@ class StackedOptimizer:
     ``p.add_(g, alpha=-lr)`` becomes ``p.addcmul_(g, -lr_t)`` (both one fused multiply-add per element),
     ``p.addcdiv_(m, d, value=-s)`` becomes ``p.add_((m * -s_t).div_(d))`` (addcdiv's own order), and
     AdamW's ``p.mul_(1 - lr*wd)`` multiplies by the per-replica factor. Every other op and scalar is the
-    same for all replicas and runs on the stacks as it is. Other optimizers, or fused / capturable /
+    same for all replicas and runs on the stacks as it is. The ops run as ``torch._foreach_*`` over a
+    group's stacks: on the CPU those loop over the same per-tensor kernels in C++ (same numbers, one
+    Python call per op instead of one per op and parameter). Other optimizers, or fused / capturable /
     differentiable settings: Unsupported (the sweep then uses per-replica param groups)."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, params: Tensors, name_of: Dict[int, str],
@@ -456,8 +458,9 @@ class StackedOptimizer:
         self.kind = "sgd" if kind is torch.optim.SGD else "adam"
         self.k = len(lrs)
         base = float(optimizer.param_groups[0]["lr"])
-        self.entries: List[Tuple[torch.Tensor, Dict[str, Any], torch.Tensor, Dict[str, Any]]] = []
-        self.cache: Dict[Tuple[int, str, float], torch.Tensor] = {}  # per-replica numbers of this step
+        # one entry per user group: its settings, lr per replica (double, as the Python number torch.optim
+        # computes with), the stacks and their states
+        self.groups: List[Tuple[Dict[str, Any], torch.Tensor, List[torch.Tensor], List[Dict[str, Any]]]] = []
         for g in optimizer.param_groups:
             if any(g.get(key) for key in ("fused", "capturable", "differentiable")):
                 raise Unsupported("fused, capturable or differentiable optimizer settings")
@@ -465,12 +468,13 @@ class StackedOptimizer:
                       *g.get("betas", ()), g.get("eps", 0.0)]
             if any(torch.is_tensor(v) for v in values):
                 raise Unsupported("tensor-valued optimizer settings")
+            if not g["params"]:
+                continue
+            stacks = [params[name_of[id(p)]] for p in g["params"]]
             ratio = float(g["lr"]) / base if base > 0 else 1.0
-            # lr in double, as the Python number torch.optim computes with
-            lr = torch.tensor([v * ratio for v in lrs], dtype=torch.float64, device=params[name_of[id(g["params"][0])]].device) \
-                if g["params"] else torch.zeros(0)
+            lr = torch.tensor([v * ratio for v in lrs], dtype=torch.float64, device=stacks[0].device)
+            states = []
             for p in g["params"]:
-                stack = params[name_of[id(p)]]
                 state: Dict[str, Any] = {}
                 for key, value in optimizer.state.get(p, {}).items():
                     if key == "step":
@@ -479,77 +483,98 @@ class StackedOptimizer:
                         state[key] = value.detach().unsqueeze(0).repeat(self.k, *([1] * value.dim()))
                     else:
                         state[key] = value
-                self.entries.append((stack, g, lr, state))
+                states.append(state)
+            self.groups.append((g, lr, stacks, states))
+
+    @property
+    def states(self) -> List[Dict[str, Any]]:
+        return [state for _, _, _, states in self.groups for state in states]
 
     def step(self) -> None:
-        self.cache.clear()
         with torch.no_grad():
-            for stack, g, lr, state in self.entries:
-                if stack.grad is None:
-                    continue
-                if self.kind == "sgd":
-                    self._sgd(stack, stack.grad, g, lr, state)
-                else:
-                    self._adam(stack, stack.grad, g, lr, state)
-                stack.grad = None
+            for g, lr, stacks, states in self.groups:
+                live = [(p, p.grad, state) for p, state in zip(stacks, states) if p.grad is not None]
+                if self.kind == "adam":
+                    # parameters at different step counts (a restored state can have them) go separately
+                    for step in sorted({state.get("step", 0.0) for _, _, state in live}):
+                        self._adam([e for e in live if e[2].get("step", 0.0) == step], g, lr)
+                elif live:
+                    self._sgd(live, g, lr)
+                for p in stacks:
+                    p.grad = None
 
-    def _per_replica(self, lr: torch.Tensor, what: str, at: float, p: torch.Tensor,
-                     make: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """make(lr) in double, rounded to p's dtype (as torch.optim's Python number is when a kernel
-        takes it) and shaped to broadcast over p's replica dimension; once per group and step."""
-        key = (id(lr), what, at)
-        value = self.cache.get(key)
-        if value is None:
-            value = make(lr).to(p.dtype)
-            self.cache[key] = value
-        return value.view(-1, *([1] * (p.dim() - 1)))
+    @staticmethod
+    def _per_replica(value: torch.Tensor, like: List[torch.Tensor]) -> List[torch.Tensor]:
+        """value ([K], double) rounded to the parameters' dtype (as torch.optim's Python number is when a
+        kernel takes it), viewed to broadcast over each stack's replica dimension."""
+        value = value.to(like[0].dtype)
+        return [value.view(-1, *([1] * (p.dim() - 1))) for p in like]
 
-    def _sgd(self, p: torch.Tensor, grad: torch.Tensor, g: Dict[str, Any], lr: torch.Tensor, state: Dict[str, Any]) -> None:
+    def _sgd(self, live: List[Tuple[torch.Tensor, torch.Tensor, Dict[str, Any]]], g: Dict[str, Any],
+             lr: torch.Tensor) -> None:
         # torch.optim.sgd._single_tensor_sgd, op for op
+        ps = [p for p, _, _ in live]
+        grads = [grad for _, grad, _ in live]
         if g["maximize"]:
-            grad = -grad
+            grads = list(torch._foreach_neg(grads))
         if g["weight_decay"] != 0:
-            grad = grad.add(p, alpha=g["weight_decay"])
+            grads = list(torch._foreach_add(grads, ps, alpha=g["weight_decay"]))
         momentum = g["momentum"]
         if momentum != 0:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = grad.detach().clone()
-                state["momentum_buffer"] = buf
-            else:
-                buf.mul_(momentum).add_(grad, alpha=1 - g["dampening"])
-            grad = grad.add(buf, alpha=momentum) if g["nesterov"] else buf
-        p.addcmul_(grad, self._per_replica(lr, "-lr", 0.0, p, lambda lr: -lr))
+            bufs: List[Optional[torch.Tensor]] = [state.get("momentum_buffer") for _, _, state in live]
+            old = [(buf, grads[i]) for i, buf in enumerate(bufs) if buf is not None]
+            if old:
+                torch._foreach_mul_([buf for buf, _ in old], momentum)
+                torch._foreach_add_([buf for buf, _ in old], [grad for _, grad in old], alpha=1 - g["dampening"])
+            filled: List[torch.Tensor] = []
+            for i, buf in enumerate(bufs):
+                if buf is None:
+                    buf = live[i][2]["momentum_buffer"] = grads[i].detach().clone()
+                filled.append(buf)
+            grads = list(torch._foreach_add(grads, filled, alpha=momentum)) if g["nesterov"] else filled
+        torch._foreach_addcmul_(ps, grads, self._per_replica(-lr, ps))
 
-    def _adam(self, p: torch.Tensor, grad: torch.Tensor, g: Dict[str, Any], lr: torch.Tensor, state: Dict[str, Any]) -> None:
+    def _adam(self, live: List[Tuple[torch.Tensor, torch.Tensor, Dict[str, Any]]], g: Dict[str, Any],
+              lr: torch.Tensor) -> None:
         # torch.optim.adam._single_tensor_adam (not capturable), op for op
-        if not state:
-            state["step"] = 0.0
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            if g["amsgrad"]:
-                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if not live:
+            return
+        for p, _, state in live:
+            if not state:
+                state["step"] = 0.0
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if g["amsgrad"]:
+                    state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["step"] += 1
+        ps = [p for p, _, _ in live]
+        grads = [grad for _, grad, _ in live]
+        exp_avgs = [state["exp_avg"] for _, _, state in live]
+        exp_avg_sqs = [state["exp_avg_sq"] for _, _, state in live]
+        step = live[0][2]["step"]
         if g["maximize"]:
-            grad = -grad
+            grads = list(torch._foreach_neg(grads))
         beta1, beta2 = g["betas"]
-        state["step"] += 1
-        step = state["step"]
         wd = g["weight_decay"]
         if wd != 0:
             if g.get("decoupled_weight_decay", False):
-                p.mul_(self._per_replica(lr, "decay", wd, p, lambda lr: 1 - lr * wd))
+                torch._foreach_mul_(ps, self._per_replica(1 - lr * wd, ps))
             else:
-                grad = grad.add(p, alpha=wd)
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                grads = list(torch._foreach_add(grads, ps, alpha=wd))
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
         bias_correction1 = 1 - beta1 ** step
         bias_correction2 = 1 - beta2 ** step
         bias_correction2_sqrt = bias_correction2 ** 0.5
         if g["amsgrad"]:
-            torch.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
-            denom = (state["max_exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(g["eps"])
+            maxima = [state["max_exp_avg_sq"] for _, _, state in live]
+            torch._foreach_maximum_(maxima, exp_avg_sqs)
+            denom = torch._foreach_sqrt(maxima)
         else:
-            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(g["eps"])
-        neg_step_size = self._per_replica(lr, "-step_size", step, p, lambda lr: -(lr / bias_correction1))
-        p.add_((exp_avg * neg_step_size).div_(denom))
+            denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denom, bias_correction2_sqrt)
+        torch._foreach_add_(denom, g["eps"])
+        update = torch._foreach_mul(exp_avgs, self._per_replica(-(lr / bias_correction1), ps))
+        torch._foreach_div_(update, denom)
+        torch._foreach_add_(ps, update)
