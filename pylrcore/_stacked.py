@@ -91,8 +91,11 @@ def _exact_variant(layer: _Layer, x: torch.Tensor, p: Tensors, b: Tensors) -> in
     buffers), or -1. Run on copies: the real buffers and the global RNG are left alone."""
     reference = _run(layer, layer.looped, x, p, b)
     for i, fn in enumerate(layer.variants()):
-        if all(_same(u, v) for u, v in zip(_run(layer, fn, x, p, b), reference)):
-            return i
+        try:
+            if all(_same(u, v) for u, v in zip(_run(layer, fn, x, p, b), reference)):
+                return i
+        except Unsupported:  # a variant for other inputs
+            continue
     return -1
 
 
@@ -221,6 +224,19 @@ class _Conv2d(_Layer):
         m: Any = self.module
         return list(m.stride), list(m.padding), list(m.dilation), int(m.groups)
 
+    def shared(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
+        """Every replica reads the same input (the model's first layer: the batch, expanded): one
+        convolution with K x out channels, plain autograd (measured: its weight gradients are the
+        one-model ones, where the grouped backward's are not)."""
+        stride, padding, dilation, groups = self._args()
+        if x.dim() != 5 or x.stride(0) != 0 or groups != 1:
+            raise Unsupported("not a shared input")
+        k, n = x.shape[:2]
+        w, bias = p["weight"], p.get("bias")
+        out = F.conv2d(x[0], w.reshape(-1, *w.shape[2:]), None if bias is None else bias.reshape(-1),
+                       stride, padding, dilation)
+        return out.view(n, k, -1, *out.shape[2:]).transpose(0, 1)
+
     def variants(self) -> List[Callable[[torch.Tensor, Tensors, Tensors], torch.Tensor]]:
         def variant(per_replica: Tuple[str, ...]) -> Callable[[torch.Tensor, Tensors, Tensors], torch.Tensor]:
             def run(x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
@@ -230,7 +246,7 @@ class _Conv2d(_Layer):
                     x, p["weight"], p.get("bias"), self._args(), per_replica)
                 return out
             return run
-        return [variant(()), variant(("input",)), variant(("weight",)), variant(("input", "weight"))]
+        return [self.shared, variant(()), variant(("input",)), variant(("weight",)), variant(("input", "weight"))]
 
     def single(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
         m: Any = self.module
