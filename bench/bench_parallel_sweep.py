@@ -127,3 +127,46 @@ def test_parallel_sweep(benchmark, impl, k, kind):
     reference = sequential(model, data, lrs, STEPS)
     assert finals == reference  # the same trainings, bit for bit, either way
     benchmark.extra_info.update(k=k, steps=STEPS)
+
+
+def interleaved(rounds: int, ks: List[int]) -> None:
+    """Sweep and sequential alternated round by round at each (model, K), 1 thread: on a shared machine
+    the load changes between two pytest-benchmark tests, here both see the same. Prints the medians, the
+    ratio, the sweep's cost per K against K=2's, and its first call in this process (layer checks)."""
+    import statistics
+    import time
+
+    torch.set_num_threads(1)
+    print(f"{STEPS} Adam steps, batch 32, 1 thread, medians of {rounds} interleaved rounds")
+    print("model | K | sweep | sequential | ratio | sweep vs K=2 | first sweep in the process")
+    for kind in ("mlp", "cnn"):
+        first_k = None
+        for k in ks:
+            model = mlp() if kind == "mlp" else cnn()
+            data = batches(kind)
+            lrs = [1e-4 * 100 ** (i / (k - 1)) for i in range(k)]
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+            start = time.perf_counter()
+            result = sweep(model, opt, torch.nn.CrossEntropyLoss(), data, lrs, steps=STEPS)
+            first = time.perf_counter() - start
+            assert result.engine == "stacked"
+            assert result.losses[:, -1].tolist() == sequential(model, data, lrs, STEPS)
+            times: dict = {"sweep": [], "sequential": []}
+            for _ in range(rounds):
+                start = time.perf_counter()
+                sweep(model, opt, torch.nn.CrossEntropyLoss(), data, lrs, steps=STEPS)
+                times["sweep"].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                sequential(model, data, lrs, STEPS)
+                times["sequential"].append(time.perf_counter() - start)
+            s, q = (statistics.median(times[n]) * 1e3 for n in ("sweep", "sequential"))
+            first_k = first_k or s
+            print(f"{kind} | {k} | {s:.1f} ms | {q:.1f} ms | {q / s:.2f}x | {s / first_k:.2f}x | {first * 1e3:.1f} ms",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    interleaved(int(sys.argv[1]) if len(sys.argv) > 1 else 7,
+                [int(v) for v in sys.argv[2].split(",")] if len(sys.argv) > 2 else [2, 4, 8, 16])
