@@ -66,7 +66,10 @@ class _Layer:
         return [self.stacked]
 
     def looped(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
-        outs = [self.single(x[r].contiguous(), {n: t[r] for n, t in p.items()}, {n: t[r] for n, t in b.items()})
+        # each replica's input as the model alone has it: contiguous, and its own tensor when the layer
+        # writes into it (in place on views of one tensor, autograd would see each write as the others')
+        outs = [self.single(x[r].clone(memory_format=torch.contiguous_format) if self.in_place else x[r].contiguous(),
+                            {n: t[r] for n, t in p.items()}, {n: t[r] for n, t in b.items()})
                 for r in range(x.shape[0])]
         return torch.stack(outs)
 
@@ -118,14 +121,13 @@ def _exact_variant(layer: _Layer, x: torch.Tensor, p: Tensors, b: Tensors) -> in
 def _run(layer: _Layer, fn: Callable[[torch.Tensor, Tensors, Tensors], torch.Tensor], x: torch.Tensor,
          p: Tensors, b: Tensors) -> List[Optional[torch.Tensor]]:
     gen = torch.Generator(device=x.device).manual_seed(0)  # the same output gradient for every run
-    xi = x.detach().clone() if layer.in_place else x.detach()
-    if x.requires_grad:
-        xi = xi.clone().requires_grad_(True)
+    leaf = x.detach().clone().requires_grad_(True) if x.requires_grad else x.detach()
     pi = {n: t.detach().clone().requires_grad_(t.requires_grad) for n, t in p.items()}
     bi = {n: t.clone() for n, t in b.items()}
     with torch.enable_grad():
-        out = fn(xi, pi, bi)
-    wrt = ([xi] if x.requires_grad else []) + [t for t in pi.values() if t.requires_grad]
+        # an in-place layer writes into its input: a copy, never x itself or a leaf
+        out = fn(leaf.clone() if layer.in_place else leaf, pi, bi)
+    wrt = ([leaf] if x.requires_grad else []) + [t for t in pi.values() if t.requires_grad]
     grads: Sequence[Optional[torch.Tensor]] = ()
     if wrt and out.requires_grad:
         # laid out as the output (as the gradient that reaches it in training usually is)

@@ -108,6 +108,11 @@ STACKED_CASES = {
     "tiny-sigmoid-adamw": (lambda: torch.nn.Sequential(torch.nn.Linear(10, 5), torch.nn.Sigmoid(),
                                                        torch.nn.Dropout(0.0), torch.nn.Linear(5, 3)),
                            lambda p, lr: torch.optim.AdamW(p, lr=lr, maximize=False)),
+    "inplace-relu-sgd": (lambda: torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(inplace=True),
+                                                     torch.nn.AvgPool2d(2), torch.nn.Flatten(),
+                                                     torch.nn.Sequential(torch.nn.Linear(16, 6), torch.nn.ReLU(inplace=True)),
+                                                     torch.nn.Linear(6, 3)),
+                         lambda p, lr: torch.optim.SGD(p, lr=lr)),
     "maximize-nesterov": (lambda: torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.LeakyReLU(),
                                                       torch.nn.Linear(16, 3), torch.nn.LogSoftmax(dim=1)),
                           lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.5, nesterov=True, maximize=True)),
@@ -132,6 +137,29 @@ def test_the_stacked_engine_is_bit_equal_for_convolutions_odd_sizes_and_optimize
         reference = copy.deepcopy(model)
         expected = trained_alone(reference, make_opt(reference.parameters(), lr), batches, steps, criterion)
         assert result.losses[r].tolist() == expected, f"replica {r}"
+
+
+def test_a_short_last_batch_and_more_steps_than_batches_stay_bit_for_bit():
+    batches = data(n=200, batch=32)  # 6 batches of 32 and one of 8: each layer checks the new shape too
+    model = mlp(batchnorm=True)
+    result = sweep(model, OPTIMIZERS["adamw"](model.parameters(), 1.0), torch.nn.CrossEntropyLoss(), batches,
+                   [1e-3, 2e-2], steps=17)
+    assert result.engine == "stacked"
+    for r, lr in enumerate([1e-3, 2e-2]):
+        assert result.losses[r].tolist() == alone(model, OPTIMIZERS["adamw"], lr, batches, 17)
+
+
+def test_hooked_modules_are_left_to_vmap():
+    batches = data()
+    model = mlp()
+    seen = []
+    handle = model[0].register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    try:
+        result = sweep(model, torch.optim.SGD(model.parameters(), lr=1.0), torch.nn.CrossEntropyLoss(), batches,
+                       [1e-2, 1e-1], steps=3)
+    finally:
+        handle.remove()
+    assert result.engine == "vmap" and seen  # the hook ran, as the user's model would run it
 
 
 def test_param_groups_keep_their_lr_ratios_and_settings_bit_for_bit():
