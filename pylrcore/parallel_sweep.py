@@ -3,13 +3,14 @@ keep the lr that trained best.
 
 A range test's lr grows while the model learns, so its pick confounds the two; training a few
 candidates for a while and comparing them does not. ``sweep`` makes that cheap: the K replicas'
-parameters and buffers are stacked and one ``torch.func.vmap`` pass runs all of them per step (one
-batched matmul where K models would each launch their own), every replica sees the same batches
-(common random numbers: the comparison's noise cancels), and each has its own optimizer state and
-lr in one optimizer of the user's class (per-replica param groups over views of the stacked
-tensors). A model vmap cannot run (data-dependent control flow, ``.item()`` in forward, ops without
-a batching rule) is run replica by replica instead: same results, slower, and ``result.note`` says
-why. A replica whose loss becomes NaN/inf or explodes is stopped; the others go on. The user's
+parameters and buffers are stacked and one pass runs all of them per step, every replica on the same
+batches (common random numbers: the comparison's noise cancels), each with its own optimizer state
+and lr. ``result.engine`` says how: "stacked" (a Sequential of common layers: one batched kernel per
+layer, SGD/Adam/AdamW as one update on the stacks; each replica bit-equal to training alone, see
+``_stacked``), "vmap" (other models: one ``torch.func.vmap`` pass; equal to ~1 ulp per step), or
+"sequential" (a model vmap cannot run: data-dependent control flow, ``.item()`` in forward, ops
+without a batching rule; same results, slower, and ``result.note`` says why). Optimizers other than
+SGD/Adam/AdamW run as the user's class over per-replica param groups (views into the stacks). A replica whose loss becomes NaN/inf or explodes is stopped; the others go on. The user's
 model, optimizer, gradients and RNG states are restored exactly afterwards (``pylrcore`` snapshot).
 
 >>> import torch
