@@ -158,6 +158,9 @@ class _StackedLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
         x, w = ctx.saved_tensors
+        # nn.Linear's backward gets a contiguous gradient; so do this one and its first-use check (a
+        # gradient coming back through a stacked BatchNorm is a transposed view)
+        g = g.contiguous()
         gx = g.bmm(w) if ctx.needs_input_grad[0] else None
         gw = g.transpose(1, 2).bmm(x) if ctx.needs_input_grad[1] else None
         gb = g.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
