@@ -68,9 +68,10 @@ class _Layer:
     def looped(self, x: torch.Tensor, p: Tensors, b: Tensors) -> torch.Tensor:
         # each replica's input as the model alone has it: contiguous, and its own tensor when the layer
         # writes into it (in place on views of one tensor, autograd would see each write as the others')
-        outs = [self.single(x[r].clone(memory_format=torch.contiguous_format) if self.in_place else x[r].contiguous(),
-                            {n: t[r] for n, t in p.items()}, {n: t[r] for n, t in b.items()})
-                for r in range(x.shape[0])]
+        outs = []
+        for r in range(x.shape[0]):
+            xr = x[r].clone(memory_format=torch.contiguous_format) if self.in_place else x[r].contiguous()
+            outs.append(self.single(xr, {n: t[r] for n, t in p.items()}, {n: t[r] for n, t in b.items()}))
         return torch.stack(outs)
 
     def __call__(self, x: torch.Tensor, params: Tensors, buffers: Tensors) -> torch.Tensor:
@@ -178,7 +179,8 @@ class _Linear(_Layer):
         return F.linear(x, p["weight"], p.get("bias"))
 
 
-def _grouped_conv(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor], args: Tuple[Any, ...]) -> torch.Tensor:
+def _grouped_conv(x: torch.Tensor, w: torch.Tensor, bias: Optional[torch.Tensor],
+                  args: Tuple[Any, ...]) -> torch.Tensor:
     """All replicas as one convolution with K x groups groups over the channel-stacked input."""
     stride, padding, dilation, groups = args
     k, n = x.shape[:2]

@@ -10,7 +10,8 @@ layer, SGD/Adam/AdamW as one update on the stacks; each replica bit-equal to tra
 ``_stacked``), "vmap" (other models: one ``torch.func.vmap`` pass; equal to ~1 ulp per step), or
 "sequential" (a model vmap cannot run: data-dependent control flow, ``.item()`` in forward, ops
 without a batching rule; same results, slower, and ``result.note`` says why). Optimizers other than
-SGD/Adam/AdamW run as the user's class over per-replica param groups (views into the stacks). A replica whose loss becomes NaN/inf or explodes is stopped; the others go on. The user's
+SGD/Adam/AdamW run as the user's class over per-replica param groups (views into the stacks). A
+replica whose loss becomes NaN/inf or explodes is stopped; the others go on. The user's
 model, optimizer, gradients and RNG states are restored exactly afterwards (``pylrcore`` snapshot).
 
 >>> import torch

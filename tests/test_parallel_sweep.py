@@ -108,10 +108,9 @@ STACKED_CASES = {
     "tiny-sigmoid-adamw": (lambda: torch.nn.Sequential(torch.nn.Linear(10, 5), torch.nn.Sigmoid(),
                                                        torch.nn.Dropout(0.0), torch.nn.Linear(5, 3)),
                            lambda p, lr: torch.optim.AdamW(p, lr=lr, maximize=False)),
-    "inplace-relu-sgd": (lambda: torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(inplace=True),
-                                                     torch.nn.AvgPool2d(2), torch.nn.Flatten(),
-                                                     torch.nn.Sequential(torch.nn.Linear(16, 6), torch.nn.ReLU(inplace=True)),
-                                                     torch.nn.Linear(6, 3)),
+    "inplace-relu-sgd": (lambda: torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(inplace=True), torch.nn.AvgPool2d(2), torch.nn.Flatten(),
+        torch.nn.Sequential(torch.nn.Linear(16, 6), torch.nn.ReLU(inplace=True)), torch.nn.Linear(6, 3)),
                          lambda p, lr: torch.optim.SGD(p, lr=lr)),
     "maximize-nesterov": (lambda: torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.LeakyReLU(),
                                                       torch.nn.Linear(16, 3), torch.nn.LogSoftmax(dim=1)),
