@@ -3,13 +3,15 @@ keep the lr that trained best.
 
 A range test's lr grows while the model learns, so its pick confounds the two; training a few
 candidates for a while and comparing them does not. ``sweep`` makes that cheap: the K replicas'
-parameters and buffers are stacked and one ``torch.func.vmap`` pass runs all of them per step (one
-batched matmul where K models would each launch their own), every replica sees the same batches
-(common random numbers: the comparison's noise cancels), and each has its own optimizer state and
-lr in one optimizer of the user's class (per-replica param groups over views of the stacked
-tensors). A model vmap cannot run (data-dependent control flow, ``.item()`` in forward, ops without
-a batching rule) is run replica by replica instead: same results, slower, and ``result.note`` says
-why. A replica whose loss becomes NaN/inf or explodes is stopped; the others go on. The user's
+parameters and buffers are stacked and one pass runs all of them per step, every replica on the same
+batches (common random numbers: the comparison's noise cancels), each with its own optimizer state
+and lr. ``result.engine`` says how: "stacked" (a Sequential of common layers: one batched kernel per
+layer, SGD/Adam/AdamW as one update on the stacks; each replica bit-equal to training alone, see
+``_stacked``), "vmap" (other models: one ``torch.func.vmap`` pass; equal to ~1 ulp per step), or
+"sequential" (a model vmap cannot run: data-dependent control flow, ``.item()`` in forward, ops
+without a batching rule; same results, slower, and ``result.note`` says why). Optimizers other than
+SGD/Adam/AdamW run as the user's class over per-replica param groups (views into the stacks). A
+replica whose loss becomes NaN/inf or explodes is stopped; the others go on. The user's
 model, optimizer, gradients and RNG states are restored exactly afterwards (``pylrcore`` snapshot).
 
 >>> import torch
@@ -38,6 +40,7 @@ from ._arrays import check_int, check_real
 from ._snapshot import Snapshot, interrupt_shield
 from .smoothing import EMA
 from .diagnosis import Diagnosis, diagnose
+from ._stacked import StackedModel, Unsupported
 
 __all__ = ["sweep", "SweepResult"]
 
@@ -60,12 +63,13 @@ class SweepResult:
     diagnoses: List[Optional[Diagnosis]] = field(repr=False)
     vectorized: bool
     note: str = ""
+    engine: str = ""  # "stacked" (batched kernels), "vmap", or "sequential" (one replica after another)
 
     def __repr__(self) -> str:
         best = "None" if self.best_lr is None else f"{self.best_lr:.3g}"
         stopped = sum(d is not None for d in self.diverged_at)
         return (f"SweepResult(best_lr={best}, lrs={len(self.lrs)}, steps={self.losses.shape[1]}, "
-                f"diverged={stopped}, vectorized={self.vectorized})")
+                f"diverged={stopped}, engine={self.engine or self.vectorized})")
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -78,6 +82,7 @@ class SweepResult:
             "diagnoses": [None if d is None else d.code.value for d in self.diagnoses],
             "vectorized": self.vectorized,
             "note": self.note,
+            "engine": self.engine,
         }
 
     def plot(self, path: Optional[str] = None) -> Any:
@@ -126,6 +131,8 @@ class _Replicas:
     optimizer of the user's class whose param groups are per-replica views into the stacks."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, lrs: Sequence[float]) -> None:
+        from ._stacked import StackedOptimizer, Unsupported
+
         k = len(lrs)
         self.k = k
         self.params: Dict[str, torch.Tensor] = {}
@@ -139,6 +146,15 @@ class _Replicas:
         if missing:
             raise ValueError("the optimizer trains parameters that are not the model's: sweep needs "
                              "optimizer = Opt(model.parameters(), ...) (or groups of them)")
+        self.trainable = [(name, t) for name, t in self.params.items() if t.requires_grad]
+        # SGD / Adam / AdamW: one update on the stacks (a few kernels per parameter for all replicas);
+        # other optimizers: the user's class over per-replica param groups (K x the kernels)
+        self.stacked_optimizer: Optional[StackedOptimizer] = None
+        try:
+            self.stacked_optimizer = StackedOptimizer(optimizer, self.params, name_of, lrs)
+            return
+        except Unsupported:
+            pass
         # views[name][r]: replica r's parameter, a view into the stack the optimizer updates in place
         self.views = {name: [t.detach()[r] for r in range(k)] for name, t in self.params.items()}
         base = float(optimizer.param_groups[0]["lr"])
@@ -162,7 +178,15 @@ class _Replicas:
                 view = self.views[name_of[id(param)]][r]
                 self.optimizer.state[view] = {key: v.detach().clone() if torch.is_tensor(v) else v
                                               for key, v in state.items()}
-        self.trainable = [(name, t) for name, t in self.params.items() if t.requires_grad]
+
+    def step(self, active: Sequence[bool]) -> None:
+        """One optimizer step of every replica. The stacked optimizer updates stopped replicas too (their
+        gradient is zero, they are never read again: cheaper than masking); the param groups skip them."""
+        if self.stacked_optimizer is not None:
+            self.stacked_optimizer.step()
+            return
+        self.hand_gradients(active)
+        self.optimizer.step()
 
     def hand_gradients(self, active: Sequence[bool]) -> None:
         """Point every active replica's views at its slice of the stacked gradient; stopped ones get
@@ -289,7 +313,7 @@ def _merge(parts: List[Any], lrs: List[float], steps: int) -> SweepResult:
     val: Optional[np.ndarray] = None
     diverged: List[Optional[int]] = [None] * k
     diagnoses: List[Optional[Diagnosis]] = [None] * k
-    vectorized, notes = True, []
+    vectorized, notes, engines = True, [], []
     for indices, part in parts:
         if part is None:
             continue
@@ -302,12 +326,14 @@ def _merge(parts: List[Any], lrs: List[float], steps: int) -> SweepResult:
                 val = np.full(k, np.inf) if val is None else val
                 val[i] = part.val_losses[j]
         vectorized = vectorized and part.vectorized
+        if part.engine not in engines:
+            engines.append(part.engine)
         if part.note and part.note not in notes:
             notes.append(part.note)
     best = int(np.argmin(scores)) if np.isfinite(scores).any() else None
     return SweepResult(lrs=np.asarray(lrs), losses=losses, val_losses=val, scores=scores,
                        best_lr=None if best is None else lrs[best], diverged_at=diverged, diagnoses=diagnoses,
-                       vectorized=vectorized, note="; ".join(notes))
+                       vectorized=vectorized, note="; ".join(notes), engine="+".join(engines))
 
 
 def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion: Any, train_step: Any,
@@ -322,12 +348,21 @@ def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion: 
     starts: List[float] = [math.nan] * k
     note = ""
     run = _vectorized(loss_fn) if vectorize else None
+    stacked = _stacked_model(model, criterion) if vectorize and train_step is None else None
     if not vectorize:
         note = "vectorize=False: replicas run one after another"
     for t in range(steps):
         batch = batches.next()
         step_losses: Optional[torch.Tensor] = None
-        if run is not None:
+        if stacked is not None:
+            try:
+                step_losses = stacked.losses(replicas.params, replicas.buffers, batch, k)
+            except Exception:  # a layer the stacked form cannot run with this batch: vmap (or its fallback) instead
+                if t > 0:
+                    raise
+                stacked = None  # vmap instead, from scratch (a failed pass may have touched buffers)
+                replicas = _Replicas(model, optimizer, lrs)
+        if step_losses is None and run is not None:
             try:
                 step_losses = run(replicas.params, replicas.buffers, batch)
             except Exception as e:  # a model vmap cannot run: the same training, one replica at a time
@@ -360,8 +395,7 @@ def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion: 
         total = torch.where(mask > 0, step_losses, torch.zeros_like(step_losses)).sum()
         if total.requires_grad:
             total.backward()  # type: ignore[no-untyped-call]
-        replicas.hand_gradients(active)
-        replicas.optimizer.step()
+        replicas.step(active)
     val = _validate(model, replicas, loss_fn, val_loader, k, active) if val_loader is not None else None
     tail = max(1, steps // 10)
     scores = np.array([np.nanmean(losses[r, max(0, steps - tail):]) if active[r] and val is None
@@ -377,7 +411,16 @@ def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion: 
             diagnoses.append(None)
     return SweepResult(lrs=np.asarray(lrs), losses=losses, val_losses=val, scores=scores,
                        best_lr=None if best is None else lrs[best], diverged_at=diverged, diagnoses=diagnoses,
-                       vectorized=run is not None, note=note)
+                       vectorized=run is not None, note=note,
+                       engine="stacked" if stacked is not None else "vmap" if run is not None else "sequential")
+
+
+def _stacked_model(model: torch.nn.Module, criterion: Any) -> Optional[StackedModel]:
+    """The model's stacked form (see _stacked), or None for a model with a layer it does not know."""
+    try:
+        return StackedModel(model, criterion)
+    except Unsupported:
+        return None
 
 
 def _vectorized(loss_fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:

@@ -64,12 +64,143 @@ def test_each_replica_trains_as_it_would_alone(kind, vectorize):
     result = sweep(model, OPTIMIZERS[kind](model.parameters(), 1.0), torch.nn.CrossEntropyLoss(), batches, lrs,
                    steps=40, vectorize=vectorize)
     assert result.vectorized == vectorize
+    assert result.engine == ("stacked" if vectorize else "sequential")
     for r, lr in enumerate(lrs):
-        expected = alone(model, OPTIMIZERS[kind], lr, batches, 40)
-        if vectorize:  # a batched matmul may sum in another order than the model's own: ~1 ulp per step
-            np.testing.assert_allclose(result.losses[r], expected, rtol=1e-5, atol=1e-7)
-        else:  # replica by replica: the same kernels on the same bytes, so bit for bit
-            assert result.losses[r].tolist() == expected
+        # stacked kernels (each checked against the replica loop) or replica by replica: bit for bit
+        assert result.losses[r].tolist() == alone(model, OPTIMIZERS[kind], lr, batches, 40)
+
+
+def trained_alone(model: Any, opt: Any, batches: List[Any], steps: int, criterion: Any = None) -> Any:
+    """The reference for any model and optimizer (already built on model): losses and final parameters."""
+    criterion = criterion or torch.nn.functional.cross_entropy
+    model.train()
+    out = []
+    for t in range(steps):
+        x, y = batches[t % len(batches)]
+        opt.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        opt.step()
+        out.append(loss.item())
+    return out
+
+
+def images(n: int = 256, batch: int = 16, seed: int = 0) -> Any:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 7, 7, generator=g)
+    y = (x.mean((1, 2, 3)) > 0).long() + (x[:, 0].mean((1, 2)) > 0).long()
+    return list(zip(x.split(batch), y.split(batch)))
+
+
+def small_cnn() -> Any:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 5, 3, padding=1), torch.nn.BatchNorm2d(5), torch.nn.ReLU(),
+        torch.nn.Conv2d(5, 8, 3, stride=2), torch.nn.Tanh(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(8, 7), torch.nn.GELU(), torch.nn.Linear(7, 3))
+
+
+STACKED_CASES = {
+    # kernels with other sums when batched: grouped conv backward, a tiny bmm (naive loop), sigmoid's tail
+    "cnn-momentum": (small_cnn, lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9, dampening=0.1,
+                                                              weight_decay=1e-3)),
+    "cnn-adam-amsgrad": (small_cnn, lambda p, lr: torch.optim.Adam(p, lr=lr, amsgrad=True, weight_decay=1e-3)),
+    "tiny-sigmoid-adamw": (lambda: torch.nn.Sequential(torch.nn.Linear(10, 5), torch.nn.Sigmoid(),
+                                                       torch.nn.Dropout(0.0), torch.nn.Linear(5, 3)),
+                           lambda p, lr: torch.optim.AdamW(p, lr=lr, maximize=False)),
+    "inplace-relu-sgd": (lambda: torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(inplace=True), torch.nn.AvgPool2d(2), torch.nn.Flatten(),
+        torch.nn.Sequential(torch.nn.Linear(16, 6), torch.nn.ReLU(inplace=True)), torch.nn.Linear(6, 3)),
+                         lambda p, lr: torch.optim.SGD(p, lr=lr)),
+    "maximize-nesterov": (lambda: torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.LeakyReLU(),
+                                                      torch.nn.Linear(16, 3), torch.nn.LogSoftmax(dim=1)),
+                          lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.5, nesterov=True, maximize=True)),
+}
+
+
+@pytest.mark.parametrize("case", list(STACKED_CASES))
+def test_the_stacked_engine_is_bit_equal_for_convolutions_odd_sizes_and_optimizer_settings(case):
+    make_model, make_opt = STACKED_CASES[case]
+    torch.manual_seed(0)
+    model = make_model()
+    conv = isinstance(model[0], torch.nn.Conv2d)
+    batches = images() if conv else data()
+    criterion: Any = torch.nn.CrossEntropyLoss()
+    if case == "maximize-nesterov":  # maximize: climb the negative log likelihood of LogSoftmax outputs
+        criterion = torch.nn.NLLLoss()
+    lrs = [1e-3, 3e-3, 1e-2]
+    steps = 12
+    result = sweep(model, make_opt(model.parameters(), 1.0), criterion, batches, lrs, steps=steps)
+    assert result.engine == "stacked"
+    for r, lr in enumerate(lrs):
+        reference = copy.deepcopy(model)
+        expected = trained_alone(reference, make_opt(reference.parameters(), lr), batches, steps, criterion)
+        assert result.losses[r].tolist() == expected, f"replica {r}"
+
+
+def test_a_short_last_batch_and_more_steps_than_batches_stay_bit_for_bit():
+    batches = data(n=200, batch=32)  # 6 batches of 32 and one of 8: each layer checks the new shape too
+    model = mlp(batchnorm=True)
+    result = sweep(model, OPTIMIZERS["adamw"](model.parameters(), 1.0), torch.nn.CrossEntropyLoss(), batches,
+                   [1e-3, 2e-2], steps=17)
+    assert result.engine == "stacked"
+    for r, lr in enumerate([1e-3, 2e-2]):
+        assert result.losses[r].tolist() == alone(model, OPTIMIZERS["adamw"], lr, batches, 17)
+
+
+def test_hooked_modules_are_left_to_vmap():
+    batches = data()
+    model = mlp()
+    seen = []
+    handle = model[0].register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    try:
+        result = sweep(model, torch.optim.SGD(model.parameters(), lr=1.0), torch.nn.CrossEntropyLoss(), batches,
+                       [1e-2, 1e-1], steps=3)
+    finally:
+        handle.remove()
+    assert result.engine == "vmap" and seen  # the hook ran, as the user's model would run it
+
+
+def test_param_groups_keep_their_lr_ratios_and_settings_bit_for_bit():
+    batches = data()
+    model = mlp(batchnorm=True)
+
+    def make(m: Any, lr: float) -> Any:
+        return torch.optim.Adam([{"params": m[0].parameters(), "lr": lr},
+                                 {"params": list(m[1].parameters()) + list(m[3].parameters()), "lr": lr / 10,
+                                  "weight_decay": 0.1}], lr=lr)
+
+    result = sweep(model, make(model, 0.02), torch.nn.CrossEntropyLoss(), batches, [0.01, 0.03], steps=15)
+    assert result.engine == "stacked"
+    for r, lr in enumerate([0.01, 0.03]):
+        reference = copy.deepcopy(model)
+        assert result.losses[r].tolist() == trained_alone(reference, make(reference, lr), batches, 15)
+
+
+def test_other_optimizers_and_unknown_layers_still_run_batched():
+    class Scale(torch.nn.Module):  # a layer the stacked engine does not know: vmap runs the model
+        def forward(self, x: Any) -> Any:
+            return x * 0.5
+
+    batches = data()
+    torch.manual_seed(0)
+    custom = torch.nn.Sequential(torch.nn.Linear(10, 16), Scale(), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    make = OPTIMIZERS["adam"]
+    result = sweep(custom, make(custom.parameters(), 1.0), torch.nn.CrossEntropyLoss(), batches, [1e-3, 1e-2], steps=20)
+    assert result.engine == "vmap" and result.vectorized
+    for r, lr in enumerate([1e-3, 1e-2]):  # vmap's batched matmuls may sum in another order: ~1 ulp a step
+        np.testing.assert_allclose(result.losses[r], alone(custom, make, lr, batches, 20), rtol=1e-5, atol=1e-7)
+    model = mlp()
+
+    def rmsprop(p: Any, lr: float) -> Any:
+        return torch.optim.RMSprop(p, lr=lr, momentum=0.5)
+
+    result = sweep(model, rmsprop(model.parameters(), 1.0), torch.nn.CrossEntropyLoss(), batches, [1e-3, 1e-2],
+                   steps=20)
+    assert result.engine == "stacked"  # the model stacked, the optimizer as per-replica param groups
+    for r, lr in enumerate([1e-3, 1e-2]):
+        reference = copy.deepcopy(model)
+        assert result.losses[r].tolist() == trained_alone(reference, rmsprop(reference.parameters(), lr), batches, 20)
 
 
 def test_replicas_continue_from_the_optimizers_state():
