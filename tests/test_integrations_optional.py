@@ -52,7 +52,14 @@ def test_import_pylrcore_imports_no_framework():
 
 def test_the_keras_integration_names_torch_when_it_is_missing():
     # Keras runs without torch on JAX or TensorFlow; the integration's result classes need it.
-    code = ("import os, sys\nos.environ['KERAS_BACKEND'] = 'jax'\nsys.modules['torch'] = None\n"
+    # torch is hidden by a finder that refuses it, not by sys.modules['torch'] = None: scipy >= 1.17
+    # (array_api_compat, imported by Keras's JAX backend) reads sys.modules['torch'].Tensor when present.
+    code = ("import os, sys\nos.environ['KERAS_BACKEND'] = 'jax'\n"
+            "class NoTorch:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'torch' or name.startswith('torch.'):\n"
+            "            raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n"
+            "sys.meta_path.insert(0, NoTorch())\n"
             "try:\n    import pylrcore.integrations.keras\nexcept ImportError as e:\n    print(e)\n")
     if not (_has("keras") and _has("jax")):
         pytest.skip("keras with the jax backend is not installed")

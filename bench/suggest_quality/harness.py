@@ -84,9 +84,9 @@ CONFIRM_FACTORS = (1 / 3, 3 ** -0.5, 1.0, 3 ** 0.5, 3.0)
 CONFIRM_STEPS = 100
 
 
-def confirm(task_name: str, base_lr: float, seed: int) -> float:
-    """The lr that ``pylrcore.sweep`` confirms around ``base_lr``: the copy with the lowest
-    validation loss after CONFIRM_STEPS steps (the range test's budget, per copy)."""
+def confirm(task_name: str, base_lr: float, seed: int) -> Dict[str, Any]:
+    """``pylrcore.sweep`` around ``base_lr``: each copy's lr and validation loss after CONFIRM_STEPS
+    steps (the range test's budget, per copy), and the best lr (the sweep's ``best_lr``)."""
     import pylrcore
 
     torch.set_num_threads(1)
@@ -95,7 +95,9 @@ def confirm(task_name: str, base_lr: float, seed: int) -> float:
     d = load(task.data)
     result = pylrcore.sweep(model, opt, criterion(task), batches(task, seed + 2000, CONFIRM_STEPS),
                             [base_lr * f for f in CONFIRM_FACTORS], CONFIRM_STEPS, val_loader=[(d.x_val, d.y_val)])
-    return math.nan if result.best_lr is None else float(result.best_lr)
+    return {"best": math.nan if result.best_lr is None else float(result.best_lr),
+            "lrs": [float(v) for v in result.lrs],
+            "scores": [float(v) if math.isfinite(v) else "inf" for v in result.scores]}
 
 
 # -- the cache --------------------------------------------------------------------------------------
@@ -136,12 +138,17 @@ class Store:
     def put_curve(self, seed: int, raw: List[float]) -> None:
         self.data["range_tests"][str(seed)] = [v if math.isfinite(v) else repr(v) for v in raw]
 
-    def confirmed(self, seed: int, base_lr: float) -> Optional[float]:
+    def confirmation(self, seed: int, base_lr: float) -> Optional[Dict[str, Any]]:
+        """The confirmation sweep's record: best lr, the copies' lrs and validation losses."""
         v = self.data.setdefault("confirms", {}).get(f"{seed}:{lr_key(base_lr)}")
-        return None if v is None else float(v)
+        return v if isinstance(v, dict) else None  # a bare float: recorded before the scores were kept
 
-    def put_confirmed(self, seed: int, base_lr: float, lr: float) -> None:
-        self.data.setdefault("confirms", {})[f"{seed}:{lr_key(base_lr)}"] = lr
+    def confirmed(self, seed: int, base_lr: float) -> Optional[float]:
+        v = self.confirmation(seed, base_lr)
+        return None if v is None else float(v["best"])
+
+    def put_confirmed(self, seed: int, base_lr: float, record: Dict[str, Any]) -> None:
+        self.data.setdefault("confirms", {})[f"{seed}:{lr_key(base_lr)}"] = record
 
     def mean_loss(self, lr: float) -> Optional[float]:
         vals = [self.training(lr, s) for s in PROTOCOL["train_seeds"]]
