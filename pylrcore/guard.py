@@ -90,7 +90,7 @@ class GuardEvent:
 
     ``value``/``threshold``: the loss for nonfinite_loss; the z-score and its limit for loss_spike
     and grad_spike; for explosion the recent loss level (geometric mean of the last ~20 losses) and
-    the level at which the long-run explosion rule fires (see the README's event table); the number of
+    the level at which the long-run explosion rule fires (see the event table in docs/guard.md); the number of
     non-finite gradient elements for nonfinite_grad/amp_overflow; consecutive skips and the limit for
     skip_limit.
     """

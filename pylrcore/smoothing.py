@@ -1,6 +1,6 @@
 """Exponential moving averages of a loss curve: whole-array and streaming, in the peers' four forms.
 
-``kind`` selects the form (see the table in README):
+``kind`` selects the form (see "Smoothing forms" in docs/suggestion.md):
 
 - ``"debiased"``: ``a_i = beta*a_{i-1} + (1-beta)*x_i``, ``s_i = a_i / (1 - beta**(i+1))``.
 - ``"fastai"``: the same average as fastai computes it, in float32 (``torch.lerp`` on a float32

@@ -18,6 +18,7 @@ from pylrcore import demo
 from pylrcore.cli import main
 
 
+@pytest.mark.slow  # the whole demo: a range test and three training runs
 def test_demo_range_test_is_real_and_the_suggestion_trains_better_than_too_small(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -33,6 +34,7 @@ def test_demo_range_test_is_real_and_the_suggestion_trains_better_than_too_small
     assert png.stat().st_size > 10_000
 
 
+@pytest.mark.slow  # the whole demo: a range test and three training runs
 def test_cli_demo_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--png", "", "--no-check"]) == 0
     assert "suggested lr" in capsys.readouterr().out
@@ -95,6 +97,7 @@ def _same_pylrcore_env() -> dict:
     return pylrcore_env()  # the pylrcore under test, never an unbuilt source tree
 
 
+@pytest.mark.slow  # a Python subprocess
 def test_python_m_pylrcore_demo_quadratic(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "pylrcore", "demo", "--quadratic"], env=_same_pylrcore_env(),
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -201,6 +204,7 @@ def test_cli_debug_reraises(where: str, tmp_path: Path) -> None:
         main(["--debug", "schedule", "cosine(0)"])
 
 
+@pytest.mark.slow  # a Python subprocess
 def test_cli_error_through_the_real_entry_has_no_traceback(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "pylrcore", "diagnose", str(tmp_path / "nope.csv")],
                           env=_same_pylrcore_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -284,6 +288,7 @@ def test_cli_diverge_factor_option(tmp_path: Path, capsys: pytest.CaptureFixture
     assert at[0] < at[1]
 
 
+@pytest.mark.slow  # the whole demo: a range test and three training runs
 def test_demo_names_the_divergence_lr_once(capsys: pytest.CaptureFixture[str]) -> None:
     """The demo printed 'diverged ... at lr 13.1', 'diverged at lr 6.66' and 'diverged at lr 13'."""
     demo.run(png=None, check=False)

@@ -44,6 +44,7 @@ def test_probe_answers_without_raising() -> None:
         assert reason  # says why: not built, no driver, or no device
 
 
+@pytest.mark.slow  # a Python subprocess
 def test_importing_pylrcore_cuda_does_not_import_torch() -> None:
     code = "import sys, pylrcore, pylrcore.cuda; pylrcore.cuda.is_available(); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, env=pylrcore_env(), cwd=scratch_dir())

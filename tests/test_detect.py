@@ -167,6 +167,7 @@ def test_real_logistic_regression_sgd_raises_no_alarm(seed):
     assert out.flags[:500].any()  # it does see the descent (DECREASING)
 
 
+@pytest.mark.slow  # real 3,000-step torch training runs
 @pytest.mark.parametrize("seed", [0, 1])
 def test_real_torch_mlp_raises_no_alarm_and_streams_like_batch(seed):
     losses = torch_mlp(seed=seed)

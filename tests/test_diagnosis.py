@@ -93,6 +93,7 @@ def test_real_runs_land_on_their_row(run, lr, code):
         (1e-1, 3000, Symptom.PLATEAU),
     ],
 )
+@pytest.mark.slow  # real training runs (up to 3,000 torch steps each)
 def test_real_torch_mlp_runs_land_on_their_row(lr, steps, code):
     d = diagnose(torch_mlp(lr, steps), lr=lr)
     assert d.code is code, str(d)

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 from procs import pylrcore_env
 
+# slow: each example script runs in a subprocess with its framework; CI runs it (pytest -m "not slow" leaves it out)
+pytestmark = pytest.mark.slow
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 

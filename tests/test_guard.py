@@ -99,6 +99,7 @@ def test_a_poisoned_gradient_element_is_skipped_bitwise_and_training_goes_on(nam
         assert all(int(s["step"]) == 59 for s in opt.state.values())
 
 
+@pytest.mark.slow  # a 10,000-step training run
 def test_zero_false_positives_on_a_healthy_noisy_run_of_10000_steps():
     model, x, y, gen = problem(seed=3, n=4096)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)

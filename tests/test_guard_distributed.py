@@ -10,6 +10,10 @@ import pytest
 from procs import run_ranks
 
 torch = pytest.importorskip("torch")
+
+# slow: two torch.distributed (gloo) processes; CI runs it (pytest -m "not slow" leaves it out)
+pytestmark = pytest.mark.slow
+
 if not torch.distributed.is_available():
     pytest.skip("torch.distributed is not available", allow_module_level=True)
 

@@ -11,6 +11,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+# slow: real Lightning Trainer runs and TensorBoard writers; CI runs it (pytest -m "not slow" leaves it out)
+pytestmark = pytest.mark.slow
+
 from pylrcore import schedules as S  # noqa: E402
 from pylrcore.torch import Guard, Scheduler, TrainingDiverged  # noqa: E402
 

@@ -16,7 +16,8 @@ pytest.importorskip("torch")
 
 # Keras's torch backend converts tensors with np.array(tensor), which numpy >= 2.x flags as
 # deprecated from inside keras (torch's __array__ has no copy keyword): not pylrcore's to fix.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+# slow: Keras training (and a JAX subprocess); CI runs it (pytest -m "not slow" leaves it out)
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")]
 
 from pylrcore import schedules as S  # noqa: E402
 from pylrcore.integrations.keras import FinderCallback, GuardCallback, KerasSchedule, LRFinder, find  # noqa: E402

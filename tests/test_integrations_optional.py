@@ -9,6 +9,9 @@ import sys
 import pytest
 from procs import pylrcore_env, scratch_dir
 
+# slow: each test starts a Python subprocess; CI runs it (pytest -m "not slow" leaves it out)
+pytestmark = pytest.mark.slow
+
 # (module, extra, the import names that stand for the framework)
 INTEGRATIONS = [
     ("pylrcore.integrations.lightning", "lightning", ["lightning", "pytorch_lightning"]),

@@ -18,6 +18,9 @@ optuna = pytest.importorskip("optuna")
 
 from pylrcore.integrations.optuna import ATTR_PREFIX, DivergencePruner, suggest_lr  # noqa: E402
 
+# slow: Optuna studies, with worker subprocesses; CI runs it (pytest -m "not slow" leaves it out)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 FINDER_ATTRS = {"suggestion", "lr", "multiplier", "zone", "diagnosis", "stop_reason", "curve"}
 

@@ -27,6 +27,9 @@ from pylrcore.integrations.ray import (  # noqa: E402
     suggest_lr,
 )
 
+# slow: a Ray cluster; CI runs it (pytest -m "not slow" leaves it out)
+pytestmark = pytest.mark.slow
+
 TESTS = Path(__file__).resolve().parent
 
 

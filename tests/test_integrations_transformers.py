@@ -18,6 +18,9 @@ pytest.importorskip("accelerate")  # the Trainer needs it
 from pylrcore import schedules as S  # noqa: E402
 from pylrcore.torch import Scheduler, TrainingDiverged  # noqa: E402
 
+# slow: Hugging Face Trainer runs; CI runs it (pytest -m "not slow" leaves it out)
+pytestmark = pytest.mark.slow
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback, TrainingArguments

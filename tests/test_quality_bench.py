@@ -82,6 +82,7 @@ def test_least_squares_task_trains_as_its_closed_form(sq):
         assert harness.train(task.name, lr, 0) == pytest.approx(tasks.closed_form_val_loss(task, lr, 0), rel=1e-4)
 
 
+@pytest.mark.slow  # the benchmark pipeline end to end
 def test_the_pipeline_runs_end_to_end_on_a_small_protocol(sq, tmp_path, monkeypatch):
     tasks, harness, run = sq["tasks"], sq["harness"], sq["run"]
     monkeypatch.setitem(tasks.PROTOCOL, "grid", [1e-3, 1e-2, 1e-1, 1.0])

@@ -312,6 +312,7 @@ def _transformers():
         return pytest.importorskip("transformers.optimization")
 
 
+@pytest.mark.slow  # imports transformers
 @pytest.mark.parametrize("seed", range(4))
 def test_inverse_sqrt_matches_transformers(seed):
     tr = _transformers()
@@ -321,6 +322,7 @@ def test_inverse_sqrt_matches_transformers(seed):
     check(S.inverse_sqrt(W, timescale=ts), lambda o: tr.get_inverse_sqrt_schedule(o, W, timescale=ts), base)
 
 
+@pytest.mark.slow  # imports transformers
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("decay", ["linear", "cosine", "1-sqrt"])
 def test_wsd_matches_transformers(seed, decay):

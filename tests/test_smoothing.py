@@ -78,6 +78,7 @@ def test_fastai_form_is_fastais_float32_arithmetic_bit_for_bit(beta: float) -> N
     assert np.max(np.abs(np.array(ref) / pylrcore.ema(x, beta, kind="debiased") - 1)) < 2e-6  # float32 vs float64
 
 
+@pytest.mark.slow  # imports Lightning
 def test_lightning_form_matches_the_real_lightning_callback() -> None:
     torch = pytest.importorskip("torch")
     with warnings.catch_warnings():

@@ -187,6 +187,7 @@ def test_matches_installed_torch_lr_finder(capsys: pytest.CaptureFixture[str]) -
     capsys.readouterr()
 
 
+@pytest.mark.slow  # imports Lightning
 def test_matches_installed_lightning_suggestion() -> None:
     import warnings
 

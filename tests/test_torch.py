@@ -179,6 +179,7 @@ def test_attach_does_not_advance_on_a_step_grad_scaler_skips():
     assert sched.last_epoch == 2  # the inf step was skipped by the scaler, and so by the schedule
 
 
+@pytest.mark.slow  # a Lightning Trainer
 def test_lightning_accepts_it_from_configure_optimizers():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
