@@ -8,6 +8,8 @@ of a training loss history (:mod:`pylrcore.diagnosis`), and a one-pass non-finit
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .smoothing import EMA, ema
 from .suggestion import COMPAT_METHODS, DEFAULT_METHOD, DIVERGE_FACTOR, METHODS, Suggestion, gradient, suggest
 from .detect import Detector, Event, Flag
@@ -17,9 +19,14 @@ from . import schedules
 from .schedules import Schedule
 from .plateau import Plateau
 from .rules import StartingLR, scale_lr_for_batch, starting_lr
-# @@exports@@
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # the lazy names below, for type checkers (importing them imports torch)
+    from .finder import FinderResult, LRFinder, SweepEvent
+    from .guard import Guard
+    from .parallel_sweep import SweepResult, sweep
+    from .torch import Scheduler
 
 
 def __getattr__(name: str) -> object:
@@ -32,6 +39,14 @@ def __getattr__(name: str) -> object:
         from . import parallel_sweep
 
         return getattr(parallel_sweep, name)
+    if name == "Guard":
+        from . import guard
+
+        return guard.Guard
+    if name == "Scheduler":
+        from . import torch as torch_glue
+
+        return torch_glue.Scheduler
     raise AttributeError(f"module 'pylrcore' has no attribute {name!r}")
 
 __all__ = [
@@ -65,5 +80,6 @@ __all__ = [
     "SweepEvent",
     "sweep",
     "SweepResult",
-    # @@all@@
+    "Guard",
+    "Scheduler",
 ]

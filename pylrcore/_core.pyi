@@ -222,4 +222,3 @@ class Arena:
 
 def copy_spans(dst: List[int], src: List[int], nbytes: List[int], threads: int = 1) -> None: ...
 
-# @@stubs@@

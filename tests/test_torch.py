@@ -291,3 +291,16 @@ def test_attach_twice_on_one_optimizer_is_refused_until_detached() -> None:
         attach(opt, S.cosine(20))
     first.detach()
     attach(opt, S.cosine(20))
+
+
+def test_the_torch_classes_are_reachable_from_the_top_level_without_importing_torch_early():
+    import subprocess
+    import sys
+
+    code = ("import sys, pylrcore\nassert 'torch' not in sys.modules\n"
+            "from pylrcore.finder import LRFinder\nfrom pylrcore.guard import Guard\n"
+            "from pylrcore.torch import Scheduler\nfrom pylrcore.parallel_sweep import sweep\n"
+            "assert (pylrcore.LRFinder, pylrcore.Guard, pylrcore.Scheduler, pylrcore.sweep) == "
+            "(LRFinder, Guard, Scheduler, sweep)\n"
+            "assert {'LRFinder', 'Guard', 'Scheduler', 'sweep'} <= set(pylrcore.__all__)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
