@@ -1048,10 +1048,11 @@ def from_optax(name: str, *args: Any, lr: Optional[Number] = None, **kwargs: Any
         raise ValueError(f"name must be one of {', '.join(_OPTAX)}; got {name!r}") from None
     bound = sig.bind(*args, **kwargs)
     bound.apply_defaults()
-    q = dict(bound.arguments)
+    q = {k: v for k, v in bound.arguments.items() if k != "base"}
     if name == "join_schedules":
         return sequence(q["schedules"], q["boundaries"])
-    ref = q.get("peak_value", q.get("init_value", q.get("value")))
+    refs = [q.get(k) for k in ("peak_value", "init_value", "value", "end_value")]
+    ref = next((r for r in refs if r), 1.0)  # the first non-zero value sets the scale
     base = _pos(ref if lr is None else lr, "lr")
     return _OPTAX[name](base=base, **q)
 

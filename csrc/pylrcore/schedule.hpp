@@ -360,20 +360,23 @@ struct OneCycle {
     const double total = n.p[0], pct = n.p[2], div = n.p[4], final_div = n.p[5];
     const double lo_m = n.p[8], hi_m = n.p[9];
     const bool cosine = n.p[3] == 0, three = n.p[6] != 0;
-    const double initial = 1.0 / div, min_v = initial / final_div;
+    // In lrs where max_lr is given (torch's own arithmetic: its linear anneal cancels at the end),
+    // else in units of the group's lr.
+    const bool absolute = !std::isnan(n.p[1]);
+    const double peak = absolute ? n.p[1] : 1.0, initial = peak / div, min_v = initial / final_div;
     struct Phase {
       double end, start_v, end_v, start_m, end_m;
     };
     Phase phases[3];
     int count;
     if (three) {
-      phases[0] = {pct * total - 1.0, initial, 1.0, hi_m, lo_m};
-      phases[1] = {2.0 * pct * total - 2.0, 1.0, initial, lo_m, hi_m};
+      phases[0] = {pct * total - 1.0, initial, peak, hi_m, lo_m};
+      phases[1] = {2.0 * pct * total - 2.0, peak, initial, lo_m, hi_m};
       phases[2] = {total - 1.0, initial, min_v, hi_m, hi_m};
       count = 3;
     } else {
-      phases[0] = {pct * total - 1.0, initial, 1.0, hi_m, lo_m};
-      phases[1] = {total - 1.0, 1.0, min_v, lo_m, hi_m};
+      phases[0] = {pct * total - 1.0, initial, peak, hi_m, lo_m};
+      phases[1] = {total - 1.0, peak, min_v, lo_m, hi_m};
       count = 2;
     }
     const double t = std::min(static_cast<double>(step), total - 1.0);
@@ -382,14 +385,14 @@ struct OneCycle {
       const Phase& ph = phases[k];
       if (t <= ph.end || k == count - 1) {
         const double x = (t - start) / (ph.end - start);
-        const double rel = anneal(cosine, ph.start_v, ph.end_v, x);
-        Affine out = std::isnan(n.p[1]) ? Affine{rel, 0.0} : Affine{0.0, n.p[1] * rel};
+        const double v = anneal(cosine, ph.start_v, ph.end_v, x);
+        Affine out = absolute ? Affine{0.0, v} : Affine{v, 0.0};
         if (n.p[7] != 0) out.m = anneal(cosine, ph.start_m, ph.end_m, x);
         return out;
       }
       start = ph.end;
     }
-    return {min_v, 0.0};
+    return absolute ? Affine{0.0, min_v} : Affine{min_v, 0.0};
   }
 };
 
