@@ -352,3 +352,34 @@ def test_new_families_at_steps_up_to_2_63(schedule):
     for i, t in enumerate(steps.tolist()):
         assert np.array_equal(schedule(t, base), got[i])  # the scalar path agrees with the block path
     assert np.isfinite(schedule.momentum(steps, base)[:, -1]).all() == schedule.cycles_momentum
+
+
+TIMM_CLASSES = {"cosine": "CosineLRScheduler", "tanh": "TanhLRScheduler", "poly": "PolyLRScheduler"}
+
+
+@pytest.mark.parametrize("case", TIMM_CASES, ids=lambda c: f"{c[0]}-{sorted(c[1].items())}")
+def test_timm_families_match_timm_where_it_is_installed(case):
+    """timm's own classes, stepped with step_update(t), where timm is importable (it does not install
+    next to torch 2.13 CPU; run once by hand with timm 1.0.31's scheduler modules: equal to 4e-16)."""
+    sched_mod = pytest.importorskip("timm.scheduler")
+    kind, kw = case
+    opt = make_opt()
+    ref = getattr(sched_mod, TIMM_CLASSES[kind])(opt, t_in_epochs=False, **kw)
+    ours = S.from_timm(kind, **kw)(np.arange(STEPS), BASE)
+    for t in range(STEPS):
+        ref.step_update(t)
+        assert_close(ours[t], [g["lr"] for g in opt.param_groups], BASE, f"timm {kind}", t)
+
+
+def test_docs_schedules_md_examples_run():
+    """The code blocks of docs/schedules.md, with an optimizer and a torch scheduler to migrate from."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parent.parent / "docs" / "schedules.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 2
+    optimizer = make_opt()
+    env = {"optimizer": optimizer, "torch_scheduler": L.StepLR(make_opt(), 10)}
+    for block in blocks:
+        exec(compile(block, "docs/schedules.md", "exec"), env)
