@@ -200,9 +200,11 @@ class Scheduler(LRScheduler):
         if metrics is not None:
             self.report(metrics)
         if self._step_count == 1 and not getattr(self.optimizer, "_opt_called", False):
-            warnings.warn(
-                "Detected call of `scheduler.step()` before `optimizer.step()`: call them in the order "
-                "optimizer.step(), scheduler.step(), or the first value of the schedule is skipped",
+            warnings.warn(  # torch's wording, so filters written for torch's warning catch this one too
+                "Detected call of `lr_scheduler.step()` before `optimizer.step()`. "
+                "In PyTorch 1.1.0 and later, you should call them in the opposite order: "
+                "`optimizer.step()` before `lr_scheduler.step()`.  Failure to do this "
+                "will result in PyTorch skipping the first value of the learning rate schedule.",
                 UserWarning,
                 stacklevel=2,
             )
