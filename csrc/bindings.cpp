@@ -18,7 +18,6 @@
 #include "pylrcore/diagnose.hpp"
 #include "pylrcore/scan.hpp"
 #include "pylrcore/schedule.hpp"
-#include <optional>
 #include "pylrcore/plateau.hpp"
 #include "pylrcore/guard.hpp"
 #include "pylrcore/copy.hpp"
@@ -501,16 +500,26 @@ void bind_schedule(py::module_& m) {
           "step_values",
           [](const Program& prog, std::int64_t t, py::array_t<double, py::array::c_style> base,
              py::array_t<double, py::array::c_style> min_lr, py::array_t<double, py::array::c_style> scale,
-             py::array_t<double, py::array::c_style> out, std::optional<py::array_t<double, py::array::c_style>> mom) {
+             py::array_t<double, py::array::c_style> out) {
+            const auto n = static_cast<std::size_t>(base.size());
+            if (min_lr.size() != base.size() || scale.size() != base.size() || out.size() != base.size())
+              throw py::value_error("base_lrs, min_lrs, scales and out must have one entry per param group");
+            prog.step_values(t, base.data(), min_lr.data(), scale.data(), n, out.mutable_data());
+          },
+          py::arg("t"), py::arg("base_lrs"), py::arg("min_lrs"), py::arg("scale"), py::arg("out"))
+      // the same with the cycled momentum (a separate name: an optional argument costs every step)
+      .def(
+          "step_values_momentum",
+          [](const Program& prog, std::int64_t t, py::array_t<double, py::array::c_style> base,
+             py::array_t<double, py::array::c_style> min_lr, py::array_t<double, py::array::c_style> scale,
+             py::array_t<double, py::array::c_style> out, py::array_t<double, py::array::c_style> mom) {
             const auto n = static_cast<std::size_t>(base.size());
             if (min_lr.size() != base.size() || scale.size() != base.size() || out.size() != base.size() ||
-                (mom && mom->size() != base.size()))
+                mom.size() != base.size())
               throw py::value_error("base_lrs, min_lrs, scales, out and momentum must have one entry per param group");
-            prog.step_values(t, base.data(), min_lr.data(), scale.data(), n, out.mutable_data(),
-                             mom ? mom->mutable_data() : nullptr);
+            prog.step_values(t, base.data(), min_lr.data(), scale.data(), n, out.mutable_data(), mom.mutable_data());
           },
-          py::arg("t"), py::arg("base_lrs"), py::arg("min_lrs"), py::arg("scale"), py::arg("out"),
-          py::arg("momentum") = py::none());
+          py::arg("t"), py::arg("base_lrs"), py::arg("min_lrs"), py::arg("scale"), py::arg("out"), py::arg("momentum"));
 
   // The schedule families, defined once in the core: name -> (code, parameter count, variadic, children)
   m.def("schedule_families", [] {

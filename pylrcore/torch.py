@@ -156,8 +156,11 @@ class Scheduler(LRScheduler):
 
     def _write(self) -> None:
         self._ensure_layout()
-        self._program.step_values(self.last_epoch, self._base, self._min, self._scales, self._values, self._momentum)
-        if self._momentum is not None:
+        if self._momentum is None:  # the common case: no momentum argument to convert
+            self._program.step_values(self.last_epoch, self._base, self._min, self._scales, self._values)
+        else:
+            self._program.step_values_momentum(self.last_epoch, self._base, self._min, self._scales, self._values,
+                                               self._momentum)
             self._write_momentum(self._momentum)
         if self._all_float:  # the common case: one native call evaluates and writes every group
             _core.write_group_lrs(self._float_dicts, self._values)
@@ -199,8 +202,16 @@ class Scheduler(LRScheduler):
             )
         if metrics is not None:
             self.report(metrics)
-        if self._step_count == 1 and not getattr(self.optimizer, "_opt_called", False):
-            warnings.warn(  # torch's wording, so filters written for torch's warning catch this one too
+        if self._step_count == 1 and not hasattr(self.optimizer.step, "_wrapped_by_lr_sched"):
+            warnings.warn(  # torch's checks and wording, so filters written for torch's warnings apply
+                "Seems like `optimizer.step()` has been overridden after learning rate scheduler "
+                "initialization. Please, make sure to call `optimizer.step()` before "
+                "`lr_scheduler.step()`.",
+                UserWarning,
+                stacklevel=2,
+            )
+        elif self._step_count == 1 and not getattr(self.optimizer, "_opt_called", False):
+            warnings.warn(
                 "Detected call of `lr_scheduler.step()` before `optimizer.step()`. "
                 "In PyTorch 1.1.0 and later, you should call them in the opposite order: "
                 "`optimizer.step()` before `lr_scheduler.step()`.  Failure to do this "

@@ -383,3 +383,58 @@ def test_docs_schedules_md_examples_run():
     env = {"optimizer": optimizer, "torch_scheduler": L.StepLR(make_opt(), 10)}
     for block in blocks:
         exec(compile(block, "docs/schedules.md", "exec"), env)
+
+
+# ---- PyTorch's own test targets (test/optim/test_lrscheduler.py: the expected values, our code) -------
+
+
+def _targets(schedule, lrs, moms=None, cls=torch.optim.SGD, base=(0.05, 0.5)):
+    opt = make_opt(list(base), cls)
+    sched = Scheduler(opt, schedule)
+    for t in range(len(lrs)):
+        for g in opt.param_groups:
+            assert g["lr"] == pytest.approx(lrs[t], rel=1e-12, abs=1e-14), (t, g["lr"], lrs[t])
+            if moms is not None:
+                m = g["betas"][0] if "betas" in g else g["momentum"]
+                assert m == pytest.approx(moms[t], rel=1e-12, abs=1e-14), (t, m, moms[t])
+        opt.step(), sched.step()
+
+
+def _cos(start, end, pct):
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+
+def test_torch_targets_cyclic():
+    _targets(S.cyclic(5, 4, base_lr=1, base_momentum=1, max_momentum=5),
+             [1, 2, 3, 4, 5, 4, 3, 2, 1, 2, 3], [5, 4, 3, 2, 1, 2, 3, 4, 5, 4, 3])
+    _targets(S.cyclic(5, 4, base_lr=1, mode="triangular2", cycle_momentum=False),
+             [1, 2, 3, 4, 5, 4, 3, 2, 1, 1.5, 2.0, 2.5, 3.0, 2.5, 2.0, 1.5, 1, 1.25, 1.50, 1.75, 2.00, 1.75])
+    xs = [0, 0.25, 0.5, 0.75, 1, 0.75, 0.50, 0.25, 0, 0.25, 0.5, 0.75, 1]
+    _targets(S.cyclic(5, 4, base_lr=1, mode="exp_range", gamma=0.9, cycle_momentum=False),
+             [1 + x * 4 * 0.9**i for i, x in enumerate(xs)])
+
+
+def test_torch_targets_one_cycle():
+    _targets(S.one_cycle(10, 25, pct_start=0.4, anneal_strategy="linear", final_div_factor=4, three_phase=True,
+                         base_momentum=1, max_momentum=22),
+             [1, 9, 17, 25, 17, 9, 1, 0.75, 0.5, 0.25], [22, 15, 8, 1, 8, 15, 22, 22, 22, 22])
+    _targets(S.one_cycle(10, 25, final_div_factor=2, base_momentum=1, max_momentum=22),
+             [1, 13, 25] + [_cos(25, 0.5, k / 7.0) for k in range(1, 7)] + [0.5],
+             [22, 11.5, 1] + [_cos(1, 22, k / 7.0) for k in range(1, 7)] + [22])
+    _targets(S.one_cycle(10, 25, final_div_factor=2, anneal_strategy="linear", base_momentum=1, max_momentum=22),
+             [1, 13, 25, 21.5, 18, 14.5, 11, 7.5, 4, 0.5], [22, 11.5, 1, 4, 7, 10, 13, 16, 19, 22], cls=torch.optim.Adam)
+
+
+def test_torch_targets_lambda_multiplicative_and_swa():
+    opt = make_opt([0.05, 0.4])
+    sched = Scheduler(opt, S.from_torch(L.LambdaLR(make_opt([0.05, 0.4]), [lambda x: 0.9**x, lambda x: 0.8**x])))
+    for t in range(10):
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.05 * 0.9**t, 0.4 * 0.8**t], rel=1e-12)
+        opt.step(), sched.step()
+    opt = make_opt([0.05, 0.4])
+    sched = Scheduler(opt, S.per_group([S.lambda_(lambda t: 0.9, multiplicative=True),
+                                        S.lambda_(lambda t: 0.8, multiplicative=True)]))
+    for t in range(10):
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.05 * 0.9**t, 0.4 * 0.8**t], rel=1e-12)
+        opt.step(), sched.step()
+    _targets(S.swa(0.01, anneal_epochs=1), [0.05] + [0.01] * 5, base=(0.05, 0.05))

@@ -258,8 +258,20 @@ def test_bad_input():
 
 def test_warns_when_stepped_before_the_optimizer():
     sched = Scheduler(make_opt(), S.cosine(5))
-    with pytest.warns(UserWarning, match="before `optimizer.step\\(\\)`"):
+    with pytest.warns(UserWarning, match="Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`"):
         sched.step()
+    opt = make_opt()
+    sched = Scheduler(opt, S.cosine(5))
+    opt.step = lambda closure=None: None  # replaced after the scheduler: torch's other warning
+    with pytest.warns(UserWarning, match="Seems like `optimizer.step\\(\\)` has been overridden"):
+        sched.step()
+
+
+def test_step_with_an_epoch_says_it_is_not_supported():
+    sched = Scheduler(make_opt(), S.cosine(5))
+    for call in (lambda: sched.step(5), lambda: sched.step(epoch=5)):
+        with pytest.raises(TypeError, match=r"step\(epoch\) is not supported"):
+            call()
 
 
 def test_compiled_code_reading_a_tensor_lr_is_not_recompiled_as_it_changes():

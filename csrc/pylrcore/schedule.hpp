@@ -32,6 +32,12 @@
 
 #include "pylrcore/common.hpp"
 
+#if defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER)
+#define PYLRCORE_RESTRICT __restrict
+#else
+#define PYLRCORE_RESTRICT
+#endif
+
 namespace pylrcore {
 
 enum class Family : int {
@@ -730,13 +736,18 @@ class Program {
     for (std::size_t g = 0; g < n_groups; ++g)  // max(0, NaN) would silently read a NaN lr as 0
       if (!(std::isfinite(base[g]) && base[g] >= 0))
         fail("base_lr must be finite and >= 0, got " + std::to_string(base[g]) + " for group " + std::to_string(g));
-    check_groups(n_groups);
-    Affine f = eval(nodes_.size() - 1, t, 0);
-    for (std::size_t g = 0; g < n_groups; ++g) {
-      if (per_group_ && g > 0) f = eval(nodes_.size() - 1, t, g);
-      out[g] = std::max(min_lr[g], std::max(0.0, f.a * base[g] + f.c) * scale[g]);
-      if (momentum) momentum[g] = f.m;
+    if (per_group_) {
+      check_groups(n_groups);
+      for (std::size_t g = 0; g < n_groups; ++g) {
+        const Affine f = eval(nodes_.size() - 1, t, g);
+        out[g] = std::max(min_lr[g], std::max(0.0, f.a * base[g] + f.c) * scale[g]);
+        if (momentum) momentum[g] = f.m;
+      }
+      return;
     }
+    const Affine f = eval(nodes_.size() - 1, t, 0);  // the same map for every group: a loop that vectorises
+    for (std::size_t g = 0; g < n_groups; ++g) out[g] = std::max(min_lr[g], std::max(0.0, f.a * base[g] + f.c) * scale[g]);
+    if (momentum) std::fill(momentum, momentum + n_groups, f.m);
   }
 
   // out[i * n_groups + g] = lr of group g at steps[i] (momentum[i * n_groups + g] the momentum, when
@@ -748,7 +759,7 @@ class Program {
     for (std::size_t g = 0; g < n_groups; ++g)
       if (!(std::isfinite(base[g]) && base[g] >= 0))
         fail("base_lr must be finite and >= 0, got " + std::to_string(base[g]) + " for group " + std::to_string(g));
-    check_groups(n_groups);
+    if (per_group_) check_groups(n_groups);
     if (momentum) {  // the momentum is a per-step readout: the scalar path
       for (std::size_t i = 0; i < n_steps; ++i)
         for (std::size_t g = 0; g < n_groups; ++g) {
@@ -815,12 +826,16 @@ class Program {
   // and combine.
   void eval_block(std::size_t i, const std::int64_t* t, std::size_t m, double* a, double* c, std::size_t g) const {
     const Node& n = nodes_[i];
-    const bool leaf = fam::visit(n.family, [&](auto f) {
+    const bool leaf = n.family < Family::Warmup && fam::visit(n.family, [&](auto f) {
       using F = decltype(f);
+      // Restricted: otherwise stores through a/c could alias the node's parameters, which forces a
+      // reload per step and keeps the loop from vectorising.
+      double* PYLRCORE_RESTRICT ra = a;
+      double* PYLRCORE_RESTRICT rc = c;
       for (std::size_t k = 0; k < m; ++k) {
         const Affine v = F::at(n, t[k]);
-        a[k] = v.a;
-        c[k] = v.c;
+        ra[k] = v.a;
+        rc[k] = v.c;
       }
     });
     if (leaf) return;
@@ -979,7 +994,7 @@ class Program {
   Affine eval(std::size_t i, std::int64_t t, std::size_t g) const {
     const Node& n = nodes_[i];
     Affine out;
-    if (fam::visit(n.family, [&](auto f) { out = decltype(f)::at(n, t); })) return out;
+    if (n.family < Family::Warmup && fam::visit(n.family, [&](auto f) { out = decltype(f)::at(n, t); })) return out;
     switch (n.family) {
       case Family::Warmup: {
         const double W = n.p[0];
