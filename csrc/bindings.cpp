@@ -448,38 +448,55 @@ void bind_schedule(py::module_& m) {
   using Steps = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
   py::class_<Program>(m, "ScheduleProgram")
       .def(py::init([](const std::vector<std::tuple<int, std::vector<double>, std::vector<std::int64_t>,
-                                                    std::vector<std::int32_t>>>& spec) {
+                                                    std::vector<std::int32_t>>>& spec,
+                       const std::vector<py::function>& callables) {
              std::vector<Node> nodes;
              nodes.reserve(spec.size());
              for (const auto& [family, p, ints, children] : spec)
                nodes.push_back(Node{static_cast<Family>(family), p, ints, children});
-             return Program(std::move(nodes));
+             // A user function, called back from the core (which may run without the GIL).
+             std::vector<Program::Callback> callbacks;
+             for (const py::function& fn : callables)
+               callbacks.emplace_back([fn](std::int64_t t) {
+                 py::gil_scoped_acquire gil;
+                 return fn(t).cast<double>();
+               });
+             return Program(std::move(nodes), std::move(callbacks));
            }),
-           py::arg("nodes"))
-      .def("at",
-           [](const Program& prog, std::int64_t t) {  // step checked in pylrcore/schedules.py
-             if (t < 0) throw py::value_error("step must be >= 0, got " + std::to_string(t));
-             const Affine f = prog.at(t);
-             return py::make_tuple(f.a, f.c);
-           })
+           py::arg("nodes"), py::arg("callables") = std::vector<py::function>{})
+      .def_property_readonly("per_group", &Program::per_group)
+      .def_property_readonly("cycles_momentum", &Program::cycles_momentum)
+      .def(
+          "at",
+          [](const Program& prog, std::int64_t t, std::size_t group) {  // step checked in pylrcore/schedules.py
+            if (t < 0) throw py::value_error("step must be >= 0, got " + std::to_string(t));
+            const Affine f = prog.at(t, group);
+            return py::make_tuple(f.a, f.c, f.m);
+          },
+          py::arg("t"), py::arg("group") = 0)
       .def(
           "evaluate",
-          [](const Program& prog, const py::handle& steps_obj, const py::handle& base_obj, unsigned threads) {
+          [](const Program& prog, const py::handle& steps_obj, const py::handle& base_obj, unsigned threads,
+             bool momentum) -> py::object {
             Steps steps = Steps::ensure(steps_obj);
             Array base = as_1d(base_obj, "base_lr");
             if (!steps || steps.ndim() != 1) throw py::value_error("steps must be a 1-D array of integers");
             py::array_t<double> out({steps.size(), base.size()});
+            py::array_t<double> mom(momentum ? std::vector<py::ssize_t>{steps.size(), base.size()}
+                                             : std::vector<py::ssize_t>{0});
             const std::int64_t* sp = steps.data();
             const double* bp = base.data();
             double* op = out.mutable_data();
+            double* mp = momentum ? mom.mutable_data() : nullptr;
             const std::size_t n = static_cast<std::size_t>(steps.size()), g = static_cast<std::size_t>(base.size());
             {
               py::gil_scoped_release nogil;
-              prog.evaluate(sp, n, bp, g, op, threads);
+              prog.evaluate(sp, n, bp, g, op, threads, mp);
             }
-            return out;
+            if (momentum) return py::make_tuple(out, mom);
+            return std::move(out);
           },
-          py::arg("steps"), py::arg("base_lrs"), py::arg("threads") = 0)
+          py::arg("steps"), py::arg("base_lrs"), py::arg("threads") = 0, py::arg("momentum") = false)
       .def(
           "step_values",
           [](const Program& prog, std::int64_t t, py::array_t<double, py::array::c_style> base,
@@ -490,7 +507,28 @@ void bind_schedule(py::module_& m) {
               throw py::value_error("base_lrs, min_lrs, scales and out must have one entry per param group");
             prog.step_values(t, base.data(), min_lr.data(), scale.data(), n, out.mutable_data());
           },
-          py::arg("t"), py::arg("base_lrs"), py::arg("min_lrs"), py::arg("scale"), py::arg("out"));
+          py::arg("t"), py::arg("base_lrs"), py::arg("min_lrs"), py::arg("scale"), py::arg("out"))
+      // the same with the cycled momentum (a separate name: an optional argument costs every step)
+      .def(
+          "step_values_momentum",
+          [](const Program& prog, std::int64_t t, py::array_t<double, py::array::c_style> base,
+             py::array_t<double, py::array::c_style> min_lr, py::array_t<double, py::array::c_style> scale,
+             py::array_t<double, py::array::c_style> out, py::array_t<double, py::array::c_style> mom) {
+            const auto n = static_cast<std::size_t>(base.size());
+            if (min_lr.size() != base.size() || scale.size() != base.size() || out.size() != base.size() ||
+                mom.size() != base.size())
+              throw py::value_error("base_lrs, min_lrs, scales, out and momentum must have one entry per param group");
+            prog.step_values(t, base.data(), min_lr.data(), scale.data(), n, out.mutable_data(), mom.mutable_data());
+          },
+          py::arg("t"), py::arg("base_lrs"), py::arg("min_lrs"), py::arg("scale"), py::arg("out"), py::arg("momentum"));
+
+  // The schedule families, defined once in the core: name -> (code, parameter count, variadic, children)
+  m.def("schedule_families", [] {
+    py::dict out;
+    for (const FamilyInfo& f : family_table())
+      out[py::str(f.name)] = py::make_tuple(f.code, f.params, f.variadic, f.children);
+    return out;
+  });
 
   // group["lr"] = values[i] for a list of param-group dicts, in one call (the per-step write of a
   // Scheduler with float lrs; a Python loop over 100 groups costs more than everything else).

@@ -152,45 +152,66 @@ def _load_losses(path: str, column: Optional[str]) -> List[float]:
 _PLOT_POINTS = 20_000  # more points than a plot's pixels
 
 
-def _schedule_command(specs: List[str], steps: int, base_lr: float, png: str) -> int:
+_ENDLESS_STEPS = 10_000  # shown for a schedule without a length (step, exponential, cyclic, ...)
+
+
+def _schedule_command(specs: List[str], steps: Optional[int], base_lr: float, png: str) -> int:
     from .schedules import Schedule
 
     schedules = [Schedule.parse(spec) for spec in specs]
-    if steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {steps}")
-    check_int(steps, "--steps", minimum=1)
+    if steps is not None:
+        if steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {steps}")
+        check_int(steps, "--steps", minimum=1)
     if not (math.isfinite(base_lr) and base_lr >= 0):
         raise ValueError(f"--base-lr must be a finite number >= 0, got {base_lr}")
-    # Only the printed steps and at most _PLOT_POINTS plotted ones are evaluated, so --steps may be
+
+    def span(s: Schedule) -> int:  # each schedule over its own length (its last value included)
+        if steps is not None:
+            return steps
+        n = s.length
+        return _ENDLESS_STEPS if n is None else min(n + 1, 2**63 - 1)
+
+    # Only the printed steps and at most _PLOT_POINTS plotted ones are evaluated, so a length may be
     # anything up to 2**63 - 1 without building an array of that size.
-    marks = sorted({0, steps // 4, steps // 2, 3 * steps // 4, steps - 1})
     for schedule in schedules:
+        n = span(schedule)
+        marks = sorted({0, n // 4, n // 2, 3 * n // 4, n - 1})
         values = schedule(np.array(marks, dtype=np.int64), base_lr)
         print(repr(schedule))
         print("  " + "  ".join(f"step {t}: {v:.4g}" for t, v in zip(marks, values)))
-    if png:
-        points = min(steps, _PLOT_POINTS)  # evenly spaced, in exact integers (steps may be ~2**63)
-        plot_steps = np.array([i * (steps - 1) // max(points - 1, 1) for i in range(points)], dtype=np.int64)
-        curves = [s(plot_steps, base_lr) for s in schedules]
-    if png:
-        try:
-            import matplotlib
+    if not png:
+        return 0
+    try:
+        import matplotlib
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            print("pylrcore: --png/--plot needs matplotlib (pip install 'pylrcore[plot]')", file=sys.stderr)
-            return 2
-        fig, ax = plt.subplots(figsize=(8, 4.5))
-        for schedule, curve in zip(schedules, curves):
-            ax.plot(plot_steps, curve, label=repr(schedule), lw=1.6)
-        ax.set_xlabel("step")
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("pylrcore: --png/--plot needs matplotlib (pip install 'pylrcore[plot]')", file=sys.stderr)
+        return 2
+    # one panel per schedule, each over its own length (a 100-step cosine is not a spike beside a
+    # 10,000-step one); momentum on a second axis where it is cycled; legends beside the axes
+    fig, axes = plt.subplots(len(schedules), 1, figsize=(9, 2.6 * len(schedules) + 0.6), squeeze=False)
+    for (ax,), schedule in zip(axes, schedules):
+        n = span(schedule)
+        points = min(n, _PLOT_POINTS)  # evenly spaced, in exact integers (n may be ~2**63)
+        xs = np.array([i * (n - 1) // max(points - 1, 1) for i in range(points)], dtype=np.int64)
+        lines = ax.plot(xs, schedule(xs, base_lr), lw=1.6, label="lr")
         ax.set_ylabel("learning rate")
-        ax.legend(fontsize=7, loc="upper right")
-        fig.tight_layout()
-        fig.savefig(png, dpi=110)
-        plt.close(fig)
-        print(f"plot written to {png}")
+        ax.set_title(repr(schedule), fontsize=8, loc="left")
+        if schedule.cycles_momentum:
+            twin = ax.twinx()
+            lines += twin.plot(xs, schedule.momentum(xs, base_lr), lw=1.2, ls="--", color="tab:orange",
+                               label="momentum / beta1")
+            twin.set_ylabel("momentum")
+        ax.legend(lines, [ln.get_label() for ln in lines], fontsize=7, loc="upper left", bbox_to_anchor=(1.08, 1.0),
+                  borderaxespad=0.0)
+    axes[-1][0].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    print(f"plot written to {png}")
     return 0
 
 
@@ -243,7 +264,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sch = sub.add_parser("schedule", parents=[common], help="evaluate (and plot) schedules given in pylrcore's text form")
     sch.add_argument("specs", nargs="+", help='e.g. "warmup(500) >> cosine(9500, eta_min=1e-5)"')
-    sch.add_argument("--steps", type=int, default=10_000, help="number of steps to evaluate")
+    sch.add_argument("--steps", type=int, default=None,
+                     help="number of steps to evaluate (default: None, each schedule over its own length; "
+                          "10000 steps for a schedule without one)")
     sch.add_argument("--base-lr", type=float, default=1e-3, help="the lr a relative schedule multiplies")
     sch.add_argument("--png", "--plot", dest="png", default="", help="write a plot of all the schedules to this file")
     return parser

@@ -205,7 +205,8 @@ class _Ladder:
     def __init__(self, start: float, end: float, n: int, step_mode: str) -> None:
         self.start, self.n = start, n
         self.schedule = (S.exponential(decay_rate=end / start, decay_steps=n - 1) if step_mode == "exp"
-                         else S.linear(1.0, end / start, n - 1))
+                         # a line from 1 to end/start (S.linear keeps torch LinearLR's factors <= 1)
+                         else S.piecewise_interpolate("linear", [n - 1], [end / start]))
 
     def __len__(self) -> int:
         return self.n

@@ -110,6 +110,16 @@ class Scheduler(LRScheduler):
         if len(self._scales) != len(groups):
             self._scales = np.ones(len(groups))
         self._values = np.zeros(len(groups))
+        self._momentum: Optional[np.ndarray] = None
+        if self._program.cycles_momentum:  # one-cycle / cyclic: momentum or beta1 follows, as in torch
+            defaults = self.optimizer.defaults
+            if "momentum" not in defaults and "betas" not in defaults:
+                raise ValueError(
+                    f"the schedule cycles the momentum, but {type(self.optimizer).__name__} has neither 'momentum' "
+                    "nor 'betas' (as torch's OneCycleLR/CyclicLR refuse): build it with cycle_momentum=False"
+                )
+            self._use_beta1 = "betas" in defaults
+            self._momentum = np.zeros(len(groups))
         self._float_groups: List[int] = []
         self._native: List[int] = []  # tensor groups written by address
         self._native_tensors: List[torch.Tensor] = []
@@ -146,7 +156,12 @@ class Scheduler(LRScheduler):
 
     def _write(self) -> None:
         self._ensure_layout()
-        self._program.step_values(self.last_epoch, self._base, self._min, self._scales, self._values)
+        if self._momentum is None:  # the common case: no momentum argument to convert
+            self._program.step_values(self.last_epoch, self._base, self._min, self._scales, self._values)
+        else:
+            self._program.step_values_momentum(self.last_epoch, self._base, self._min, self._scales, self._values,
+                                               self._momentum)
+            self._write_momentum(self._momentum)
         if self._all_float:  # the common case: one native call evaluates and writes every group
             _core.write_group_lrs(self._float_dicts, self._values)
             return
@@ -160,16 +175,47 @@ class Scheduler(LRScheduler):
         for i in self._filled:
             groups[i]["lr"].fill_(values[i])
 
+    def _write_momentum(self, values: np.ndarray) -> None:
+        """torch's OneCycleLR/CyclicLR write: ``betas = (m, beta2)`` or ``momentum = m``; a tensor beta1
+        is filled in place (its identity kept, for compiled and capturable optimizers)."""
+        groups = self.optimizer.param_groups
+        for g, m in enumerate(values.tolist()):
+            if m != m:  # NaN: this part of the schedule leaves the momentum alone
+                continue
+            group = groups[g]
+            if self._use_beta1:
+                betas = group["betas"]
+                if isinstance(betas[0], torch.Tensor):
+                    with torch.no_grad():
+                        betas[0].fill_(m)
+                else:
+                    group["betas"] = (m, *betas[1:])
+            else:
+                group["momentum"] = m
+
     def step(self, metrics: Any = None, epoch: Optional[int] = None) -> None:  # type: ignore[override]
         """Advance one step. With ``metrics``, report it to the plateau first (``ReduceLROnPlateau`` style)."""
-        if epoch is not None:
-            raise TypeError("step(epoch) is deprecated in torch and not supported: call step() once per step")
+        if epoch is not None or (metrics is not None and self.plateau is None):
+            raise TypeError(
+                "step(epoch) is not supported (torch deprecated it): call step() once per step, without arguments"
+                + ("; a metric needs plateau=pylrcore.Plateau(...)" if epoch is None else "")
+            )
         if metrics is not None:
             self.report(metrics)
-        if self._step_count == 1 and not getattr(self.optimizer, "_opt_called", False):
+        if self._step_count == 1 and not hasattr(self.optimizer.step, "_wrapped_by_lr_sched"):
+            warnings.warn(  # torch's checks and wording, so filters written for torch's warnings apply
+                "Seems like `optimizer.step()` has been overridden after learning rate scheduler "
+                "initialization. Please, make sure to call `optimizer.step()` before "
+                "`lr_scheduler.step()`.",
+                UserWarning,
+                stacklevel=2,
+            )
+        elif self._step_count == 1 and not getattr(self.optimizer, "_opt_called", False):
             warnings.warn(
-                "Detected call of `scheduler.step()` before `optimizer.step()`: call them in the order "
-                "optimizer.step(), scheduler.step(), or the first value of the schedule is skipped",
+                "Detected call of `lr_scheduler.step()` before `optimizer.step()`. "
+                "In PyTorch 1.1.0 and later, you should call them in the opposite order: "
+                "`optimizer.step()` before `lr_scheduler.step()`.  Failure to do this "
+                "will result in PyTorch skipping the first value of the learning rate schedule.",
                 UserWarning,
                 stacklevel=2,
             )
@@ -250,7 +296,7 @@ class Scheduler(LRScheduler):
     _TRANSIENT = (
         "optimizer", "_program", "_base", "_min", "_values", "_float_groups", "_native", "_native_tensors",
         "_filled", "_addresses", "_kinds", "_native_values", "_hook", "schedule", "plateau", "_float_dicts",
-        "_all_float", "_groups_list", "_group_count",
+        "_all_float", "_groups_list", "_group_count", "_momentum", "_use_beta1",
     )
 
     def state_dict(self) -> Dict[str, Any]:
@@ -282,11 +328,13 @@ class Scheduler(LRScheduler):
             )
         state["base_lrs"] = [check_positive(b, f"state_dict['base_lrs'][{i}]", allow_zero=True) for i, b in enumerate(base)]
         saved = state.pop("schedule", None)
-        if saved is not None and Schedule.from_dict(saved) != self.schedule:
-            raise ValueError(
-                f"the state was saved from schedule {Schedule.from_dict(saved)!r}, not {self.schedule!r}; "
-                "build the Scheduler with the same schedule before loading"
-            )
+        if saved is not None and saved != self.schedule.to_dict():
+            # torch adopts whatever the state holds; the state carries the whole schedule, so the
+            # saved one replaces this Scheduler's (a schedule with a user function cannot be rebuilt)
+            self.schedule = Schedule.from_dict(saved)
+            self._program = self.schedule._compile()
+            if hasattr(self, "_base"):
+                del self._base
         plateau = state.pop("plateau", None)
         if plateau is not None:
             if self.plateau is None:

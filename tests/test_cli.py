@@ -63,7 +63,18 @@ def test_cli_schedule_prints_and_plots(tmp_path: Path, capsys: pytest.CaptureFix
     specs = ["warmup(500) >> cosine(9500, eta_min=1e-5)", "one_cycle(10000)", "wsd(500, 7000, 2500)"]
     assert main(["schedule", *specs, "--png", str(png)]) == 0
     out = capsys.readouterr().out
-    assert "warmup(500) >> cosine(9500, eta_min=1e-05)" in out and "step 9999" in out
+    assert "warmup(500) >> cosine(9500, eta_min=1e-05)" in out and "step 10000" in out
+    pytest.importorskip("matplotlib")
+    assert png.stat().st_size > 10_000
+
+
+def test_cli_schedule_plots_each_schedule_over_its_own_length(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    png = tmp_path / "own.png"
+    assert main(["schedule", "cosine(100)", "step(30)", "one_cycle(500)", "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "step 100: 0" in out  # cosine(100) to its end, not a spike in 10,000 steps
+    assert "step 9999" in out  # step() has no length
+    assert "step 500" in out
     pytest.importorskip("matplotlib")
     assert png.stat().st_size > 10_000
 
@@ -407,5 +418,5 @@ def test_cli_help_shows_defaults(command: str, capsys: pytest.CaptureFixture[str
     out = " ".join(capsys.readouterr().out.split())
     assert "(default:" in out
     expected = {"suggest": "(default: capped)", "diagnose": "(default: None)", "find": "(default: 10.0)",
-                "schedule": "(default: 10000)", "demo": "(default: 50)"}[command]
+                "schedule": "(default: None, each schedule over its own length", "demo": "(default: 50)"}[command]
     assert expected in out

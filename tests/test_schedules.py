@@ -19,25 +19,34 @@ STEPS = 2000
 RTOL, ATOL_PER_LR = 1e-12, 1e-14
 
 
-def torch_trajectory(make, base_lrs, steps=STEPS):
+def torch_trajectory(make, base_lrs, steps=STEPS, momentum=False):
+    """torch's lrs (and the momentum it writes into the groups) over ``steps`` steps."""
     params = [torch.nn.Parameter(torch.zeros(1)) for _ in base_lrs]
-    opt = torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(params, base_lrs)], lr=base_lrs[0])
+    opt = torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(params, base_lrs)], lr=base_lrs[0], momentum=0.5)
     sched = make(opt)
     out = [list(sched.get_last_lr())]
+    mom = [[g["momentum"] for g in opt.param_groups]]
     for _ in range(steps - 1):
         opt.step()
         sched.step()
         out.append(list(sched.get_last_lr()))
-    return np.array(out)
+        mom.append([g["momentum"] for g in opt.param_groups])
+    return (np.array(out), np.array(mom)) if momentum else np.array(out)
 
 
-def check(schedule, make, base_lrs, steps=STEPS, upto=None):
-    ref = torch_trajectory(make, base_lrs, steps)
+def check(schedule, make, base_lrs, steps=STEPS, upto=None, momentum=False):
+    ref, ref_m = torch_trajectory(make, base_lrs, steps, momentum=True)
     ours = schedule(np.arange(steps), base_lrs)
     n = steps if upto is None else upto
     tol = RTOL * np.abs(ref[:n]) + ATOL_PER_LR * np.asarray(base_lrs)
     bad = np.abs(ours[:n] - ref[:n]) > tol
     assert not bad.any(), f"first mismatch at step {np.argwhere(bad)[0]}: {ours[:n][bad][:3]} vs {ref[:n][bad][:3]}"
+    if momentum:  # the momentum torch cycles, to the same tolerance
+        ours_m = schedule.momentum(np.arange(steps), base_lrs)
+        bad = np.abs(ours_m[:n] - ref_m[:n]) > RTOL * np.abs(ref_m[:n]) + 1e-15
+        assert not bad.any(), f"momentum differs first at step {np.argwhere(bad)[0]}: {ours_m[:n][bad][:3]} vs {ref_m[:n][bad][:3]}"
+    else:
+        assert not schedule.cycles_momentum
 
 
 def rng_for(seed):
@@ -114,7 +123,15 @@ def test_cyclic(seed, mode):
     rng, base = rng_for(seed)
     mx = max(base) * 10
     up, down, g = int(rng.integers(1, 500)), int(rng.integers(1, 500)), float(rng.uniform(0.999, 1.0))
+    lo, hi = sorted(rng.uniform(0.5, 0.99, size=2))
+    # torch's defaults: momentum cycled (0.8 - 0.9), and with other bounds
     check(S.cyclic(mx, step_size_up=up, step_size_down=down, mode=mode, gamma=g),
+          lambda o: lr_scheduler.CyclicLR(o, base_lr=base, max_lr=mx, step_size_up=up, step_size_down=down,
+                                          mode=mode, gamma=g), base, momentum=True)
+    check(S.cyclic(mx, step_size_up=up, step_size_down=down, mode=mode, gamma=g, base_momentum=lo, max_momentum=hi),
+          lambda o: lr_scheduler.CyclicLR(o, base_lr=base, max_lr=mx, step_size_up=up, step_size_down=down,
+                                          mode=mode, gamma=g, base_momentum=lo, max_momentum=hi), base, momentum=True)
+    check(S.cyclic(mx, step_size_up=up, step_size_down=down, mode=mode, gamma=g, cycle_momentum=False),
           lambda o: lr_scheduler.CyclicLR(o, base_lr=base, max_lr=mx, step_size_up=up, step_size_down=down,
                                           mode=mode, gamma=g, cycle_momentum=False), base)
 
@@ -126,11 +143,20 @@ def test_one_cycle(seed, three_phase, anneal):
     rng, base = rng_for(seed)
     total = int(rng.integers(STEPS, 3000))
     pct, div, fdiv = float(rng.uniform(0.05, 0.45)), float(rng.uniform(5, 50)), float(10 ** rng.uniform(2, 5))
+    lo, hi = sorted(rng.uniform(0.5, 0.99, size=2))
     check(S.one_cycle(total, pct_start=pct, anneal_strategy=anneal, div_factor=div, final_div_factor=fdiv,
                       three_phase=three_phase),
           lambda o: lr_scheduler.OneCycleLR(o, max_lr=base, total_steps=total, pct_start=pct, anneal_strategy=anneal,
-                                            div_factor=div, final_div_factor=fdiv, three_phase=three_phase,
-                                            cycle_momentum=False), base)
+                                            div_factor=div, final_div_factor=fdiv, three_phase=three_phase),
+          base, momentum=True)
+    check(S.one_cycle(total, pct_start=pct, anneal_strategy=anneal, three_phase=three_phase, base_momentum=lo,
+                      max_momentum=hi),
+          lambda o: lr_scheduler.OneCycleLR(o, max_lr=base, total_steps=total, pct_start=pct, anneal_strategy=anneal,
+                                            three_phase=three_phase, base_momentum=lo, max_momentum=hi),
+          base, momentum=True)
+    check(S.one_cycle(total, pct_start=pct, anneal_strategy=anneal, three_phase=three_phase, cycle_momentum=False),
+          lambda o: lr_scheduler.OneCycleLR(o, max_lr=base, total_steps=total, pct_start=pct, anneal_strategy=anneal,
+                                            three_phase=three_phase, cycle_momentum=False), base)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -264,7 +290,7 @@ def test_text_repr_and_json_round_trips(text):
         ("exponential(-0.5)", "gamma must be >= 0"),
         ("cosine(10, eta_min=-1)", "eta_min must be >= 0"),
         ("wsd(1, 2, 3, min_lr_ratio=2)", "min_lr_ratio"),
-        ("warmup(10, start_factor=2) >> cosine(5)", "start_factor must be <= 1"),
+        ("warmup(10, start_factor=2) >> cosine(5)", "start_factor must be in"),
         ("cosine(10) >> step(5) >> cosine(3)", "no natural length"),
         ("nothing(1)", "unknown schedule"),
         ("__import__('os').system('x')", "cannot parse"),

@@ -32,8 +32,8 @@ def lrs(opt):
 
 CASES = [
     (S.cosine(2000, eta_min=1e-6), lambda o: lr_scheduler.CosineAnnealingLR(o, 2000, eta_min=1e-6)),
-    (S.one_cycle(2000, pct_start=0.25), lambda o: lr_scheduler.OneCycleLR(o, max_lr=BASE, total_steps=2000, pct_start=0.25,
-                                                                         cycle_momentum=False)),
+    (S.one_cycle(2000, pct_start=0.25), lambda o: lr_scheduler.OneCycleLR(o, max_lr=BASE, total_steps=2000, pct_start=0.25)),
+    (S.cyclic(0.2, 300, 200, base_lr=1e-3), lambda o: lr_scheduler.CyclicLR(o, 1e-3, 0.2, 300, 200)),
     (S.warmup(100, start_factor=0.01) >> S.cosine(1900),
      lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.LinearLR(o, 0.01, 1.0, 100), lr_scheduler.CosineAnnealingLR(o, 1900)],
                                          milestones=[100])),
@@ -42,13 +42,22 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_drives_an_optimizer_like_the_torch_scheduler(case):
+@pytest.mark.parametrize("cls", [torch.optim.SGD, torch.optim.Adam])
+def test_drives_an_optimizer_like_the_torch_scheduler(case, cls):
+    """lrs and the momentum (SGD momentum / Adam beta1) torch writes, step by step."""
     ours_s, make = CASES[case]
-    a, b = make_opt(), make_opt()
+    kw = {"momentum": 0.9} if cls is torch.optim.SGD else {}
+    a, b = make_opt(cls=cls, **kw), make_opt(cls=cls, **kw)
     ours, ref = Scheduler(a, ours_s), make(b)
     assert isinstance(ours, lr_scheduler.LRScheduler)
-    for _ in range(1999):
+    key = "momentum" if cls is torch.optim.SGD else "betas"
+    for _ in range(2100 if case == 2 else 1999):  # cyclic has no end: further than 2,000 steps
         np.testing.assert_allclose(lrs(a), lrs(b), rtol=1e-12, atol=1e-14 * max(BASE))
+        ma = [np.atleast_1d(g[key])[0] for g in a.param_groups]
+        mb = [np.atleast_1d(g[key])[0] for g in b.param_groups]
+        np.testing.assert_allclose(ma, mb, rtol=1e-12, atol=1e-15)
+        if key == "betas":  # beta2 untouched
+            assert [g[key][1] for g in a.param_groups] == [g[key][1] for g in b.param_groups]
         np.testing.assert_allclose(ours.get_last_lr(), ref.get_last_lr(), rtol=1e-12, atol=1e-14 * max(BASE))
         a.step(), b.step()
         ours.step(), ref.step()
@@ -122,11 +131,31 @@ def test_the_lr_follows_the_schedule_after_the_optimizer_loads_a_state():
     assert lrs(opt) == sched.get_last_lr()
 
 
-def test_load_state_dict_refuses_another_schedule():
+def test_load_state_dict_adopts_the_saved_schedule_as_torch_adopts_the_saved_state():
     a = make_opt()
-    state = Scheduler(a, S.cosine(10)).state_dict()
-    with pytest.raises(ValueError, match="saved from schedule cosine"):
-        Scheduler(make_opt(), S.cosine(20)).load_state_dict(state)
+    saved = Scheduler(a, S.cosine(10))
+    for _ in range(3):
+        a.step(), saved.step()
+    other = Scheduler(make_opt(), S.cosine(20))
+    other.load_state_dict(saved.state_dict())
+    assert other.schedule == S.cosine(10) and other.last_epoch == 3
+    assert other.get_last_lr() == saved.get_last_lr()
+    other.step(), saved.step()
+    assert other.get_last_lr() == saved.get_last_lr()
+
+
+def test_tensor_beta1_is_written_in_place_and_momentum_needs_an_optimizer_with_it():
+    p = torch.nn.Parameter(torch.zeros(2))
+    beta1 = torch.tensor(0.9)
+    opt = torch.optim.Adam([{"params": [p], "lr": 0.01, "betas": (beta1, torch.tensor(0.999))}])
+    sched = Scheduler(opt, S.one_cycle(100, max_lr=0.1))
+    for _ in range(30):
+        opt.step(), sched.step()
+    assert opt.param_groups[0]["betas"][0] is beta1
+    assert float(beta1) == pytest.approx(S.one_cycle(100, max_lr=0.1).momentum(30), rel=1e-6)
+    with pytest.raises(ValueError, match="cycle_momentum=False"):
+        Scheduler(torch.optim.Adagrad([torch.nn.Parameter(torch.zeros(1))]), S.one_cycle(100))
+    Scheduler(torch.optim.Adagrad([torch.nn.Parameter(torch.zeros(1))]), S.one_cycle(100, cycle_momentum=False))
 
 
 def test_plateau_alone_matches_reduce_lr_on_plateau():
@@ -230,8 +259,20 @@ def test_bad_input():
 
 def test_warns_when_stepped_before_the_optimizer():
     sched = Scheduler(make_opt(), S.cosine(5))
-    with pytest.warns(UserWarning, match="before `optimizer.step\\(\\)`"):
+    with pytest.warns(UserWarning, match="Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`"):
         sched.step()
+    opt = make_opt()
+    sched = Scheduler(opt, S.cosine(5))
+    opt.step = lambda closure=None: None  # replaced after the scheduler: torch's other warning
+    with pytest.warns(UserWarning, match="Seems like `optimizer.step\\(\\)` has been overridden"):
+        sched.step()
+
+
+def test_step_with_an_epoch_says_it_is_not_supported():
+    sched = Scheduler(make_opt(), S.cosine(5))
+    for call in (lambda: sched.step(5), lambda: sched.step(epoch=5)):
+        with pytest.raises(TypeError, match=r"step\(epoch\) is not supported"):
+            call()
 
 
 def test_compiled_code_reading_a_tensor_lr_is_not_recompiled_as_it_changes():

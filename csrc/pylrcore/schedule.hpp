@@ -1,27 +1,42 @@
 // Learning-rate schedules as a small compiled program, evaluated in closed form (no stepping) for an
 // array of steps x an array of per-group base LRs in one pass.
 //
-// Every node evaluates at step t to an affine map of the group's base LR b: lr = a(t)*b + c(t).
-// Relative schedules (step, cosine to 0, warmup, ...) have c = 0; absolute floors and targets
-// (eta_min, cyclic max_lr, one-cycle max_lr) live in c. The transcendental work is therefore done
-// once per step, whatever the number of groups. Composition keeps the form:
-//   warmup  t <  W: f(t) * child(0);   t >= W: child(t - W)
-//   sequence      child_k(t - m_{k-1}), k = number of milestones <= t   (SequentialLR, join_schedules)
-//   product       (a1 b + c1)(a2 b + c2) / b, defined when at most one factor has c != 0
-//   scale         k * child
-// Formulas follow torch.optim.lr_scheduler (2.13) closed forms where torch has the family; see
-// pylrcore/schedules.py for the documented differences (values past T_max / total_steps are held).
+// Every node evaluates at step t to an affine map of the group's base LR b: lr = a(t)*b + c(t), plus
+// the momentum it cycles (m, NaN where the node leaves momentum alone). Relative schedules (step,
+// cosine to 0, warmup, ...) have c = 0; absolute floors and targets (eta_min, cyclic max_lr,
+// one-cycle max_lr, swa_lr, timm lr_min) live in c. The transcendental work is therefore done once
+// per step, whatever the number of groups. Composition keeps the form:
+//   warmup    t <  W: f(t) * child(0);   t >= W: child(t - W)
+//   sequence  child_k(t - m_{k-1}), k = number of milestones <= t   (SequentialLR, join_schedules)
+//   product   (a1 b + c1)(a2 b + c2) / b, defined when at most one factor has c != 0
+//   scale     k * child
+//   per_group child_g for group g (torch's per-group lists)
+//   callable  a user function of t, called back per step (LambdaLR); relative
+//
+// One family = one struct below (name, code, parameter count, check, at, offset), listed once in
+// `Leaves`; eval and eval_block both call its `at`, and the Python side reads the table through
+// `family_table()`. Formulas follow the peers' closed forms (torch 2.13, transformers 5.23, timm,
+// optax 0.2.8); see docs/schedules.md for the documented differences.
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "pylrcore/common.hpp"
+
+#if defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER)
+#define PYLRCORE_RESTRICT __restrict
+#else
+#define PYLRCORE_RESTRICT
+#endif
 
 namespace pylrcore {
 
@@ -38,14 +53,22 @@ enum class Family : int {
   OneCycle = 9,
   InverseSqrt = 10,
   Wsd = 11,
+  Swa = 12,
+  Transformers = 13,
+  Timm = 14,
+  CosineDecay = 15,
+  PiecewiseConstant = 16,
+  PiecewiseInterpolate = 17,
   Warmup = 20,
   Sequence = 21,
   Product = 22,
   Scale = 23,
+  PerGroup = 24,
+  Callable = 25,
 };
 
-// One node: parameters by position (documented per family in make_* below), integer lists
-// (milestones), and children (indices of earlier nodes in the program).
+// One node: parameters by position (named per family in its struct's `params` comment), integer
+// lists (milestones, boundaries), and children (indices of earlier nodes in the program).
 struct Node {
   Family family = Family::Constant;
   std::vector<double> p;
@@ -53,8 +76,11 @@ struct Node {
   std::vector<std::int32_t> children;
 };
 
+constexpr double kNoMomentum = std::numeric_limits<double>::quiet_NaN();
+
 struct Affine {
   double a = 1.0, c = 0.0;
+  double m = kNoMomentum;  // the cycled momentum / beta1; NaN: not cycled here
 };
 
 namespace sched {
@@ -108,46 +134,653 @@ inline void count_at_least(double v, double lo, const char* name) {
 
 }  // namespace sched
 
+// ---- the families ---------------------------------------------------------------------------------
+// Each: code, name, params (fixed count; `variadic` adds trailing values), check (every message names
+// the parameter), at (the value at step t), offset (whether it can give c != 0).
+
+namespace fam {
+using namespace sched;
+
+inline double clamp_steps(std::int64_t t, double T) { return std::min(static_cast<double>(t), T); }
+
+struct Constant {  // factor, total_iters (0: for ever). torch ConstantLR: factor until total_iters, then 1
+  static constexpr Family code = Family::Constant;
+  static constexpr const char* name = "constant";
+  static constexpr int params = 2;
+  static void check(const Node& n) {
+    non_negative(n.p[0], "factor");
+    count_at_least(n.p[1], 0, "total_iters");
+  }
+  static bool offset(const Node&) { return false; }
+  static Affine at(const Node& n, std::int64_t t) {
+    return {n.p[1] == 0 || static_cast<double>(t) < n.p[1] ? n.p[0] : 1.0, 0.0};
+  }
+};
+
+struct Step {  // step_size, gamma
+  static constexpr Family code = Family::Step;
+  static constexpr const char* name = "step";
+  static constexpr int params = 2;
+  static void check(const Node& n) {
+    count_at_least(n.p[0], 1, "step_size");
+    non_negative(n.p[1], "gamma");
+  }
+  static bool offset(const Node&) { return false; }
+  static Affine at(const Node& n, std::int64_t t) {  // integer division: td / step_size rounds past 2^53
+    return {bounded(std::pow(n.p[1], static_cast<double>(t / static_cast<std::int64_t>(n.p[0])))), 0.0};
+  }
+};
+
+struct MultiStep {  // gamma; ints = milestones (sorted, repeats stack as in torch)
+  static constexpr Family code = Family::MultiStep;
+  static constexpr const char* name = "multistep";
+  static constexpr int params = 1;
+  static void check(const Node& n) {
+    non_negative(n.p[0], "gamma");
+    for (std::size_t k = 0; k < n.ints.size(); ++k) {
+      if (n.ints[k] < 0) fail("milestones must be >= 0");
+      if (k > 0 && n.ints[k] < n.ints[k - 1]) fail("milestones must be sorted in increasing order");
+    }
+  }
+  static bool offset(const Node&) { return false; }
+  static Affine at(const Node& n, std::int64_t t) {  // torch: gamma ** bisect_right(milestones, t)
+    const auto k = std::upper_bound(n.ints.begin(), n.ints.end(), t) - n.ints.begin();
+    return {bounded(std::pow(n.p[0], static_cast<double>(k))), 0.0};
+  }
+};
+
+struct Exponential {  // gamma, decay_steps, staircase, end_factor (NaN: none; optax's end_value clip)
+  static constexpr Family code = Family::Exponential;
+  static constexpr const char* name = "exponential";
+  static constexpr int params = 4;
+  static void check(const Node& n) {
+    non_negative(n.p[0], "gamma");
+    positive(n.p[1], "decay_steps");
+    if (!std::isnan(n.p[3])) non_negative(n.p[3], "end_factor");
+  }
+  static bool offset(const Node&) { return false; }
+  static Affine at(const Node& n, std::int64_t t) {
+    double e = static_cast<double>(t) / n.p[1];
+    if (n.p[2] != 0)  // staircase: the exact quotient where decay_steps is a count (as Python passes it)
+      e = n.p[1] == std::floor(n.p[1]) && n.p[1] <= kMaxCount ? static_cast<double>(t / static_cast<std::int64_t>(n.p[1]))
+                                                             : std::floor(e);
+    double v = bounded(std::pow(n.p[0], e));
+    if (!std::isnan(n.p[3])) v = n.p[0] < 1.0 ? std::max(v, n.p[3]) : std::min(v, n.p[3]);
+    return {v, 0.0};
+  }
+};
+
+struct Linear {  // start_factor, end_factor, total_iters
+  static constexpr Family code = Family::Linear;
+  static constexpr const char* name = "linear";
+  static constexpr int params = 3;
+  static void check(const Node& n) {
+    non_negative(n.p[0], "start_factor");
+    non_negative(n.p[1], "end_factor");
+    count_at_least(n.p[2], 1, "total_iters");
+  }
+  static bool offset(const Node&) { return false; }
+  static Affine at(const Node& n, std::int64_t t) {
+    const double T = n.p[2];
+    return {n.p[0] + (n.p[1] - n.p[0]) * clamp_steps(t, T) / T, 0.0};
+  }
+};
+
+struct Polynomial {  // total_iters, power, end_factor
+  static constexpr Family code = Family::Polynomial;
+  static constexpr const char* name = "polynomial";
+  static constexpr int params = 3;
+  static void check(const Node& n) {
+    count_at_least(n.p[0], 1, "total_iters");
+    positive(n.p[1], "power");
+    non_negative(n.p[2], "end_factor");
+  }
+  static bool offset(const Node&) { return false; }
+  static Affine at(const Node& n, std::int64_t t) {
+    const double T = n.p[0], end = n.p[2];
+    return {end + (1.0 - end) * std::pow(1.0 - clamp_steps(t, T) / T, n.p[1]), 0.0};
+  }
+};
+
+struct Cosine {  // T_max, eta_min. Held at eta_min past T_max (torch's recursion rises again)
+  static constexpr Family code = Family::Cosine;
+  static constexpr const char* name = "cosine";
+  static constexpr int params = 2;
+  static void check(const Node& n) {
+    count_at_least(n.p[0], 1, "T_max");
+    non_negative(n.p[1], "eta_min");
+  }
+  static bool offset(const Node& n) { return n.p[1] > 0; }
+  static Affine at(const Node& n, std::int64_t t) {
+    const double w = half_cos(clamp_steps(t, n.p[0]) / n.p[0]);
+    return {w, n.p[1] * (1.0 - w)};
+  }
+};
+
+struct WarmRestarts {  // T_0, T_mult, eta_min
+  static constexpr Family code = Family::WarmRestarts;
+  static constexpr const char* name = "warm_restarts";
+  static constexpr int params = 3;
+  static void check(const Node& n) {
+    count_at_least(n.p[0], 1, "T_0");
+    count_at_least(n.p[1], 1, "T_mult");
+    non_negative(n.p[2], "eta_min");
+  }
+  static bool offset(const Node& n) { return n.p[2] > 0; }
+  static Affine at(const Node& n, std::int64_t t) {
+    const std::int64_t T0 = static_cast<std::int64_t>(n.p[0]), Tm = static_cast<std::int64_t>(n.p[1]);
+    std::int64_t t_cur = t;
+    double length = static_cast<double>(T0);  // of the cycle holding t (may exceed int64)
+    if (Tm == 1) {
+      t_cur = t % T0;
+    } else {
+      // Cycle k spans T0*Tm^k steps. Skip whole cycles with exact integers; each is at least twice
+      // the last, so this runs at most 63 times. A cycle too long for int64 is longer than any
+      // remaining int64 step count, so it holds t_cur: stop there (its length only scales w).
+      std::int64_t t_i = T0;
+      while (t_cur >= t_i) {
+        t_cur -= t_i;
+        if (t_i > kInt64Max / Tm) {
+          length = static_cast<double>(t_i) * static_cast<double>(Tm);
+          t_i = -1;
+          break;
+        }
+        t_i *= Tm;
+      }
+      if (t_i > 0) length = static_cast<double>(t_i);
+    }
+    const double w = half_cos(static_cast<double>(t_cur) / length);
+    return {w, n.p[2] * (1.0 - w)};
+  }
+};
+
+inline void momentum_pair(const Node& n, std::size_t at, const char* family) {
+  if (n.p[at] != 0 && n.p[at] != 1) fail(std::string(family) + ": cycle_momentum must be 0 or 1");
+  non_negative(n.p[at + 1], "base_momentum");
+  non_negative(n.p[at + 2], "max_momentum");
+}
+
+// max_lr, step_size_up, step_size_down, mode (0 triangular, 1 triangular2, 2 exp_range), gamma,
+// base_lr (NaN: the group's), cycle_momentum, base_momentum, max_momentum
+struct Cyclic {
+  static constexpr Family code = Family::Cyclic;
+  static constexpr const char* name = "cyclic";
+  static constexpr int params = 9;
+  static void check(const Node& n) {
+    non_negative(n.p[0], "max_lr");
+    if (!std::isnan(n.p[5])) {
+      non_negative(n.p[5], "base_lr");
+      if (n.p[0] < n.p[5]) fail("max_lr must be >= base_lr in cyclic");
+    }
+    count_at_least(n.p[1], 1, "step_size_up");
+    count_at_least(n.p[2], 1, "step_size_down");
+    if (!(n.p[3] == 0 || n.p[3] == 1 || n.p[3] == 2)) fail("mode must be triangular, triangular2 or exp_range");
+    positive(n.p[4], "gamma");
+    // exp_range scales the amplitude by gamma**t: above 1 it overflows to inf (and 0 * inf = NaN)
+    if (n.p[4] > 1) fail("gamma must be <= 1 (exp_range multiplies the amplitude by gamma**t), got " + std::to_string(n.p[4]));
+    momentum_pair(n, 6, "cyclic");
+  }
+  static bool offset(const Node&) { return true; }
+  static Affine at(const Node& n, std::int64_t t) {
+    const double up = n.p[1], down = n.p[2], total = up + down, ratio = up / total;
+    // The position in the cycle from exact integers (uint64: up + down <= 2^63): in doubles,
+    // 1 + t/total - cycle keeps only a few bits of it once t/total is large.
+    const std::uint64_t whole = static_cast<std::uint64_t>(up) + static_cast<std::uint64_t>(down);
+    const std::uint64_t tu = static_cast<std::uint64_t>(t);
+    const double cycle = 1.0 + static_cast<double>(tu / whole);
+    const double x = static_cast<double>(tu % whole) / total;
+    const double sf = x <= ratio ? x / ratio : (x - 1.0) / (ratio - 1.0);
+    const int mode = static_cast<int>(n.p[3]);
+    const double scale =
+        mode == 0 ? 1.0 : mode == 1 ? 1.0 / std::pow(2.0, cycle - 1.0) : std::pow(n.p[4], static_cast<double>(t));
+    const double w = sf * scale;  // lr = base + (max - base) * w
+    Affine out = std::isnan(n.p[5]) ? Affine{1.0 - w, n.p[0] * w} : Affine{0.0, n.p[5] + (n.p[0] - n.p[5]) * w};
+    // torch: momentum = max_m - (max_m - base_m) * scale_factor * scale_fn (moves against the lr)
+    if (n.p[6] != 0) out.m = n.p[8] - (n.p[8] - n.p[7]) * sf * scale;
+    return out;
+  }
+};
+
+// total_steps, max_lr (NaN: the group's), pct_start, anneal (0 cos, 1 linear), div_factor,
+// final_div_factor, three_phase, cycle_momentum, base_momentum, max_momentum
+struct OneCycle {
+  static constexpr Family code = Family::OneCycle;
+  static constexpr const char* name = "one_cycle";
+  static constexpr int params = 10;
+  static void check(const Node& n) {
+    if (!std::isnan(n.p[1])) positive(n.p[1], "max_lr");
+    count_at_least(n.p[0], 2, "total_steps");
+    unit_open(n.p[2], "pct_start");
+    positive(n.p[4], "div_factor");
+    positive(n.p[5], "final_div_factor");
+    momentum_pair(n, 7, "one_cycle");
+  }
+  static bool offset(const Node& n) { return !std::isnan(n.p[1]); }
+  static double anneal(bool cosine, double start, double end, double pct) {  // torch's two formulas
+    if (cosine) return end + (start - end) / 2.0 * (std::cos(kPi * pct) + 1.0);
+    return (end - start) * pct + start;
+  }
+  // torch OneCycleLR's phases (lr in units of max_lr, momentum absolute). Past the last phase the
+  // final value is held (torch raises past total_steps and extrapolates at t == total_steps).
+  static Affine at(const Node& n, std::int64_t step) {
+    const double total = n.p[0], pct = n.p[2], div = n.p[4], final_div = n.p[5];
+    const double lo_m = n.p[8], hi_m = n.p[9];
+    const bool cosine = n.p[3] == 0, three = n.p[6] != 0;
+    // In lrs where max_lr is given (torch's own arithmetic: its linear anneal cancels at the end),
+    // else in units of the group's lr.
+    const bool absolute = !std::isnan(n.p[1]);
+    const double peak = absolute ? n.p[1] : 1.0, initial = peak / div, min_v = initial / final_div;
+    struct Phase {
+      double end, start_v, end_v, start_m, end_m;
+    };
+    Phase phases[3];
+    int count;
+    if (three) {
+      phases[0] = {pct * total - 1.0, initial, peak, hi_m, lo_m};
+      phases[1] = {2.0 * pct * total - 2.0, peak, initial, lo_m, hi_m};
+      phases[2] = {total - 1.0, initial, min_v, hi_m, hi_m};
+      count = 3;
+    } else {
+      phases[0] = {pct * total - 1.0, initial, peak, hi_m, lo_m};
+      phases[1] = {total - 1.0, peak, min_v, lo_m, hi_m};
+      count = 2;
+    }
+    const double t = std::min(static_cast<double>(step), total - 1.0);
+    double start = 0.0;
+    for (int k = 0; k < count; ++k) {
+      const Phase& ph = phases[k];
+      if (t <= ph.end || k == count - 1) {
+        const double x = (t - start) / (ph.end - start);
+        const double v = anneal(cosine, ph.start_v, ph.end_v, x);
+        Affine out = absolute ? Affine{0.0, v} : Affine{v, 0.0};
+        if (n.p[7] != 0) out.m = anneal(cosine, ph.start_m, ph.end_m, x);
+        return out;
+      }
+      start = ph.end;
+    }
+    return absolute ? Affine{0.0, min_v} : Affine{min_v, 0.0};
+  }
+};
+
+struct InverseSqrt {  // warmup_steps, timescale
+  static constexpr Family code = Family::InverseSqrt;
+  static constexpr const char* name = "inverse_sqrt";
+  static constexpr int params = 2;
+  static void check(const Node& n) {
+    count_at_least(n.p[0], 0, "warmup_steps");
+    positive(n.p[1], "timescale");
+  }
+  static bool offset(const Node&) { return false; }
+  static Affine at(const Node& n, std::int64_t t) {
+    const double td = static_cast<double>(t), W = n.p[0], ts = n.p[1];
+    if (td < W) return {td / std::max(1.0, W), 0.0};
+    return {1.0 / std::sqrt((td + ts - W) / ts), 0.0};
+  }
+};
+
+// transformers' three shapes (0 linear, 1 cosine, 2 1-sqrt), used by wsd and its warmup
+inline double wsd_shape(int kind, double x, double cycles, bool rising) {
+  if (rising) return kind == 0 ? x : kind == 1 ? 0.5 * (1.0 - std::cos(kPi * x)) : 1.0 - std::sqrt(1.0 - x);
+  return kind == 0 ? 1.0 - x : kind == 1 ? 0.5 * (1.0 + std::cos(kPi * cycles * 2.0 * x)) : 1.0 - std::sqrt(x);
+}
+
+// warmup_steps, stable_steps, decay_steps, decay_type, min_lr_ratio, warmup_type, num_cycles
+// (transformers get_wsd_schedule)
+struct Wsd {
+  static constexpr Family code = Family::Wsd;
+  static constexpr const char* name = "wsd";
+  static constexpr int params = 7;
+  static void check(const Node& n) {
+    count_at_least(n.p[0], 0, "warmup_steps");
+    count_at_least(n.p[1], 0, "stable_steps");
+    count_at_least(n.p[2], 1, "decay_steps");
+    if (!(n.p[3] >= 0 && n.p[3] <= 2)) fail("decay_type must be linear, cosine or 1-sqrt");
+    if (!(n.p[4] >= 0 && n.p[4] <= 1)) fail("min_lr_ratio must be in [0, 1]");
+    if (!(n.p[5] >= 0 && n.p[5] <= 2)) fail("warmup_type must be linear, cosine or 1-sqrt");
+    non_negative(n.p[6], "num_cycles");
+  }
+  static bool offset(const Node&) { return false; }
+  static Affine at(const Node& n, std::int64_t t) {
+    const double td = static_cast<double>(t), W = n.p[0], S = n.p[1], D = n.p[2], m = n.p[4];
+    double f;
+    if (td < W) {
+      f = wsd_shape(static_cast<int>(n.p[5]), td / std::max(1.0, W), n.p[6], true);
+    } else if (td < W + S) {
+      return {1.0, 0.0};
+    } else if (td < W + S + D) {
+      f = wsd_shape(static_cast<int>(n.p[3]), (td - W - S) / std::max(1.0, D), n.p[6], false);
+    } else {
+      return {m, 0.0};
+    }
+    return {std::max(0.0, f * (1.0 - m) + m), 0.0};
+  }
+};
+
+// swa_lr, anneal_epochs, anneal (0 cos, 1 linear). torch SWALR: from the group's lr to swa_lr.
+struct Swa {
+  static constexpr Family code = Family::Swa;
+  static constexpr const char* name = "swa";
+  static constexpr int params = 3;
+  static void check(const Node& n) {
+    non_negative(n.p[0], "swa_lr");
+    count_at_least(n.p[1], 0, "anneal_epochs");
+    if (!(n.p[2] == 0 || n.p[2] == 1)) fail("anneal_strategy must be cos or linear");
+  }
+  static bool offset(const Node& n) { return n.p[0] > 0; }
+  static Affine at(const Node& n, std::int64_t t) {
+    // torch: step = max(1, t) when anneal_epochs == 0, so the swa lr applies from step 0
+    const double E = n.p[1];
+    const double x = E == 0 ? 1.0 : std::min(1.0, static_cast<double>(t) / E);
+    const double alpha = n.p[2] == 0 ? (1.0 - std::cos(kPi * x)) / 2.0 : x;
+    return {1.0 - alpha, n.p[0] * alpha};
+  }
+};
+
+// kind (0 linear, 1 cosine, 2 cosine_with_restarts, 3 polynomial, 4 constant_with_warmup,
+// 5 cosine_with_min_lr, 6 cosine_warmup_with_min_lr), num_warmup_steps, num_training_steps,
+// num_cycles, end (lr_end / lr or min_lr_rate), power, warmup_lr_rate (NaN: none).
+// transformers' get_scheduler lambdas (optimization.py), relative to each group's lr.
+struct Transformers {
+  static constexpr Family code = Family::Transformers;
+  static constexpr const char* name = "transformers";
+  static constexpr int params = 7;
+  static void check(const Node& n) {
+    if (!(n.p[0] >= 0 && n.p[0] <= 6 && n.p[0] == std::floor(n.p[0]))) fail("transformers: unknown schedule kind");
+    count_at_least(n.p[1], 0, "num_warmup_steps");
+    count_at_least(n.p[2], 0, "num_training_steps");
+    non_negative(n.p[3], "num_cycles");
+    non_negative(n.p[4], "end factor");
+    positive(n.p[5], "power");
+    if (!std::isnan(n.p[6])) non_negative(n.p[6], "warmup_lr_rate");
+  }
+  static bool offset(const Node&) { return false; }
+  static Affine at(const Node& n, std::int64_t step) {
+    const int kind = static_cast<int>(n.p[0]);
+    const double t = static_cast<double>(step), W = n.p[1], T = n.p[2], cycles = n.p[3], end = n.p[4];
+    if (t < W) {
+      if (kind != 6) return {t / std::max(1.0, W), 0.0};
+      if (std::isnan(n.p[6])) return {(t + 1.0) / std::max(1.0, W), 0.0};
+      return {n.p[6] + (1.0 - n.p[6]) * t / std::max(1.0, W - 1.0), 0.0};
+    }
+    const double progress = (t - W + (kind == 6 ? 1.0 : 0.0)) / std::max(1.0, T - W);
+    switch (kind) {
+      case 0:
+        return {std::max(0.0, (T - t) / std::max(1.0, T - W)), 0.0};
+      case 1:
+        return {std::max(0.0, 0.5 * (1.0 + std::cos(kPi * cycles * 2.0 * progress))), 0.0};
+      case 2:
+        if (progress >= 1.0) return {0.0, 0.0};
+        return {std::max(0.0, 0.5 * (1.0 + std::cos(kPi * std::fmod(cycles * progress, 1.0)))), 0.0};
+      case 3:
+        if (t > T) return {end, 0.0};
+        return {(1.0 - end) * std::pow(1.0 - (t - W) / std::max(1.0, T - W), n.p[5]) + end, 0.0};
+      case 4:
+        return {1.0, 0.0};
+      default: {
+        const double f = 0.5 * (1.0 + std::cos(kPi * cycles * 2.0 * progress));
+        return {std::max(0.0, f * (1.0 - end) + end), 0.0};
+      }
+    }
+  }
+};
+
+// kind (0 cosine, 1 tanh, 2 poly), t_initial, lr_min, cycle_mul, cycle_decay, cycle_limit, warmup_t,
+// warmup_lr_init, warmup_prefix, k_decay, power, lb, ub. timm's CosineLRScheduler, TanhLRScheduler
+// and PolyLRScheduler (timm/scheduler/{cosine,tanh,poly}_lr.py, `_get_lr`), lr_min and
+// warmup_lr_init absolute.
+struct Timm {
+  static constexpr Family code = Family::Timm;
+  static constexpr const char* name = "timm";
+  static constexpr int params = 13;
+  static void check(const Node& n) {
+    if (!(n.p[0] == 0 || n.p[0] == 1 || n.p[0] == 2)) fail("timm: kind must be cosine, tanh or poly");
+    count_at_least(n.p[1], 1, "t_initial");
+    non_negative(n.p[2], "lr_min");
+    positive(n.p[3], "cycle_mul");
+    non_negative(n.p[4], "cycle_decay");
+    count_at_least(n.p[5], 0, "cycle_limit");
+    count_at_least(n.p[6], 0, "warmup_t");
+    non_negative(n.p[7], "warmup_lr_init");
+    if (!(n.p[8] == 0 || n.p[8] == 1)) fail("warmup_prefix must be 0 or 1");
+    positive(n.p[9], "k_decay");
+    positive(n.p[10], "power");
+    if (!(n.p[11] < n.p[12])) fail("lb must be < ub");
+  }
+  static bool offset(const Node& n) { return n.p[2] > 0 || (n.p[6] > 0 && n.p[7] > 0); }
+  // The decayed value at t (t >= warmup_t) as lr = a*b + c.
+  static Affine decayed(const Node& n, double t) {
+    const double T0 = n.p[1], mul = n.p[3], lr_min = n.p[2], k = n.p[9];
+    if (n.p[8] != 0) t -= n.p[6];
+    double i, t_i, t_curr;
+    if (mul != 1.0) {
+      const double arg = 1.0 - t / T0 * (1.0 - mul);
+      if (!(arg > 0)) return {0.0, lr_min};  // past the (finite) total of shrinking cycles
+      i = std::floor(std::log(arg) / std::log(mul));
+      t_i = std::pow(mul, i) * T0;
+      t_curr = t - (1.0 - std::pow(mul, i)) / (1.0 - mul) * T0;
+    } else {
+      i = std::floor(t / T0);
+      t_i = T0;
+      t_curr = t - T0 * i;
+    }
+    if (!(i < n.p[5])) return {0.0, lr_min};
+    const double gamma = std::pow(n.p[4], i);
+    const int kind = static_cast<int>(n.p[0]);
+    double w;  // lr = lr_min + (lr_max - lr_min) * w
+    if (kind == 0) {
+      w = 0.5 * (1.0 + std::cos(kPi * std::pow(t_curr, k) / std::pow(t_i, k)));
+    } else if (kind == 1) {
+      const double tr = t_curr / t_i;
+      w = 0.5 * (1.0 - std::tanh(n.p[11] * (1.0 - tr) + n.p[12] * tr));
+    } else {
+      w = std::pow(1.0 - std::pow(t_curr, k) / std::pow(t_i, k), n.p[10]);
+    }
+    return {gamma * w, lr_min * (1.0 - w)};
+  }
+  static Affine at(const Node& n, std::int64_t step) {
+    const double t = static_cast<double>(step), W = n.p[6], init = n.p[7];
+    if (t >= W) return decayed(n, t);
+    // warmup: init + t * (target - init) / W, the target being the base lr (tanh without prefix:
+    // its value at warmup_t)
+    const Affine target = n.p[0] == 1 && n.p[8] == 0 ? decayed(n, W) : Affine{1.0, 0.0};
+    const double x = t / W;
+    return {x * target.a, init + x * (target.c - init)};
+  }
+};
+
+struct CosineDecay {  // decay_steps, alpha, exponent (optax cosine_decay_schedule)
+  static constexpr Family code = Family::CosineDecay;
+  static constexpr const char* name = "cosine_decay";
+  static constexpr int params = 3;
+  static void check(const Node& n) {
+    count_at_least(n.p[0], 1, "decay_steps");
+    non_negative(n.p[1], "alpha");
+    positive(n.p[2], "exponent");
+  }
+  static bool offset(const Node&) { return false; }
+  static Affine at(const Node& n, std::int64_t t) {
+    const double w = 0.5 * (1.0 + std::cos(kPi * clamp_steps(t, n.p[0]) / n.p[0]));
+    return {(1.0 - n.p[1]) * std::pow(w, n.p[2]) + n.p[1], 0.0};
+  }
+};
+
+// scales...; ints = boundaries (sorted, distinct): the factor is multiplied by scale_k from
+// boundary_k on (optax piecewise_constant_schedule)
+struct PiecewiseConstant {
+  static constexpr Family code = Family::PiecewiseConstant;
+  static constexpr const char* name = "piecewise_constant";
+  static constexpr int params = 0;
+  static constexpr bool variadic = true;
+  static void check(const Node& n) {
+    if (n.p.size() != n.ints.size()) fail("piecewise_constant needs one scale per boundary");
+    for (double s : n.p) non_negative(s, "scales");
+    for (std::size_t k = 0; k < n.ints.size(); ++k) {
+      if (n.ints[k] < 0) fail("boundaries must be >= 0");
+      if (k > 0 && n.ints[k] <= n.ints[k - 1]) fail("boundaries must be strictly increasing");
+    }
+  }
+  static bool offset(const Node&) { return false; }
+  static Affine at(const Node& n, std::int64_t t) {
+    double v = 1.0;
+    for (std::size_t k = 0; k < n.ints.size() && t >= n.ints[k]; ++k) v = bounded(v * n.p[k]);
+    return {v, 0.0};
+  }
+};
+
+// kind (0 linear, 1 cosine), scales...; ints = boundaries (sorted, distinct). Values are the running
+// products of the scales, interpolated inside each interval, held after the last boundary
+// (optax piecewise_interpolate_schedule).
+struct PiecewiseInterpolate {
+  static constexpr Family code = Family::PiecewiseInterpolate;
+  static constexpr const char* name = "piecewise_interpolate";
+  static constexpr int params = 1;
+  static constexpr bool variadic = true;
+  static void check(const Node& n) {
+    if (!(n.p[0] == 0 || n.p[0] == 1)) fail("interpolate_type must be linear or cosine");
+    if (n.p.size() != n.ints.size() + 1) fail("piecewise_interpolate needs one scale per boundary");
+    for (std::size_t k = 1; k < n.p.size(); ++k) non_negative(n.p[k], "scales");
+    for (std::size_t k = 0; k < n.ints.size(); ++k) {
+      if (n.ints[k] < 0) fail("boundaries must be >= 0");
+      if (k > 0 && n.ints[k] <= n.ints[k - 1]) fail("boundaries must be strictly increasing");
+    }
+  }
+  static bool offset(const Node&) { return false; }
+  static Affine at(const Node& n, std::int64_t t) {
+    double v = 1.0;
+    std::int64_t lo = 0;
+    for (std::size_t k = 0; k < n.ints.size(); ++k) {
+      const double next = bounded(v * n.p[k + 1]);
+      const std::int64_t hi = n.ints[k];
+      if (t < hi) {  // lo <= t < hi
+        const double pct = static_cast<double>(t - lo) / static_cast<double>(std::max<std::int64_t>(hi - lo, 1));
+        return {n.p[0] == 0 ? (next - v) * pct + v : next + (v - next) / 2.0 * (std::cos(kPi * pct) + 1.0), 0.0};
+      }
+      v = next;
+      lo = hi;
+    }
+    return {v, 0.0};
+  }
+};
+
+template <class... F>
+struct List {};
+using Leaves = List<Constant, Step, MultiStep, Exponential, Linear, Polynomial, Cosine, WarmRestarts, Cyclic, OneCycle,
+                    InverseSqrt, Wsd, Swa, Transformers, Timm, CosineDecay, PiecewiseConstant, PiecewiseInterpolate>;
+
+template <class F>
+constexpr bool is_variadic(...) { return false; }
+template <class F>
+constexpr bool is_variadic(decltype(F::variadic)*) { return F::variadic; }
+
+// Calls fn(F{}) for the leaf family F with this code; false when the code is no leaf.
+template <class Fn, class... F>
+inline bool visit(Family code, Fn&& fn, List<F...>) {
+  return ((code == F::code ? (fn(F{}), true) : false) || ...);
+}
+template <class Fn>
+inline bool visit(Family code, Fn&& fn) { return visit(code, std::forward<Fn>(fn), Leaves{}); }
+
+}  // namespace fam
+
+// (name, code, fixed parameter count, variadic, children: -1 any, composite) for every family:
+// the Python table checks itself against this at import.
+struct FamilyInfo {
+  std::string name;
+  int code, params;
+  bool variadic;
+  int children;
+};
+template <class... F>
+inline std::vector<FamilyInfo> leaf_infos(fam::List<F...>) {
+  return {FamilyInfo{F::name, static_cast<int>(F::code), F::params, fam::is_variadic<F>(nullptr), 0}...};
+}
+inline std::vector<FamilyInfo> family_table() {
+  std::vector<FamilyInfo> out = leaf_infos(fam::Leaves{});
+  out.push_back({"warmup", static_cast<int>(Family::Warmup), 3, false, 1});
+  out.push_back({"sequence", static_cast<int>(Family::Sequence), 0, false, -1});
+  out.push_back({"product", static_cast<int>(Family::Product), 0, false, -1});
+  out.push_back({"scale", static_cast<int>(Family::Scale), 1, false, 1});
+  out.push_back({"per_group", static_cast<int>(Family::PerGroup), 0, false, -1});
+  out.push_back({"callable", static_cast<int>(Family::Callable), 1, false, 0});
+  return out;
+}
+
 class Program {
  public:
+  // A user function of the step (a factor of the base lr), called back by callable nodes.
+  using Callback = std::function<double(std::int64_t)>;
+
   // Nodes in dependency order; the last one is the root.
-  explicit Program(std::vector<Node> nodes) : nodes_(std::move(nodes)) {
+  explicit Program(std::vector<Node> nodes, std::vector<Callback> callbacks = {})
+      : nodes_(std::move(nodes)), callbacks_(std::move(callbacks)) {
     require(!nodes_.empty(), "schedule is empty");
     for (std::size_t i = 0; i < nodes_.size(); ++i) validate(i);
   }
 
   const std::vector<Node>& nodes() const { return nodes_; }
+  // Whether values differ per group beyond the base lr (a per_group node): evaluated per group then.
+  bool per_group() const { return per_group_; }
+  // Whether some node cycles the momentum.
+  bool cycles_momentum() const { return momentum_; }
 
-  Affine at(std::int64_t t) const {
+  Affine at(std::int64_t t, std::size_t group = 0) const {
     if (t < 0) fail("step must be >= 0, got " + std::to_string(t));
-    return eval(nodes_.size() - 1, t);
+    return eval(nodes_.size() - 1, t, group);
   }
 
-  // One step for a live optimizer: out[g] = max(min_lr[g], max(0, a*base[g] + c) * scale[g]).
+  // One step for a live optimizer: out[g] = max(min_lr[g], max(0, a*base[g] + c) * scale[g]);
+  // momentum[g] (when given) = the cycled momentum, NaN where the schedule leaves it alone.
   void step_values(std::int64_t t, const double* base, const double* min_lr, const double* scale, std::size_t n_groups,
-                   double* out) const {
+                   double* out, double* momentum = nullptr) const {
     if (t < 0) fail("step must be >= 0, got " + std::to_string(t));
     for (std::size_t g = 0; g < n_groups; ++g)  // max(0, NaN) would silently read a NaN lr as 0
       if (!(std::isfinite(base[g]) && base[g] >= 0))
         fail("base_lr must be finite and >= 0, got " + std::to_string(base[g]) + " for group " + std::to_string(g));
-    const Affine f = at(t);
-    for (std::size_t g = 0; g < n_groups; ++g)
-      out[g] = std::max(min_lr[g], std::max(0.0, f.a * base[g] + f.c) * scale[g]);
+    if (per_group_) {
+      check_groups(n_groups);
+      for (std::size_t g = 0; g < n_groups; ++g) {
+        const Affine f = eval(nodes_.size() - 1, t, g);
+        out[g] = std::max(min_lr[g], std::max(0.0, f.a * base[g] + f.c) * scale[g]);
+        if (momentum) momentum[g] = f.m;
+      }
+      return;
+    }
+    const Affine f = eval(nodes_.size() - 1, t, 0);  // the same map for every group: a loop that vectorises
+    for (std::size_t g = 0; g < n_groups; ++g) out[g] = std::max(min_lr[g], std::max(0.0, f.a * base[g] + f.c) * scale[g]);
+    if (momentum) std::fill(momentum, momentum + n_groups, f.m);
   }
 
-  // out[i * n_groups + g] = lr of group g at steps[i]. Steps are validated (>= 0) first.
+  // out[i * n_groups + g] = lr of group g at steps[i] (momentum[i * n_groups + g] the momentum, when
+  // given). Steps are validated (>= 0) first.
   void evaluate(const std::int64_t* steps, std::size_t n_steps, const double* base, std::size_t n_groups, double* out,
-                unsigned threads = 0) const {
+                unsigned threads = 0, double* momentum = nullptr) const {
     for (std::size_t i = 0; i < n_steps; ++i)
       if (steps[i] < 0) fail("steps must be >= 0, got " + std::to_string(steps[i]) + " at index " + std::to_string(i));
     for (std::size_t g = 0; g < n_groups; ++g)
       if (!(std::isfinite(base[g]) && base[g] >= 0))
         fail("base_lr must be finite and >= 0, got " + std::to_string(base[g]) + " for group " + std::to_string(g));
+    if (per_group_) check_groups(n_groups);
+    if (momentum) {  // the momentum is a per-step readout: the scalar path
+      for (std::size_t i = 0; i < n_steps; ++i)
+        for (std::size_t g = 0; g < n_groups; ++g) {
+          const Affine f = eval(nodes_.size() - 1, steps[i], g);
+          out[i * n_groups + g] = std::max(0.0, f.a * base[g] + f.c);
+          momentum[i * n_groups + g] = f.m;
+        }
+      return;
+    }
     auto work = [&](std::size_t lo, std::size_t hi) {
       double a[kBlock], c[kBlock];
       for (std::size_t i = lo; i < hi; i += kBlock) {
         const std::size_t m = std::min(kBlock, hi - i);
-        eval_block(nodes_.size() - 1, steps + i, m, a, c);
+        if (per_group_) {
+          for (std::size_t g = 0; g < n_groups; ++g) {
+            eval_block(nodes_.size() - 1, steps + i, m, a, c, g);
+            for (std::size_t k = 0; k < m; ++k) out[(i + k) * n_groups + g] = std::max(0.0, a[k] * base[g] + c[k]);
+          }
+          continue;
+        }
+        eval_block(nodes_.size() - 1, steps + i, m, a, c, 0);
         if (n_groups == 1) {
           const double b = base[0];
           for (std::size_t k = 0; k < m; ++k) out[i + k] = std::max(0.0, a[k] * b + c[k]);
@@ -161,6 +794,7 @@ class Program {
     };
     constexpr std::size_t kPerThread = 1 << 16;  // steps; below this a thread costs more than it saves
     unsigned hw = threads ? threads : std::max(1u, std::thread::hardware_concurrency());
+    if (!callbacks_.empty()) hw = 1;  // user functions are called in step order, from one thread
     const std::size_t useful = std::max<std::size_t>(1, n_steps / kPerThread);
     const unsigned n_threads = static_cast<unsigned>(std::min<std::size_t>(hw, useful));
     if (n_threads <= 1) return work(0, n_steps);
@@ -174,36 +808,43 @@ class Program {
 
  private:
   std::vector<Node> nodes_;
+  std::vector<Callback> callbacks_;
+  bool per_group_ = false, momentum_ = false;
   static constexpr std::size_t kBlock = 256;  // steps evaluated together, node by node
 
-  // The same values as eval(), for m <= kBlock steps at once: leaves run simple loops the compiler
-  // vectorises; composites evaluate their children on shifted step blocks and combine.
-  void eval_block(std::size_t i, const std::int64_t* t, std::size_t m, double* a, double* c) const {
-    using sched::half_cos;
+  void check_groups(std::size_t n_groups) const {
+    for (const Node& n : nodes_)
+      if (n.family == Family::PerGroup && n.children.size() != n_groups)
+        fail("per_group has " + std::to_string(n.children.size()) + " schedules but there are " +
+             std::to_string(n_groups) + " param groups (base lrs): give one schedule per group");
+  }
+
+  std::size_t kid(const Node& n, std::size_t k) const { return static_cast<std::size_t>(n.children[k]); }
+
+  // The same values as eval(), for m <= kBlock steps at once: leaves run their `at` in a plain loop
+  // the compiler can inline and vectorise; composites evaluate their children on shifted step blocks
+  // and combine.
+  void eval_block(std::size_t i, const std::int64_t* t, std::size_t m, double* a, double* c, std::size_t g) const {
     const Node& n = nodes_[i];
+    const bool leaf = n.family < Family::Warmup && fam::visit(n.family, [&](auto f) {
+      using F = decltype(f);
+      // Restricted: otherwise stores through a/c could alias the node's parameters, which forces a
+      // reload per step and keeps the loop from vectorising.
+      double* PYLRCORE_RESTRICT ra = a;
+      double* PYLRCORE_RESTRICT rc = c;
+      for (std::size_t k = 0; k < m; ++k) {
+        const Affine v = F::at(n, t[k]);
+        ra[k] = v.a;
+        rc[k] = v.c;
+      }
+    });
+    if (leaf) return;
     switch (n.family) {
-      case Family::Cosine: {
-        const double T = n.p[0], floor = n.p[1];
-        for (std::size_t k = 0; k < m; ++k) {
-          const double w = half_cos(std::min(static_cast<double>(t[k]), T) / T);
-          a[k] = w;
-          c[k] = floor * (1.0 - w);
-        }
-        return;
-      }
-      case Family::Constant:
-        for (std::size_t k = 0; k < m; ++k) a[k] = n.p[0], c[k] = 0.0;
-        return;
-      case Family::Linear: {
-        const double T = n.p[2], sf = n.p[0], span = n.p[1] - n.p[0];
-        for (std::size_t k = 0; k < m; ++k) a[k] = sf + span * std::min(static_cast<double>(t[k]), T) / T, c[k] = 0.0;
-        return;
-      }
       case Family::Warmup: {
         const std::int64_t W = static_cast<std::int64_t>(n.p[0]);
         std::int64_t shifted[kBlock];
         for (std::size_t k = 0; k < m; ++k) shifted[k] = t[k] >= W ? t[k] - W : 0;
-        eval_block(static_cast<std::size_t>(n.children[0]), shifted, m, a, c);
+        eval_block(kid(n, 0), shifted, m, a, c, g);
         for (std::size_t k = 0; k < m; ++k) {
           if (t[k] >= W) continue;
           const double f = warmup_factor(n, static_cast<double>(t[k]));
@@ -226,7 +867,7 @@ class Program {
             any |= which[k] == child;
           }
           if (!any) continue;
-          eval_block(static_cast<std::size_t>(n.children[child]), shifted, m, ca, cc);
+          eval_block(kid(n, child), shifted, m, ca, cc, g);
           for (std::size_t k = 0; k < m; ++k)
             if (which[k] == child) a[k] = ca[k], c[k] = cc[k];
         }
@@ -235,8 +876,8 @@ class Program {
       case Family::Product: {
         double ca[kBlock], cc[kBlock];
         for (std::size_t k = 0; k < m; ++k) a[k] = 1.0, c[k] = 0.0;
-        for (std::int32_t child : n.children) {
-          eval_block(static_cast<std::size_t>(child), t, m, ca, cc);
+        for (std::size_t child = 0; child < n.children.size(); ++child) {
+          eval_block(kid(n, child), t, m, ca, cc, g);
           for (std::size_t k = 0; k < m; ++k) {
             const double a0 = a[k];
             a[k] = sched::bounded(a0 * ca[k]);
@@ -246,12 +887,14 @@ class Program {
         return;
       }
       case Family::Scale:
-        eval_block(static_cast<std::size_t>(n.children[0]), t, m, a, c);
+        eval_block(kid(n, 0), t, m, a, c, g);
         for (std::size_t k = 0; k < m; ++k) a[k] = sched::bounded(a[k] * n.p[0]), c[k] = sched::bounded(c[k] * n.p[0]);
         return;
-      default:  // the other families: one step at a time through the scalar path
+      case Family::PerGroup:
+        return eval_block(kid(n, g), t, m, a, c, g);
+      default:  // callables: one step at a time
         for (std::size_t k = 0; k < m; ++k) {
-          const Affine f = eval(i, t[k]);
+          const Affine f = eval(i, t[k], g);
           a[k] = f.a;
           c[k] = f.c;
         }
@@ -265,12 +908,11 @@ class Program {
     return kind == 0 ? sf + (1.0 - sf) * x : kind == 1 ? sf + (1.0 - sf) * (1.0 - sched::half_cos(x)) : std::pow(sf, 1.0 - x);
   }
 
-  const Node& child(const Node& n, std::size_t k) const { return nodes_[static_cast<std::size_t>(n.children[k])]; }
-
-  void expect(const Node& n, std::size_t params, std::size_t children, const char* family) const {
-    if (n.p.size() != params || n.children.size() != children) {
+  void expect(const Node& n, std::size_t params, std::size_t children, const char* family, bool variadic = false) const {
+    if ((variadic ? n.p.size() < params : n.p.size() != params) || n.children.size() != children) {
       std::ostringstream s;
-      s << family << " node needs " << params << " parameters and " << children << " children";
+      s << family << " node needs " << (variadic ? "at least " : "") << params << " parameters and " << children
+        << " children";
       fail(s.str());
     }
   }
@@ -280,87 +922,16 @@ class Program {
     const Node& n = nodes_[i];
     for (std::int32_t c : n.children)
       if (c < 0 || static_cast<std::size_t>(c) >= i) fail("schedule node refers to a later or missing node");
+    const bool leaf = fam::visit(n.family, [&](auto f) {
+      using F = decltype(f);
+      expect(n, F::params, 0, F::name, fam::is_variadic<F>(nullptr));
+      F::check(n);
+    });
+    if (leaf) {
+      if (!std::isnan(fam_at_zero_momentum(n))) momentum_ = true;
+      return;
+    }
     switch (n.family) {
-      case Family::Constant:  // factor
-        expect(n, 1, 0, "constant");
-        non_negative(n.p[0], "factor");
-        break;
-      case Family::Step:  // step_size, gamma
-        expect(n, 2, 0, "step");
-        count_at_least(n.p[0], 1, "step_size");
-        non_negative(n.p[1], "gamma");
-        break;
-      case Family::MultiStep:  // gamma; ints = milestones (sorted, repeats stack as in torch)
-        expect(n, 1, 0, "multistep");
-        non_negative(n.p[0], "gamma");
-        for (std::size_t k = 0; k < n.ints.size(); ++k) {
-          if (n.ints[k] < 0) fail("milestones must be >= 0");
-          if (k > 0 && n.ints[k] < n.ints[k - 1]) fail("milestones must be sorted in increasing order");
-        }
-        break;
-      case Family::Exponential:  // decay_rate, decay_steps, staircase
-        expect(n, 3, 0, "exponential");
-        non_negative(n.p[0], "gamma");
-        positive(n.p[1], "decay_steps");
-        break;
-      case Family::Linear:  // start_factor, end_factor, total_iters
-        expect(n, 3, 0, "linear");
-        non_negative(n.p[0], "start_factor");
-        non_negative(n.p[1], "end_factor");
-        count_at_least(n.p[2], 1, "total_iters");
-        break;
-      case Family::Polynomial:  // total_iters, power, end_factor
-        expect(n, 3, 0, "polynomial");
-        count_at_least(n.p[0], 1, "total_iters");
-        positive(n.p[1], "power");
-        non_negative(n.p[2], "end_factor");
-        break;
-      case Family::Cosine:  // T_max, eta_min
-        expect(n, 2, 0, "cosine");
-        count_at_least(n.p[0], 1, "T_max");
-        non_negative(n.p[1], "eta_min");
-        break;
-      case Family::WarmRestarts:  // T_0, T_mult, eta_min
-        expect(n, 3, 0, "warm_restarts");
-        count_at_least(n.p[0], 1, "T_0");
-        count_at_least(n.p[1], 1, "T_mult");
-        non_negative(n.p[2], "eta_min");
-        break;
-      case Family::Cyclic:  // max_lr, base_lr (NaN: the group's), up, down, mode, gamma
-        expect(n, 6, 0, "cyclic");
-        non_negative(n.p[0], "max_lr");
-        if (!std::isnan(n.p[1])) {
-          non_negative(n.p[1], "base_lr");
-          if (n.p[0] < n.p[1]) fail("max_lr must be >= base_lr in cyclic");
-        }
-        count_at_least(n.p[2], 1, "step_size_up");
-        count_at_least(n.p[3], 1, "step_size_down");
-        if (!(n.p[4] == 0 || n.p[4] == 1 || n.p[4] == 2)) fail("mode must be triangular, triangular2 or exp_range");
-        positive(n.p[5], "gamma");
-        // exp_range scales the amplitude by gamma**t: above 1 it overflows to inf (and 0 * inf = NaN)
-        if (n.p[5] > 1) fail("gamma must be <= 1 (exp_range multiplies the amplitude by gamma**t), got " + std::to_string(n.p[5]));
-        break;
-      case Family::OneCycle:  // max_lr (NaN: the group's), total_steps, pct_start, anneal (0 cos, 1 linear),
-                              // div_factor, final_div_factor, three_phase
-        expect(n, 7, 0, "one_cycle");
-        if (!std::isnan(n.p[0])) positive(n.p[0], "max_lr");
-        count_at_least(n.p[1], 2, "total_steps");
-        unit_open(n.p[2], "pct_start");
-        positive(n.p[4], "div_factor");
-        positive(n.p[5], "final_div_factor");
-        break;
-      case Family::InverseSqrt:  // warmup_steps, timescale
-        expect(n, 2, 0, "inverse_sqrt");
-        count_at_least(n.p[0], 0, "warmup_steps");
-        positive(n.p[1], "timescale");
-        break;
-      case Family::Wsd:  // warmup, stable, decay, decay_type (0 linear, 1 cosine, 2 1-sqrt), min_ratio
-        expect(n, 5, 0, "wsd");
-        count_at_least(n.p[0], 0, "warmup_steps");
-        count_at_least(n.p[1], 0, "stable_steps");
-        count_at_least(n.p[2], 1, "decay_steps");
-        if (!(n.p[4] >= 0 && n.p[4] <= 1)) fail("min_lr_ratio must be in [0, 1]");
-        break;
       case Family::Warmup:  // steps, start_factor, kind (0 linear, 1 cosine, 2 exponential)
         expect(n, 3, 1, "warmup");
         count_at_least(n.p[0], 1, "warmup steps");
@@ -379,7 +950,7 @@ class Program {
       case Family::Product: {
         require(n.children.size() >= 2, "a product needs at least two schedules");
         int absolute = 0;
-        for (std::size_t k = 0; k < n.children.size(); ++k) absolute += has_offset(static_cast<std::size_t>(n.children[k]));
+        for (std::size_t k = 0; k < n.children.size(); ++k) absolute += has_offset(kid(n, k));
         if (absolute > 1)
           fail("a product may contain at most one schedule with an absolute floor or target "
                "(eta_min, base_lr/max_lr given as values); make the others relative");
@@ -389,200 +960,79 @@ class Program {
         expect(n, 1, 1, "scale");
         non_negative(n.p[0], "scale factor");
         break;
+      case Family::PerGroup:
+        require(!n.children.empty(), "per_group needs one schedule per param group");
+        per_group_ = true;
+        break;
+      case Family::Callable:
+        expect(n, 1, 0, "callable");
+        if (!(n.p[0] >= 0 && n.p[0] < static_cast<double>(callbacks_.size()) && n.p[0] == std::floor(n.p[0])))
+          fail("callable node refers to a missing function");
+        break;
       default:
-        fail("unknown schedule family");
+        fail("unknown schedule family " + std::to_string(static_cast<int>(n.family)));
     }
+  }
+
+  // Whether a leaf cycles momentum (cheap: its momentum switch is part of its parameters).
+  static double fam_at_zero_momentum(const Node& n) {
+    if (n.family == Family::Cyclic && n.p[6] != 0) return 1.0;
+    if (n.family == Family::OneCycle && n.p[7] != 0) return 1.0;
+    return kNoMomentum;
   }
 
   // Whether a node can produce c != 0 (an absolute floor/target).
   bool has_offset(std::size_t i) const {
     const Node& n = nodes_[i];
-    switch (n.family) {
-      case Family::Cosine:
-      case Family::WarmRestarts:
-        return n.p.back() > 0;
-      case Family::Cyclic:
-        return true;
-      case Family::OneCycle:
-        return !std::isnan(n.p[0]);
-      case Family::Warmup:
-      case Family::Scale:
-        return has_offset(static_cast<std::size_t>(n.children[0]));
-      case Family::Sequence:
-      case Family::Product:
-        for (std::int32_t c : n.children)
-          if (has_offset(static_cast<std::size_t>(c))) return true;
-        return false;
-      default:
-        return false;
-    }
+    bool out = false;
+    if (fam::visit(n.family, [&](auto f) { out = decltype(f)::offset(n); })) return out;
+    for (std::int32_t c : n.children)
+      if (has_offset(static_cast<std::size_t>(c))) return true;
+    return false;
   }
 
-  Affine eval(std::size_t i, std::int64_t t) const {
-    using sched::half_cos;
-    using sched::kPi;
+  Affine eval(std::size_t i, std::int64_t t, std::size_t g) const {
     const Node& n = nodes_[i];
-    const double td = static_cast<double>(t);
+    Affine out;
+    if (n.family < Family::Warmup && fam::visit(n.family, [&](auto f) { out = decltype(f)::at(n, t); })) return out;
     switch (n.family) {
-      case Family::Constant:
-        return {n.p[0], 0.0};
-      case Family::Step:  // integer division: td / step_size rounds once t > 2^53 and can cross a boundary
-        return {sched::bounded(std::pow(n.p[1], static_cast<double>(t / static_cast<std::int64_t>(n.p[0])))), 0.0};
-      case Family::MultiStep: {
-        // torch: gamma ** bisect_right(milestones, t)
-        const auto k = std::upper_bound(n.ints.begin(), n.ints.end(), t) - n.ints.begin();
-        return {sched::bounded(std::pow(n.p[0], static_cast<double>(k))), 0.0};
-      }
-      case Family::Exponential: {
-        double e = td / n.p[1];
-        if (n.p[2] != 0)  // staircase: the exact quotient where decay_steps is a count (as Python passes it)
-          e = n.p[1] == std::floor(n.p[1]) && n.p[1] <= sched::kMaxCount
-                  ? static_cast<double>(t / static_cast<std::int64_t>(n.p[1]))
-                  : std::floor(e);
-        return {sched::bounded(std::pow(n.p[0], e)), 0.0};
-      }
-      case Family::Linear: {
-        const double T = n.p[2];
-        return {n.p[0] + (n.p[1] - n.p[0]) * std::min(td, T) / T, 0.0};
-      }
-      case Family::Polynomial: {
-        const double T = n.p[0], end = n.p[2];
-        const double base = std::pow(1.0 - std::min(td, T) / T, n.p[1]);
-        return {end + (1.0 - end) * base, 0.0};
-      }
-      case Family::Cosine: {
-        // Held at eta_min past T_max (torch's recursion rises again: its documented quirk).
-        const double w = half_cos(std::min(td, n.p[0]) / n.p[0]);
-        return {w, n.p[1] * (1.0 - w)};
-      }
-      case Family::WarmRestarts: {
-        const std::int64_t T0 = static_cast<std::int64_t>(n.p[0]), Tm = static_cast<std::int64_t>(n.p[1]);
-        std::int64_t t_cur = t;
-        double length = static_cast<double>(T0);  // of the cycle holding t (may exceed int64)
-        if (Tm == 1) {
-          t_cur = t % T0;
-        } else {
-          // Cycle k spans T0*Tm^k steps. Skip whole cycles with exact integers; each is at least twice
-          // the last, so this runs at most 63 times. A cycle too long for int64 is longer than any
-          // remaining int64 step count, so it holds t_cur: stop there (its length only scales w).
-          std::int64_t t_i = T0;
-          while (t_cur >= t_i) {
-            t_cur -= t_i;
-            if (t_i > kInt64Max / Tm) {
-              length = static_cast<double>(t_i) * static_cast<double>(Tm);
-              t_i = -1;
-              break;
-            }
-            t_i *= Tm;
-          }
-          if (t_i > 0) length = static_cast<double>(t_i);
-        }
-        const double w = half_cos(static_cast<double>(t_cur) / length);
-        return {w, n.p[2] * (1.0 - w)};
-      }
-      case Family::Cyclic: {
-        const double up = n.p[2], down = n.p[3], total = up + down, ratio = up / total;
-        // The position in the cycle from exact integers (uint64: up + down <= 2^63): in doubles,
-        // 1 + t/total - cycle keeps only a few bits of it once t/total is large.
-        const std::uint64_t whole = static_cast<std::uint64_t>(up) + static_cast<std::uint64_t>(down);
-        const std::uint64_t tu = static_cast<std::uint64_t>(t);
-        const double cycle = 1.0 + static_cast<double>(tu / whole);
-        const double x = static_cast<double>(tu % whole) / total;
-        const double sf = x <= ratio ? x / ratio : (x - 1.0) / (ratio - 1.0);
-        const int mode = static_cast<int>(n.p[4]);
-        const double scale = mode == 0 ? 1.0 : mode == 1 ? 1.0 / std::pow(2.0, cycle - 1.0) : std::pow(n.p[5], td);
-        const double w = sf * scale;  // lr = base + (max - base) * w
-        if (std::isnan(n.p[1])) return {1.0 - w, n.p[0] * w};
-        return {0.0, n.p[1] + (n.p[0] - n.p[1]) * w};
-      }
-      case Family::OneCycle: {
-        const double rel = one_cycle(n, td);  // in units of max_lr
-        if (std::isnan(n.p[0])) return {rel, 0.0};
-        return {0.0, n.p[0] * rel};
-      }
-      case Family::InverseSqrt: {
-        const double W = n.p[0], ts = n.p[1];
-        if (td < W) return {td / std::max(1.0, W), 0.0};
-        return {1.0 / std::sqrt((td + ts - W) / ts), 0.0};
-      }
-      case Family::Wsd: {
-        const double W = n.p[0], S = n.p[1], D = n.p[2], m = n.p[4];
-        double f;
-        if (td < W) {
-          f = td / W;
-        } else if (td < W + S) {
-          f = 1.0;
-        } else if (td < W + S + D) {
-          const double x = (td - W - S) / D;
-          const int kind = static_cast<int>(n.p[3]);
-          f = kind == 0 ? 1.0 - x : kind == 1 ? half_cos(x) : 1.0 - std::sqrt(x);
-        } else {
-          f = 0.0;
-        }
-        return {f * (1.0 - m) + m, 0.0};
-      }
       case Family::Warmup: {
         const double W = n.p[0];
-        if (td >= W) return eval(static_cast<std::size_t>(n.children[0]), t - static_cast<std::int64_t>(W));
-        const double f = warmup_factor(n, td);
-        const Affine start = eval(static_cast<std::size_t>(n.children[0]), 0);
-        return {f * start.a, f * start.c};
+        if (static_cast<double>(t) >= W) return eval(kid(n, 0), t - static_cast<std::int64_t>(W), g);
+        const double f = warmup_factor(n, static_cast<double>(t));
+        const Affine start = eval(kid(n, 0), 0, g);
+        return {f * start.a, f * start.c, start.m};
       }
       case Family::Sequence: {
         const auto k = static_cast<std::size_t>(std::upper_bound(n.ints.begin(), n.ints.end(), t) - n.ints.begin());
         const std::int64_t begin = k == 0 ? 0 : n.ints[k - 1];
-        return eval(static_cast<std::size_t>(n.children[k]), t - begin);
+        return eval(kid(n, k), t - begin, g);
       }
       case Family::Product: {
         Affine acc{1.0, 0.0};
-        for (std::int32_t c : n.children) {
-          const Affine f = eval(static_cast<std::size_t>(c), t);
+        for (std::size_t k = 0; k < n.children.size(); ++k) {
+          const Affine f = eval(kid(n, k), t, g);
           // (a1 b + c1)(a2 b + c2)/b with c1*c2 == 0 (validated): stays affine.
-          acc = {sched::bounded(acc.a * f.a), sched::bounded(acc.c * f.a + acc.a * f.c)};
+          acc = {sched::bounded(acc.a * f.a), sched::bounded(acc.c * f.a + acc.a * f.c), std::isnan(acc.m) ? f.m : acc.m};
         }
         return acc;
       }
       case Family::Scale: {
-        const Affine f = eval(static_cast<std::size_t>(n.children[0]), t);
-        return {sched::bounded(n.p[0] * f.a), sched::bounded(n.p[0] * f.c)};
+        const Affine f = eval(kid(n, 0), t, g);
+        return {sched::bounded(n.p[0] * f.a), sched::bounded(n.p[0] * f.c), f.m};
       }
-    }
-    return {};
-  }
-
-  // torch OneCycleLR's phases, as a fraction of max_lr. Past the last phase the final value is held
-  // (torch raises past total_steps and extrapolates at t == total_steps).
-  static double one_cycle(const Node& n, double t) {
-    const double total = n.p[1], pct = n.p[2], div = n.p[4], final_div = n.p[5];
-    const bool cosine = n.p[3] == 0, three = n.p[6] != 0;
-    const double initial = 1.0 / div, min_v = initial / final_div;
-    struct Phase {
-      double end, start_v, end_v;
-    };
-    Phase phases[3];
-    int count;
-    if (three) {
-      phases[0] = {pct * total - 1.0, initial, 1.0};
-      phases[1] = {2.0 * pct * total - 2.0, 1.0, initial};
-      phases[2] = {total - 1.0, initial, min_v};
-      count = 3;
-    } else {
-      phases[0] = {pct * total - 1.0, initial, 1.0};
-      phases[1] = {total - 1.0, 1.0, min_v};
-      count = 2;
-    }
-    t = std::min(t, total - 1.0);
-    double start = 0.0;
-    for (int k = 0; k < count; ++k) {
-      const Phase& ph = phases[k];
-      if (t <= ph.end || k == count - 1) {
-        const double x = (t - start) / (ph.end - start);
-        if (cosine) return ph.end_v + (ph.start_v - ph.end_v) / 2.0 * (std::cos(sched::kPi * x) + 1.0);
-        return (ph.end_v - ph.start_v) * x + ph.start_v;
+      case Family::PerGroup:
+        return eval(kid(n, g), t, g);
+      case Family::Callable: {
+        const double v = callbacks_[static_cast<std::size_t>(n.p[0])](t);
+        if (!(std::isfinite(v) && v >= 0))
+          fail("the schedule's function returned " + std::to_string(v) + " at step " + std::to_string(t) +
+               "; it must return a finite factor >= 0");
+        return {v, 0.0};
       }
-      start = ph.end;
+      default:
+        return {};
     }
-    return min_v;
   }
 };
 

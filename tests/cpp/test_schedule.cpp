@@ -26,11 +26,11 @@ TEST(schedule_warmup_then_sequence_and_product) {
   Program warm(nodes);
   CHECK_CLOSE(warm.at(0).a, 0.2, 1e-15);
   CHECK_CLOSE(warm.at(5).a, 1.0, 1e-15);  // the cosine's own step 0
-  nodes = {leaf(Family::Constant, {1.0}), leaf(Family::Step, {2, 0.5})};
+  nodes = {leaf(Family::Constant, {1.0, 0}), leaf(Family::Step, {2, 0.5})};
   nodes.push_back(Node{Family::Sequence, {}, {3}, {0, 1}});
   Program seq(nodes);
   CHECK(seq.at(2).a == 1.0 && seq.at(3).a == 1.0 && seq.at(5).a == 0.5);
-  nodes = {leaf(Family::Cosine, {10, 0.1}), leaf(Family::Exponential, {0.5, 1, 0})};
+  nodes = {leaf(Family::Cosine, {10, 0.1}), leaf(Family::Exponential, {0.5, 1, 0, std::nan("")})};
   nodes.push_back(Node{Family::Product, {}, {}, {0, 1}});
   Program prod(nodes);
   const Affine c = Program({leaf(Family::Cosine, {10, 0.1})}).at(3), p = prod.at(3);
@@ -44,7 +44,7 @@ TEST(schedule_warm_restarts_cycle_lengths) {
 }
 
 TEST(schedule_evaluate_threads_agree_and_never_negative) {
-  Program prog({leaf(Family::OneCycle, {std::nan(""), 1000, 0.3, 0, 25, 1e4, 0})});
+  Program prog({leaf(Family::OneCycle, {1000, std::nan(""), 0.3, 0, 25, 1e4, 0, 1, 0.85, 0.95})});
   std::vector<std::int64_t> steps(300'000);
   for (std::size_t i = 0; i < steps.size(); ++i) steps[i] = static_cast<std::int64_t>(i % 5000);
   std::vector<double> base{1e-3, 1e-1}, one(steps.size() * 2), many(steps.size() * 2);
@@ -56,15 +56,15 @@ TEST(schedule_evaluate_threads_agree_and_never_negative) {
 
 TEST(schedule_validation_names_the_parameter) {
   CHECK_THROWS(Program({leaf(Family::Cosine, {0, 0.0})}), std::invalid_argument);
-  CHECK_THROWS(Program({leaf(Family::OneCycle, {1.0, 100, 1.5, 0, 25, 1e4, 0})}), std::invalid_argument);
+  CHECK_THROWS(Program({leaf(Family::OneCycle, {100, 1.0, 1.5, 0, 25, 1e4, 0, 0, 0.85, 0.95})}), std::invalid_argument);
   CHECK_THROWS(Program({leaf(Family::MultiStep, {0.1}, {30, 10})}), std::invalid_argument);
-  CHECK_THROWS(Program({leaf(Family::Cyclic, {0.001, 0.01, 10, 10, 0, 1.0})}), std::invalid_argument);
+  CHECK_THROWS(Program({leaf(Family::Cyclic, {0.001, 10, 10, 0, 1.0, 0.01, 0, 0.8, 0.9})}), std::invalid_argument);
   CHECK_THROWS(Program({leaf(Family::Step, {2.5, 0.1})}), std::invalid_argument);
   CHECK_THROWS(Program(std::vector<Node>{}), std::invalid_argument);
   std::vector<Node> two_floors{leaf(Family::Cosine, {10, 0.1}), leaf(Family::Cosine, {10, 0.1})};
   two_floors.push_back(Node{Family::Product, {}, {}, {0, 1}});
   CHECK_THROWS(Program(two_floors), std::invalid_argument);
-  Program ok({leaf(Family::Constant, {1.0})});
+  Program ok({leaf(Family::Constant, {1.0, 0})});
   std::vector<std::int64_t> bad_step{-1};
   double out;
   double base = 1.0;
@@ -80,7 +80,7 @@ TEST(schedule_half_cos_polynomial_matches_std_cos) {
 
 TEST(schedule_block_evaluation_equals_per_step_evaluation) {
   // warmup(7) >> sequence([cosine(50, eta_min=0.01) * exponential(0.99), linear(...)], [40]), scaled
-  std::vector<Node> nodes{leaf(Family::Cosine, {50, 0.01}), leaf(Family::Exponential, {0.99, 1, 0})};
+  std::vector<Node> nodes{leaf(Family::Cosine, {50, 0.01}), leaf(Family::Exponential, {0.99, 1, 0, std::nan("")})};
   nodes.push_back(Node{Family::Product, {}, {}, {0, 1}});
   nodes.push_back(leaf(Family::Linear, {1.0, 0.1, 30}));
   nodes.push_back(Node{Family::Sequence, {}, {40}, {2, 3}});
@@ -119,7 +119,7 @@ TEST(schedule_counts_above_2_62_are_refused) {
 }
 
 TEST(schedule_step_values_refuses_nan_base_lr) {
-  Program prog({leaf(Family::Constant, {1.0})});
+  Program prog({leaf(Family::Constant, {1.0, 0})});
   const double base = std::nan(""), min_lr = 0.0, scale = 1.0;
   double out = 0.0;
   CHECK_THROWS(prog.step_values(3, &base, &min_lr, &scale, 1, &out), std::invalid_argument);
@@ -133,7 +133,7 @@ TEST(saturating_int64_addition) {
 
 // gamma > 1 overflows pow to inf at large steps; 0 * inf would make the affine map NaN.
 TEST(schedule_growing_factors_stay_numbers) {
-  std::vector<Node> nodes{leaf(Family::Constant, {1.0}), leaf(Family::Exponential, {27.0, 1, 0})};
+  std::vector<Node> nodes{leaf(Family::Constant, {1.0, 0}), leaf(Family::Exponential, {27.0, 1, 0, std::nan("")})};
   nodes.push_back(Node{Family::Product, {}, {}, {0, 1}});
   nodes.push_back(Node{Family::Scale, {0.0}, {}, {2}});
   Program prog(nodes);
@@ -142,4 +142,28 @@ TEST(schedule_growing_factors_stay_numbers) {
   nodes.pop_back();
   const Affine g = Program(nodes).at(INT64_MAX);
   CHECK(std::isfinite(g.a) && g.c == 0.0);
+}
+
+TEST(schedule_one_cycle_cycles_momentum_against_the_lr) {
+  Program prog({leaf(Family::OneCycle, {100, std::nan(""), 0.3, 0, 25, 1e4, 0, 1, 0.85, 0.95})});
+  CHECK_CLOSE(prog.at(0).m, 0.95, 1e-15);   // max momentum at the lowest lr
+  CHECK_CLOSE(prog.at(29).m, 0.85, 1e-15);  // base momentum at the peak lr
+  CHECK_CLOSE(prog.at(99).m, 0.95, 1e-15);
+  CHECK(prog.cycles_momentum());
+  CHECK(std::isnan(Program({leaf(Family::Cosine, {10, 0.0})}).at(3).m));
+}
+
+TEST(schedule_per_group_and_callable) {
+  std::vector<Node> nodes{leaf(Family::Cosine, {10, 0.0}), leaf(Family::Constant, {0.5, 0})};
+  nodes.push_back(Node{Family::PerGroup, {}, {}, {0, 1}});
+  Program prog(nodes);
+  CHECK(prog.per_group());
+  std::vector<double> base{1.0, 2.0}, mins{0, 0}, scale{1, 1}, out(2);
+  prog.step_values(10, base.data(), mins.data(), scale.data(), 2, out.data());
+  CHECK_CLOSE(out[0], 0.0, 1e-15);
+  CHECK_CLOSE(out[1], 1.0, 1e-15);
+  CHECK_THROWS(prog.step_values(1, base.data(), mins.data(), scale.data(), 1, out.data()), std::invalid_argument);
+  Program fn({leaf(Family::Callable, {0})}, {[](std::int64_t t) { return 1.0 / (1.0 + static_cast<double>(t)); }});
+  CHECK_CLOSE(fn.at(3).a, 0.25, 1e-15);
+  CHECK_THROWS(Program({leaf(Family::Callable, {1})}), std::invalid_argument);
 }
