@@ -344,14 +344,18 @@ def test_property_never_crashes_and_answers_or_explains(n: int, values: list, me
         assert s.reason and s.lr is None
 
 
+def _random_valley(seed: int) -> tuple:
+    """A noisy valley of random length, noise and centre (the independent-implementation tests)."""
+    rng = np.random.default_rng(seed)
+    lrs = lr_ladder(int(rng.integers(30, 3000)))
+    return lrs, noisy_valley(lrs, seed=seed, noise=float(rng.uniform(0.01, 0.2)), center=10 ** rng.uniform(-5, -2))
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_steepest_equals_independent_numpy_implementation(seed: int) -> None:
     from numpy_reference import steepest_numpy
 
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(30, 3000))
-    lrs = lr_ladder(n)
-    raw = noisy_valley(lrs, seed=seed, noise=float(rng.uniform(0.01, 0.2)), center=10 ** rng.uniform(-5, -2))
+    lrs, raw = _random_valley(seed)
     assert pylrcore.suggest(lrs, raw, "steepest").index == steepest_numpy(lrs, raw)
 
 
@@ -568,10 +572,7 @@ def test_capped_is_the_smaller_of_steepest_and_a_tenth_of_the_minimum(seed: int)
     """The default rule, re-derived from two independent readings of the same curve."""
     from numpy_reference import steepest_numpy
 
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(30, 3000))
-    lrs = lr_ladder(n)
-    raw = noisy_valley(lrs, seed=seed, noise=float(rng.uniform(0.01, 0.2)), center=10 ** rng.uniform(-5, -2))
+    lrs, raw = _random_valley(seed)
     minimum = pylrcore.suggest(lrs, raw, "minimum")
     expected = min(lrs[steepest_numpy(lrs, raw)], minimum.lr)
     s = pylrcore.suggest(lrs, raw)
