@@ -373,6 +373,7 @@ NEW_FAMILIES = [
     S.timm("tanh", 7, cycle_limit=2**40),
     S.timm("poly", _BIG, k_decay=2.0),
     S.cosine_decay(_BIG, alpha=0.1, exponent=3.0),
+    S.timm_wsd(_BIG, _BIG // 2, stable_fn="rsqrt", decay_fn="exp", warmup_t=1000, warmup_lr_init=1e-6),
     S.piecewise_constant([10, 2**61, _BIG], [0.5, 0.5, 4.0]),
     S.piecewise_interpolate("cosine", [0, 2**61, _BIG], [0.5, 0.1, 2.0]),
     S.per_group([S.cosine(_BIG), S.one_cycle(_BIG, three_phase=True)]),
