@@ -530,25 +530,36 @@ void bind_schedule(py::module_& m) {
     return out;
   });
 
-  // group["lr"] = values[i] for a list of param-group dicts, in one call (the per-step write of a
+  // group[key] = values[i] for a list of param-group dicts, in one call (the per-step write of a
   // Scheduler with float lrs; a Python loop over 100 groups costs more than everything else).
+  static auto set_group_floats = [](const py::list& groups, PyObject* key, const py::array_t<double, py::array::c_style>& values,
+                                    bool skip_nan) {
+    if (static_cast<py::ssize_t>(groups.size()) > values.size()) throw py::value_error("one value per param group is needed");
+    const double* v = values.data();
+    for (std::size_t i = 0; i < groups.size(); ++i) {
+      if (skip_nan && std::isnan(v[i])) continue;
+      PyObject* group = PyList_GET_ITEM(groups.ptr(), static_cast<Py_ssize_t>(i));
+      if (!PyDict_Check(group)) throw py::type_error("param groups must be dicts");
+      PyObject* value = PyFloat_FromDouble(v[i]);
+      const int rc = value ? PyDict_SetItem(group, key, value) : -1;
+      Py_XDECREF(value);
+      if (rc != 0) throw py::error_already_set();
+    }
+  };
   m.def(
       "write_group_lrs",
       [](const py::list& groups, py::array_t<double, py::array::c_style> values) {
-        if (static_cast<py::ssize_t>(groups.size()) > values.size())
-          throw py::value_error("one value per param group is needed");
         static PyObject* key = PyUnicode_InternFromString("lr");
-        const double* v = values.data();
-        for (std::size_t i = 0; i < groups.size(); ++i) {
-          PyObject* group = PyList_GET_ITEM(groups.ptr(), static_cast<Py_ssize_t>(i));
-          if (!PyDict_Check(group)) throw py::type_error("param groups must be dicts");
-          PyObject* value = PyFloat_FromDouble(v[i]);
-          const int rc = value ? PyDict_SetItem(group, key, value) : -1;
-          Py_XDECREF(value);
-          if (rc != 0) throw py::error_already_set();
-        }
+        set_group_floats(groups, key, values, false);
       },
       py::arg("groups"), py::arg("values"));
+  // The same for another key (the cycled "momentum" of SGD-like optimizers); a NaN leaves the group alone.
+  m.def(
+      "write_group_values",
+      [](const py::list& groups, const py::str& key, py::array_t<double, py::array::c_style> values) {
+        set_group_floats(groups, key.ptr(), values, true);
+      },
+      py::arg("groups"), py::arg("key"), py::arg("values"));
 
   // Writes lrs into 0-d CPU tensors in place (float32 = 0, float64 = 1), by address: the tensor keeps
   // its identity, so compiled/captured optimizer steps that read it see the new value. The caller

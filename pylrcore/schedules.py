@@ -73,6 +73,7 @@ __all__ = [
     "wsd",
     "transformers",
     "timm",
+    "timm_wsd",
     "cosine_decay",
     "piecewise_constant",
     "piecewise_interpolate",
@@ -230,6 +231,8 @@ _HF = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant_with_
        "cosine_warmup_with_min_lr")
 _TIMM = ("cosine", "tanh", "poly")
 _INTERP = ("linear", "cosine")
+_WSD_STABLE = ("constant", "rsqrt", "power")
+_WSD_DECAY = ("linear", "1-sqrt", "cosine", "power", "exp")
 
 
 def _check_linear(q: Dict[str, Any]) -> None:  # torch LinearLR's bounds
@@ -367,6 +370,19 @@ _TABLE: Dict[str, _Family] = {f.name: f for f in [
             "decay clock runs during the warmup), ``cycle_mul`` (any > 0), ``cycle_decay``, ``cycle_limit``, "
             "``k_decay``. Noise: ``* timm_noise(...)``.",
             length=_timm_length),
+    _Family("timm_wsd", (_P("t_initial", _count(1), positional=True), _P("decay_t", _count(1), positional=True),
+                         _P("lr_min", _nonneg, 0.0),
+                         _P("stable_fn", _choice(_WSD_STABLE), "constant", core=_code(_WSD_STABLE)),
+                         _P("stable_timescale", _optional(_pos), None,
+                            core=lambda v, q: float(q["warmup_t"] if v is None else v)),
+                         _P("stable_power", _pos, 0.5),
+                         _P("decay_fn", _choice(_WSD_DECAY), "1-sqrt", core=_code(_WSD_DECAY)),
+                         _P("decay_power", _pos, 0.5), _P("decay_ratio", _unit_open, 0.1),
+                         _P("warmup_t", _count(0), 0), _P("warmup_lr_init", _nonneg, 0.0)),
+            "timm's ``WSDLRScheduler`` in steps: a linear warmup from ``warmup_lr_init``, a ``constant`` / "
+            "``rsqrt`` / ``power`` stable phase, then the last ``decay_t`` of ``t_initial`` steps decay "
+            "(``linear``, ``1-sqrt``, ``cosine``, ``power``, ``exp``) to ``lr_min`` (absolute).",
+            length=lambda q: q["warmup_t"] + q["t_initial"], check=lambda q: _check_timm_wsd(q)),
     _Family("cosine_decay", (_P("decay_steps", _count(1), positional=True), _P("alpha", _nonneg, 0.0),
                              _P("exponent", _pos, 1.0)),
             "optax ``cosine_decay_schedule``: ``(1 - alpha) * (0.5 (1 + cos(pi min(t, T)/T))) ** exponent + alpha``.",
@@ -396,6 +412,17 @@ _TABLE: Dict[str, _Family] = {f.name: f for f in [
 def _same_len(q: Dict[str, Any], a: str, b: str) -> None:
     if len(q[a]) != len(q[b]):
         raise ValueError(f"{a} and {b} must have the same length, got {len(q[a])} and {len(q[b])}")
+
+
+def _check_timm_wsd(q: Dict[str, Any]) -> None:
+    if q["decay_t"] > q["t_initial"]:
+        raise ValueError(f"decay_t ({q['decay_t']}) must be <= t_initial ({q['t_initial']})")
+    if q["stable_fn"] != "constant":
+        if (q["stable_timescale"] or q["warmup_t"]) <= 0:
+            raise ValueError(f"stable_fn={q['stable_fn']!r} needs a stable_timescale > 0 (it defaults to warmup_t)")
+        if q["lr_min"] > 0:  # timm keeps max(base * stable, lr_min) per group: not one affine map of the base
+            raise ValueError(f"stable_fn={q['stable_fn']!r} with lr_min > 0 is not supported (timm clamps each "
+                             "group's decaying stable lr at lr_min); use lr_min=0")
 
 
 def _check_warmup(q: Dict[str, Any]) -> None:
@@ -719,6 +746,7 @@ inverse_sqrt = _builder("inverse_sqrt")
 wsd = _builder("wsd")
 transformers = _builder("transformers")
 timm = _builder("timm")
+timm_wsd = _builder("timm_wsd")
 cosine_decay = _builder("cosine_decay")
 piecewise_constant = _builder("piecewise_constant")
 piecewise_interpolate = _builder("piecewise_interpolate")
@@ -1016,18 +1044,20 @@ def from_timm(
     name: str, *, noise_range_t: Any = None, noise_pct: Number = 0.67, noise_type: str = "normal",
     noise_seed: int = 42, **kwargs: Any,
 ) -> Schedule:
-    """timm's scheduler of that name (``"cosine"``, ``"tanh"``, ``"poly"``: the classes
-    ``CosineLRScheduler``, ``TanhLRScheduler``, ``PolyLRScheduler``; ``"step"``/``"multistep"``
+    """timm's scheduler of that name (``"cosine"``, ``"tanh"``, ``"poly"``, ``"wsd"``: the classes
+    ``CosineLRScheduler``, ``TanhLRScheduler``, ``PolyLRScheduler``, ``WSDLRScheduler``; ``"step"``/``"multistep"``
     without warmup) with its constructor's arguments, in steps (``step_update(t)``); the noise
     arguments add :func:`timm_noise`."""
     if name in ("cosine", "tanh", "poly"):
         out = timm(name, **kwargs)
+    elif name == "wsd":
+        out = timm_wsd(**kwargs)
     elif name == "step":
         out = step(kwargs.pop("decay_t"), kwargs.pop("decay_rate", 1.0))
     elif name == "multistep":  # timm applies decay k from step decay_t[k] - 1 (its convention)
         out = multistep([max(0, int(m) - 1) for m in kwargs.pop("decay_t")], kwargs.pop("decay_rate", 1.0))
     else:
-        raise ValueError(f"name must be 'cosine', 'tanh', 'poly', 'step' or 'multistep'; got {name!r}")
+        raise ValueError(f"name must be 'cosine', 'tanh', 'poly', 'wsd', 'step' or 'multistep'; got {name!r}")
     if name in ("step", "multistep") and kwargs:
         raise TypeError(f"from_timm({name!r}) supports decay_t and decay_rate only; got {sorted(kwargs)}")
     if noise_range_t is not None:

@@ -120,6 +120,7 @@ class Scheduler(LRScheduler):
                 )
             self._use_beta1 = "betas" in defaults
             self._momentum = np.zeros(len(groups))
+            self._scheduled_groups = list(groups)
         self._float_groups: List[int] = []
         self._native: List[int] = []  # tensor groups written by address
         self._native_tensors: List[torch.Tensor] = []
@@ -178,6 +179,9 @@ class Scheduler(LRScheduler):
     def _write_momentum(self, values: np.ndarray) -> None:
         """torch's OneCycleLR/CyclicLR write: ``betas = (m, beta2)`` or ``momentum = m``; a tensor beta1
         is filled in place (its identity kept, for compiled and capturable optimizers)."""
+        if not self._use_beta1:  # SGD-like: every group in one native call (NaN ones left alone)
+            _core.write_group_values(self._scheduled_groups, "momentum", values)
+            return
         groups = self.optimizer.param_groups
         for g, m in enumerate(values.tolist()):
             if m != m:  # NaN: this part of the schedule leaves the momentum alone
@@ -296,7 +300,7 @@ class Scheduler(LRScheduler):
     _TRANSIENT = (
         "optimizer", "_program", "_base", "_min", "_values", "_float_groups", "_native", "_native_tensors",
         "_filled", "_addresses", "_kinds", "_native_values", "_hook", "schedule", "plateau", "_float_dicts",
-        "_all_float", "_groups_list", "_group_count", "_momentum", "_use_beta1",
+        "_all_float", "_groups_list", "_group_count", "_momentum", "_use_beta1", "_scheduled_groups",
     )
 
     def state_dict(self) -> Dict[str, Any]:

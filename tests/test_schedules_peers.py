@@ -230,6 +230,45 @@ TIMM_CASES = [
 ]
 
 
+def timm_wsd_reference(t, base, t_initial, decay_t, lr_min=0.0, stable_fn="constant", stable_timescale=None,
+                       stable_power=0.5, decay_fn="1-sqrt", decay_power=0.5, decay_ratio=0.1, warmup_t=0,
+                       warmup_lr_init=0.0):
+    """timm's WSDLRScheduler `_get_lr(t)` re-derived from timm/scheduler/wsd_lr.py (timm 1.0.31)."""
+    if t < warmup_t:
+        return warmup_lr_init + t * ((base - warmup_lr_init) / warmup_t)
+    ts = t - warmup_t
+    scale = stable_timescale if stable_timescale is not None else warmup_t
+    stable = 1.0 if stable_fn == "constant" else (1.0 + ts / scale) ** -(0.5 if stable_fn == "rsqrt" else stable_power)
+    lr = max(base * stable, lr_min)
+    t_decay = ts - (t_initial - decay_t)
+    if t_decay <= 0:
+        return lr
+    frac = min(t_decay / decay_t, 1.0)
+    d = {"linear": 1 - frac, "1-sqrt": 1 - math.sqrt(frac), "cosine": 0.5 * (1 + math.cos(math.pi * frac)),
+         "power": 1 - frac ** decay_power, "exp": (decay_ratio ** frac - decay_ratio) / (1 - decay_ratio)}[decay_fn]
+    return lr_min + (lr - lr_min) * d
+
+
+WSD_CASES = [
+    {"t_initial": 2000, "decay_t": 400, "lr_min": 1e-6, "warmup_t": 100, "warmup_lr_init": 1e-6},
+    {"t_initial": 2000, "decay_t": 700, "stable_fn": "rsqrt", "warmup_t": 100, "decay_fn": "linear"},
+    {"t_initial": 2100, "decay_t": 500, "stable_fn": "power", "stable_timescale": 50, "stable_power": 0.3,
+     "decay_fn": "exp", "decay_ratio": 0.05},
+    {"t_initial": 2000, "decay_t": 2000, "decay_fn": "power", "decay_power": 2.0, "lr_min": 1e-5},
+    {"t_initial": 1900, "decay_t": 300, "decay_fn": "cosine", "warmup_t": 10},
+]
+
+
+@pytest.mark.parametrize("kw", WSD_CASES, ids=lambda c: str(sorted(c.items())))
+def test_timm_wsd_matches_the_re_derived_formula(kw):
+    s = S.from_timm("wsd", **kw)
+    ours = s(np.arange(STEPS), BASE)
+    for t in range(STEPS):
+        assert_close(ours[t], [timm_wsd_reference(t, b, **kw) for b in BASE], BASE, "timm wsd", t)
+    with pytest.raises(ValueError, match="lr_min > 0 is not supported"):
+        S.timm_wsd(1000, 100, lr_min=1e-6, stable_fn="rsqrt", warmup_t=10)
+
+
 @pytest.mark.parametrize("case", TIMM_CASES, ids=lambda c: f"{c[0]}-{sorted(c[1].items())}")
 def test_timm_families_match_the_re_derived_formulas(case):
     kind, kw = case
@@ -334,6 +373,7 @@ NEW_FAMILIES = [
     S.timm("tanh", 7, cycle_limit=2**40),
     S.timm("poly", _BIG, k_decay=2.0),
     S.cosine_decay(_BIG, alpha=0.1, exponent=3.0),
+    S.timm_wsd(_BIG, _BIG // 2, stable_fn="rsqrt", decay_fn="exp", warmup_t=1000, warmup_lr_init=1e-6),
     S.piecewise_constant([10, 2**61, _BIG], [0.5, 0.5, 4.0]),
     S.piecewise_interpolate("cosine", [0, 2**61, _BIG], [0.5, 0.1, 2.0]),
     S.per_group([S.cosine(_BIG), S.one_cycle(_BIG, three_phase=True)]),

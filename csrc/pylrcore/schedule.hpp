@@ -59,6 +59,7 @@ enum class Family : int {
   CosineDecay = 15,
   PiecewiseConstant = 16,
   PiecewiseInterpolate = 17,
+  TimmWsd = 18,
   Warmup = 20,
   Sequence = 21,
   Product = 22,
@@ -662,10 +663,56 @@ struct PiecewiseInterpolate {
   }
 };
 
+// t_initial, decay_t, lr_min, stable_fn (0 constant, 1 rsqrt, 2 power), stable_timescale,
+// stable_power, decay_fn (0 linear, 1 1-sqrt, 2 cosine, 3 power, 4 exp), decay_power, decay_ratio,
+// warmup_t, warmup_lr_init. timm's WSDLRScheduler (timm/scheduler/wsd_lr.py `_get_lr`, 1.0.31):
+// lr = lr_min + (base * stable(t_s) - lr_min) * decay(frac) after a linear warmup from warmup_lr_init.
+struct TimmWsd {
+  static constexpr Family code = Family::TimmWsd;
+  static constexpr const char* name = "timm_wsd";
+  static constexpr int params = 11;
+  static void check(const Node& n) {
+    count_at_least(n.p[0], 1, "t_initial");
+    count_at_least(n.p[1], 1, "decay_t");
+    if (n.p[1] > n.p[0]) fail("decay_t must be <= t_initial");
+    non_negative(n.p[2], "lr_min");
+    if (!(n.p[3] == 0 || n.p[3] == 1 || n.p[3] == 2)) fail("stable_fn must be constant, rsqrt or power");
+    if (n.p[3] != 0) positive(n.p[4], "stable_timescale");
+    positive(n.p[5], "stable_power");
+    if (!(n.p[6] >= 0 && n.p[6] <= 4 && n.p[6] == std::floor(n.p[6])))
+      fail("decay_fn must be linear, 1-sqrt, cosine, power or exp");
+    positive(n.p[7], "decay_power");
+    unit_open(n.p[8], "decay_ratio");
+    count_at_least(n.p[9], 0, "warmup_t");
+    non_negative(n.p[10], "warmup_lr_init");
+  }
+  static bool offset(const Node& n) { return n.p[2] > 0 || (n.p[9] > 0 && n.p[10] > 0); }
+  static Affine at(const Node& n, std::int64_t step) {
+    const double t = static_cast<double>(step), W = n.p[9];
+    if (t < W) {
+      const double x = t / W;
+      return {x, n.p[10] * (1.0 - x)};
+    }
+    const double ts = t - W;
+    const double stable = n.p[3] == 0 ? 1.0 : std::pow(1.0 + ts / n.p[4], -(n.p[3] == 1 ? 0.5 : n.p[5]));
+    const double t_decay = ts - (n.p[0] - n.p[1]);
+    if (t_decay <= 0) return {stable, 0.0};
+    const double frac = std::min(t_decay / n.p[1], 1.0), r = n.p[8];
+    const int kind = static_cast<int>(n.p[6]);
+    const double d = kind == 0   ? 1.0 - frac
+                     : kind == 1 ? 1.0 - std::sqrt(frac)
+                     : kind == 2 ? 0.5 * (1.0 + std::cos(kPi * frac))
+                     : kind == 3 ? 1.0 - std::pow(frac, n.p[7])
+                                 : (std::pow(r, frac) - r) / (1.0 - r);
+    return {stable * d, n.p[2] * (1.0 - d)};
+  }
+};
+
 template <class... F>
 struct List {};
 using Leaves = List<Constant, Step, MultiStep, Exponential, Linear, Polynomial, Cosine, WarmRestarts, Cyclic, OneCycle,
-                    InverseSqrt, Wsd, Swa, Transformers, Timm, CosineDecay, PiecewiseConstant, PiecewiseInterpolate>;
+                    InverseSqrt, Wsd, Swa, Transformers, Timm, CosineDecay, PiecewiseConstant, PiecewiseInterpolate,
+                    TimmWsd>;
 
 template <class F>
 constexpr bool is_variadic(...) { return false; }
