@@ -669,6 +669,9 @@ void bind_copy(py::module_& m) {
       .def(py::init<std::size_t>(), py::arg("nbytes"))
       .def_property_readonly("address", [](const Arena& a) { return reinterpret_cast<std::uintptr_t>(a.data()); })
       .def_property_readonly("nbytes", &Arena::size)
+      .def_property_readonly("reused", &Arena::reused)
+      .def_static("release_spare", &Arena::release_spare)
+      .def_static("spare_bytes", &Arena::spare_bytes)
       .def_buffer([](Arena& a) {
         return py::buffer_info(a.data(), 1, py::format_descriptor<std::uint8_t>::format(), 1,
                                {static_cast<py::ssize_t>(a.size())}, {1});
@@ -676,7 +679,7 @@ void bind_copy(py::module_& m) {
   m.def(
       "copy_spans",
       [](const std::vector<std::uintptr_t>& dst, const std::vector<std::uintptr_t>& src,
-         const std::vector<std::size_t>& nbytes, unsigned threads) {
+         const std::vector<std::size_t>& nbytes, unsigned threads, bool touched) {
         if (dst.size() != src.size() || dst.size() != nbytes.size())
           throw py::value_error("copy_spans: dst, src and nbytes must have the same length, got " +
                                 std::to_string(dst.size()) + ", " + std::to_string(src.size()) + " and " +
@@ -685,10 +688,11 @@ void bind_copy(py::module_& m) {
         for (std::size_t i = 0; i < spans.size(); ++i)
           spans[i] = CopySpan{reinterpret_cast<void*>(dst[i]), reinterpret_cast<const void*>(src[i]), nbytes[i]};
         py::gil_scoped_release nogil;
-        copy_spans(spans, threads);
+        copy_spans(spans, threads, touched);
       },
-      py::arg("dst"), py::arg("src"), py::arg("nbytes"), py::arg("threads") = 1u,
+      py::arg("dst"), py::arg("src"), py::arg("nbytes"), py::arg("threads") = 1u, py::arg("touched") = false,
       "memcpy(dst[i], src[i], nbytes[i]) for every i, on up to `threads` threads (4 MiB each at least).\n"
+      "touched: the destinations are memory in use, not fresh pages (large copies then stream).\n"
       "The caller guarantees the addresses are valid and the destinations overlap nothing.");
 }
 

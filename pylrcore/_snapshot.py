@@ -13,9 +13,9 @@ One mechanism for both users:
 The live tensors keep their identity and addresses (compiled and CUDA-graph code hold them): the
 restore writes the kept bytes into the very objects the model held when the snapshot was taken, and
 puts those objects back under their names. Plain contiguous CPU tensors are copied byte for byte into
-one native :class:`_core.Arena` (one fresh mapping with huge pages, filled by a few threads), because
-on a large model the time of a snapshot is almost all first-touch page faults, not copying (see
-csrc/pylrcore/copy.hpp). Other tensors (CUDA, sparse, subclasses, views that are not contiguous) are
+one native :class:`_core.Arena` (one mapping with huge pages, filled by a few threads; the next
+snapshot reuses a released one's pages), because on a large model the time of a snapshot is almost all
+first-touch page faults and memory traffic, not copying work (see csrc/pylrcore/copy.hpp). Other tensors (CUDA, sparse, subclasses, views that are not contiguous) are
 cloned by torch.
 
 :meth:`Snapshot.restore` cannot be cut short by Ctrl-C: SIGINT is deferred while it runs, and a
@@ -80,6 +80,7 @@ class _HostCopies:
             self.layout.append((t.dtype, t.shape, offset, nbytes))
             offset += -(-nbytes // _ALIGN) * _ALIGN
         self.arena = _core.Arena(offset)
+        self._touched = self.arena.reused  # its pages are mapped already: copies into it may stream
         self._bytes: Optional[torch.Tensor] = None
         self.fill(tensors)
 
@@ -87,7 +88,8 @@ class _HostCopies:
         """Copy ``tensors`` (the same layout as at construction) into the arena."""
         base = self.arena.address
         _core.copy_spans([base + o for _, _, o, _ in self.layout], [t.data_ptr() for t in tensors],
-                         [n for _, _, _, n in self.layout], _copy_threads())
+                         [n for _, _, _, n in self.layout], _copy_threads(), self._touched)
+        self._touched = True
 
     def view(self, i: int) -> torch.Tensor:
         """The copy of tensor ``i`` as a tensor over the arena (clone it before handing it out)."""
@@ -114,7 +116,7 @@ class _HostCopies:
                 written.append(t)
             else:
                 left.append(k)
-        _core.copy_spans(dst, src, nbytes, _copy_threads())
+        _core.copy_spans(dst, src, nbytes, _copy_threads(), True)  # live tensors: memory in use
         if written:  # what copy_ would have done: autograd sees these tensors as modified in place
             torch.autograd.graph.increment_version(written)
         return left
