@@ -229,4 +229,3 @@ class Arena:
 def copy_spans(dst: List[int], src: List[int], nbytes: List[int], threads: int = 1,
                touched: bool = False) -> None: ...
 
-# @@stubs@@

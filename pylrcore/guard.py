@@ -656,7 +656,10 @@ class Guard:
                 raise ValueError("the state holds a rollback point: create the Guard with model=...")
             snapshot = Snapshot(self.model, self.optimizer, scope="weights")
             snapshot.load_state_dict(state["snapshot"])
-        self._core._set_state(state["core"])  # the last step that can fail: it parses before it assigns
+        try:
+            self._core._set_state(state["core"])  # the last step that can fail: it parses before it assigns
+        except TypeError as e:  # a key the core does not know
+            raise ValueError(f"state must be a dict returned by Guard.state_dict(): {e}") from None
         self.events = events
         self.events_dropped = counters["events_dropped"]
         self.losses.clear()
