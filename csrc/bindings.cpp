@@ -340,14 +340,19 @@ void bind_diagnose(py::module_& m) {
 // pylrcore/scan.py checks devices, dtypes and contiguity (naming the argument) and keeps the
 // buffers alive; here only the table's shape is checked before the GIL is released.
 void bind_scan(py::module_& m) {
+  // The element types a buffer table names (its dtype codes), under numpy's and torch's names:
+  // pylrcore/_tensors.py maps dtypes to these, for the CPU scan and the CUDA kernels alike.
+  py::native_enum<DType>(m, "DType", "enum.IntEnum", "Element types of a buffer table")
+      .value("float32", DType::F32)
+      .value("float64", DType::F64)
+      .value("float16", DType::F16)
+      .value("bfloat16", DType::BF16)
+      .finalize();
   m.def(
       "scan",
       [](const std::vector<std::uintptr_t>& pointers, const std::vector<std::size_t>& counts,
          const std::vector<int>& dtypes, bool want_sumsq, unsigned threads) {
-        if (pointers.size() != counts.size() || pointers.size() != dtypes.size())
-          throw py::value_error("scan: pointers, counts and dtypes must have the same length, got " +
-                                std::to_string(pointers.size()) + ", " + std::to_string(counts.size()) + " and " +
-                                std::to_string(dtypes.size()));
+        glue::require_same_length("scan: pointers, counts and dtypes", pointers.size(), counts.size(), dtypes.size());
         std::vector<Buffer> buffers(pointers.size());
         for (std::size_t i = 0; i < buffers.size(); ++i)
           buffers[i] = Buffer{reinterpret_cast<const void*>(pointers[i]), counts[i], static_cast<DType>(dtypes[i])};
@@ -561,10 +566,7 @@ void bind_copy(py::module_& m) {
       "copy_spans",
       [](const std::vector<std::uintptr_t>& dst, const std::vector<std::uintptr_t>& src,
          const std::vector<std::size_t>& nbytes, unsigned threads, bool touched) {
-        if (dst.size() != src.size() || dst.size() != nbytes.size())
-          throw py::value_error("copy_spans: dst, src and nbytes must have the same length, got " +
-                                std::to_string(dst.size()) + ", " + std::to_string(src.size()) + " and " +
-                                std::to_string(nbytes.size()));
+        glue::require_same_length("copy_spans: dst, src and nbytes", dst.size(), src.size(), nbytes.size());
         std::vector<CopySpan> spans(dst.size());
         for (std::size_t i = 0; i < spans.size(); ++i)
           spans[i] = CopySpan{reinterpret_cast<void*>(dst[i]), reinterpret_cast<const void*>(src[i]), nbytes[i]};

@@ -115,6 +115,12 @@ def diagnose_defaults() -> Dict[str, float]: ...
 def diagnose(
     losses: _ArrayLike, config: Dict[str, Any]
 ) -> Tuple[Dict[str, float], List[Tuple[int, int, float, float]]]: ...
+class DType(enum.IntEnum):
+    float32 = 0
+    float64 = 1
+    float16 = 2
+    bfloat16 = 3
+
 def scan(
     pointers: list[int], counts: list[int], dtypes: list[int], want_sumsq: bool = True, threads: int = 0
 ) -> tuple[bool, int, int, int, float]: ...

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ._native import _core
+from ._tensors import plain_host
 
 # Enough threads to fault and fill fresh pages in parallel; memory bandwidth is spent well before 8.
 _MAX_COPY_THREADS = 8
@@ -46,27 +47,13 @@ _MAX_RESTARTS = 1000
 SCOPES = ("range_test", "weights")
 
 
-def _is_plain_host(t: torch.Tensor) -> bool:
-    """Whether ``t`` is bytes we may copy by address: dense, contiguous, in CPU memory, no lazy flags."""
-    return (
-        type(t) in (torch.Tensor, torch.nn.Parameter)
-        and t.device.type == "cpu"
-        and t.layout is torch.strided
-        and not t.is_quantized
-        and t.numel() > 0
-        and t.is_contiguous()
-        and not t.is_conj()
-        and not t.is_neg()
-    )
-
-
 def _copy_threads() -> int:
     # torch's thread setting is the user's CPU budget for tensor work; the copy stays inside it.
     return max(1, min(torch.get_num_threads(), _MAX_COPY_THREADS))
 
 
 def _layout_key(t: torch.Tensor) -> Tuple[Any, ...]:
-    return (t.dtype, tuple(t.shape), t.device, _is_plain_host(t))
+    return (t.dtype, tuple(t.shape), t.device, plain_host(t))
 
 
 class _HostCopies:
@@ -109,7 +96,7 @@ class _HostCopies:
         left: List[int] = []
         for k, (t, i) in enumerate(zip(live, which)):
             dtype, shape, offset, n = self.layout[i]
-            if t.dtype == dtype and t.shape == shape and _is_plain_host(t):
+            if t.dtype == dtype and t.shape == shape and plain_host(t):
                 dst.append(t.data_ptr())
                 src.append(base + offset)
                 nbytes.append(n)
@@ -128,7 +115,7 @@ class _Copies:
 
     def __init__(self, tensors: Sequence[torch.Tensor], to_cpu: bool) -> None:
         self.keys = [_layout_key(t) for t in tensors]
-        host = [i for i, t in enumerate(tensors) if _is_plain_host(t)]
+        host = [i for i, t in enumerate(tensors) if plain_host(t)]
         self.where: Dict[int, int] = {i: k for k, i in enumerate(host)}  # tensor index -> arena slot
         self.host = _HostCopies([tensors[i] for i in host]) if host else None
         self.cloned: Dict[int, torch.Tensor] = {
