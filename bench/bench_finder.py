@@ -117,13 +117,18 @@ def test_finder_fixed_cost(benchmark, impl, heap):
     round freed (glibc keeps it) and pylrcore's snapshot in the mapping the previous one released (it
     keeps one, see csrc/pylrcore/copy.hpp). heap="trimmed": both go back to the OS before each round
     (untimed), as for a single range test in a process that has not just freed as much."""
-    from pylrcore._snapshot import Snapshot
-
     if size(1, 0) == 0:
         pytest.skip("quick mode: the 8.4M model is only timed in full runs")
     setup = _trim_heap() if heap == "trimmed" else None
     if heap == "trimmed" and setup is None:
         pytest.skip("malloc_trim needs glibc")
+    assert benchmark.pedantic(fixed_cost_round(impl), setup=setup, rounds=15, iterations=1, warmup_rounds=1)
+
+
+def fixed_cost_round(impl):
+    """One round of test_finder_fixed_cost for ``impl``, on its own model (returns the check)."""
+    from pylrcore._snapshot import Snapshot
+
     model, opt = big()
     crit = torch.nn.MSELoss()
     before = model[0].weight.detach().clone()
@@ -150,4 +155,43 @@ def test_finder_fixed_cost(benchmark, impl, heap):
             return torch.equal(scratch, before)
         return torch.equal(model[0].weight, before)
 
-    assert benchmark.pedantic(run, setup=setup, rounds=15, iterations=1, warmup_rounds=1)
+    return run
+
+
+# --- `python bench/bench_finder.py [rounds]`: the fixed cost, methods interleaved round by round ------
+
+
+def interleaved(rounds: int) -> None:
+    """Medians of the fixed-cost rounds with the methods taking turns (a load that drifts during the
+    run then weighs on all of them alike), in both memory states."""
+    import statistics
+    import time
+
+    torch.set_num_threads(1)
+    impls = ["bare", "copy", "pylrcore", "torch-lr-finder"]
+    trim = _trim_heap()
+    for heap in ["reused", "trimmed"]:
+        runs = {impl: fixed_cost_round(impl) for impl in impls}
+        times = {impl: [] for impl in impls}
+        for _ in range(rounds + 1):
+            for impl, run in runs.items():
+                if heap == "trimmed" and trim is not None:
+                    trim()
+                start = time.perf_counter()
+                assert run()
+                times[impl].append(time.perf_counter() - start)
+        med = {impl: statistics.median(t[1:]) * 1e3 for impl, t in times.items()}  # round 0: warm-up
+        bare = med["bare"]
+        net = {impl: med[impl] - bare for impl in impls}
+        print(f"heap {heap}, {rounds} rounds, medians (net = minus bare {bare:.2f} ms)")
+        for impl in impls[1:]:
+            print(f"  {impl:16s} {med[impl]:8.2f} ms  net {net[impl]:7.2f} ms  "
+                  f"{net[impl] / net['copy']:5.2f}x a copy of the state")
+        print(f"  pylrcore / torch-lr-finder: net {net['pylrcore'] / net['torch-lr-finder']:.2f}, "
+              f"gross {med['pylrcore'] / med['torch-lr-finder']:.2f}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    interleaved(int(sys.argv[1]) if len(sys.argv) > 1 else 15)
