@@ -283,18 +283,7 @@ void bind_detect(py::module_& m) {
       .def_property_readonly("max_events", &LoggedDetector::max_events)
       .def_property_readonly("events_dropped", &LoggedDetector::dropped)
       .def("_config", [](const LoggedDetector& d) { return fields_to_dict(d.core.config()); })
-      .def("_stats",
-           [](const LoggedDetector& d) {
-             const DetectorStats s = d.core.stats();
-             py::dict out;
-             out["rate"] = s.rate;
-             out["rate_se"] = s.rate_se;
-             out["alternation"] = s.alternation;
-             out["amplitude"] = s.amplitude;
-             out["progress"] = s.progress;
-             out["explode_at"] = s.explode_at;
-             return out;
-           })
+      .def("_stats", [](const LoggedDetector& d) { return fields_to_dict(d.core.stats()); })
       .def("_events",
            [](const LoggedDetector& d) {
              py::list out;

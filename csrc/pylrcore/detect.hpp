@@ -176,6 +176,16 @@ struct DetectorStats {
   double explode_at = 0;   // smoothed value at which EXPLOSION fires
 };
 
+template <class F>
+void for_each_field(DetectorStats& s, F&& f) {
+  f("rate", s.rate);
+  f("rate_se", s.rate_se);
+  f("alternation", s.alternation);
+  f("amplitude", s.amplitude);
+  f("progress", s.progress);
+  f("explode_at", s.explode_at);
+}
+
 class Detector {
  public:
   // (detect_math.hpp holds the per-value arithmetic, shared with the device guard.)

@@ -36,9 +36,9 @@
 //   optimizer). Non-finite gradients can never be applied, so their response is at least SKIP.
 #pragma once
 #include <array>
-#include <initializer_list>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 #include <sstream>
 #include <string>
