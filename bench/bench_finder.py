@@ -5,8 +5,9 @@
   benchmark times whole runs; extra_info holds the overhead per iteration.
 - Fixed cost: snapshot + restore of an 8.4M-parameter model with SGD momentum state (68 MB), an
   in-place change of the weights between them and a check after. torch-lr-finder is timed with the
-  reset() its users must call; each is timed with glibc's heap as the previous round left it, and
-  trimmed before each round.
+  reset() its users must call; each is timed with the memory as the previous round left it, and
+  given back to the OS before each round. "copy" is one plain torch copy of the same state into
+  buffers already in use: the unit of the goal (two such copies are what keeping identity needs).
 """
 
 from __future__ import annotations
@@ -91,39 +92,49 @@ def big():
 
 
 def _trim_heap():
-    """Give glibc's free heap memory back to the OS (malloc_trim), as in a process that has not just
-    freed a model-sized block; None where there is no glibc."""
+    """Give free memory back to the OS, as in a process that has not just freed a model-sized block:
+    glibc's heap (malloc_trim) and pylrcore's spare snapshot mapping; None where there is no glibc."""
+    from pylrcore._native import _core
+
     try:
         libc = ctypes.CDLL("libc.so.6")
         trim = libc.malloc_trim
     except (OSError, AttributeError):
         return None
-    return lambda: (trim(0), None)[1]
+    return lambda: (trim(0), _core.Arena.release_spare(), None)[-1]
 
 
 @pytest.mark.benchmark(group="finder: fixed cost (snapshot + restore), 8.4M params + momentum")
 @pytest.mark.parametrize("heap", ["reused", "trimmed"])
-@pytest.mark.parametrize("impl", ["bare", "pylrcore", "torch-lr-finder"])
+@pytest.mark.parametrize("impl", ["bare", "copy", "pylrcore", "torch-lr-finder"])
 def test_finder_fixed_cost(benchmark, impl, heap):
     """pylrcore: the snapshot range_test takes and its restore. torch-lr-finder: its state cache
     (taken when the finder is built) and the reset() its users must call. bare: the change and the
-    check alone (fixed cost = run - bare).
+    check alone (fixed cost = run - bare). copy: bare plus one ``copy_`` of the whole state (68 MB)
+    into tensors allocated once (a bare copy of the state = copy - bare).
 
     heap="reused": rounds back to back, so torch-lr-finder's copies land in the memory its previous
-    round freed (glibc keeps it). heap="trimmed": that memory goes back to the OS before each round
-    (untimed), as for a single range test in a process that has not just freed as much. pylrcore
-    maps its snapshot itself, so it pays fresh memory in both."""
-    from pylrcore._snapshot import Snapshot
-
+    round freed (glibc keeps it) and pylrcore's snapshot in the mapping the previous one released (it
+    keeps one, see csrc/pylrcore/copy.hpp). heap="trimmed": both go back to the OS before each round
+    (untimed), as for a single range test in a process that has not just freed as much."""
     if size(1, 0) == 0:
         pytest.skip("quick mode: the 8.4M model is only timed in full runs")
     setup = _trim_heap() if heap == "trimmed" else None
     if heap == "trimmed" and setup is None:
         pytest.skip("malloc_trim needs glibc")
+    assert benchmark.pedantic(fixed_cost_round(impl), setup=setup, rounds=15, iterations=1, warmup_rounds=1)
+
+
+def fixed_cost_round(impl):
+    """One round of test_finder_fixed_cost for ``impl``, on its own model (returns the check)."""
+    from pylrcore._snapshot import Snapshot
+
     model, opt = big()
     crit = torch.nn.MSELoss()
     before = model[0].weight.detach().clone()
     scratch = before.clone()
+    state = [t.detach() for t in model.parameters()] + [s["momentum_buffer"] for s in opt.state.values()]
+    kept = [t.clone() for t in state]
 
     def run():
         if impl == "pylrcore":
@@ -138,8 +149,49 @@ def test_finder_fixed_cost(benchmark, impl, heap):
                 model[0].weight.add_(1.0)
             finder.reset()
         else:
+            if impl == "copy":
+                torch._foreach_copy_(kept, state)
             scratch.add_(0.0)  # the same pass over 16 MB, leaving the values as they are
             return torch.equal(scratch, before)
         return torch.equal(model[0].weight, before)
 
-    assert benchmark.pedantic(run, setup=setup, rounds=15, iterations=1, warmup_rounds=1)
+    return run
+
+
+# --- `python bench/bench_finder.py [rounds]`: the fixed cost, methods interleaved round by round ------
+
+
+def interleaved(rounds: int) -> None:
+    """Medians of the fixed-cost rounds with the methods taking turns (a load that drifts during the
+    run then weighs on all of them alike), in both memory states."""
+    import statistics
+    import time
+
+    torch.set_num_threads(1)
+    impls = ["bare", "copy", "pylrcore", "torch-lr-finder"]
+    trim = _trim_heap()
+    for heap in ["reused", "trimmed"]:
+        runs = {impl: fixed_cost_round(impl) for impl in impls}
+        times = {impl: [] for impl in impls}
+        for _ in range(rounds + 1):
+            for impl, run in runs.items():
+                if heap == "trimmed" and trim is not None:
+                    trim()
+                start = time.perf_counter()
+                assert run()
+                times[impl].append(time.perf_counter() - start)
+        med = {impl: statistics.median(t[1:]) * 1e3 for impl, t in times.items()}  # round 0: warm-up
+        bare = med["bare"]
+        net = {impl: med[impl] - bare for impl in impls}
+        print(f"heap {heap}, {rounds} rounds, medians (net = minus bare {bare:.2f} ms)")
+        for impl in impls[1:]:
+            print(f"  {impl:16s} {med[impl]:8.2f} ms  net {net[impl]:7.2f} ms  "
+                  f"{net[impl] / net['copy']:5.2f}x a copy of the state")
+        print(f"  pylrcore / torch-lr-finder: net {net['pylrcore'] / net['torch-lr-finder']:.2f}, "
+              f"gross {med['pylrcore'] / med['torch-lr-finder']:.2f}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    interleaved(int(sys.argv[1]) if len(sys.argv) > 1 else 15)

@@ -21,10 +21,12 @@
 #include "pylrcore/plateau.hpp"
 #include "pylrcore/guard.hpp"
 #include "pylrcore/copy.hpp"
-// @@includes@@
+#include "glue.hpp"
 
 namespace py = pybind11;
 using namespace pylrcore;
+using glue::fields_from_dict;
+using glue::fields_to_dict;
 
 namespace {
 
@@ -211,77 +213,6 @@ void bind_suggest(py::module_& m) {
       py::arg("adjust"), py::arg("skip_start"), py::arg("skip_end"), py::arg("num_it"));
 }
 
-// Settings and checkpoints cross the boundary as dicts keyed by the core's own field names
-// (for_each_field), so the names are written once, in the core.
-template <class Fields>
-py::dict fields_to_dict(Fields fields) {
-  py::dict out;
-  for_each_field(fields, [&](const char* name, auto& value) { out[name] = value; });
-  return out;
-}
-
-template <class Fields>
-Fields fields_from_dict(const py::dict& values, const char* what, Fields fields = Fields{}) {
-  std::size_t used = 0;
-  for_each_field(fields, [&](const char* name, auto& value) {
-    if (!values.contains(name)) return;
-    try {
-      value = values[name].template cast<std::decay_t<decltype(value)>>();
-    } catch (const py::cast_error&) {
-      throw py::value_error(std::string(what) + ": '" + name + "' has the wrong type or range: " +
-                            std::string(py::repr(values[name])));
-    }
-    ++used;
-  });
-  if (used != values.size()) {
-    for (const auto& item : values) {
-      bool known = false;
-      const std::string key = py::str(item.first);
-      for_each_field(fields, [&](const char* name, auto&) { known = known || key == name; });
-      if (!known) throw py::type_error(std::string(what) + ": unknown setting '" + key + "'");
-    }
-  }
-  return fields;
-}
-
-// The detector plus a bounded log of onsets (most recent kept). The log lives here, not in the
-// O(1) core, and is filled in C++ so that update() stays a single native call per step.
-class LoggedDetector {
- public:
-  LoggedDetector(const DetectorConfig& config, std::size_t max_events) : core(config), max_events(max_events) {}
-
-  Verdict update(double loss) {
-    const Verdict v = core.update(loss);
-    if (v.onset) record(loss, v);
-    return v;
-  }
-  void reset() {
-    core.reset();
-    events.clear();
-    dropped = 0;
-  }
-
-  Detector core;
-  std::deque<DetectEvent> events;
-  std::size_t max_events;
-  std::int64_t dropped = 0;
-
- private:
-  void record(double loss, const Verdict& v) {
-    for_each_onset(core, loss, v, [&](const DetectEvent& e) {
-      if (max_events == 0) {
-        ++dropped;
-        return;
-      }
-      if (events.size() == max_events) {
-        events.pop_front();
-        ++dropped;
-      }
-      events.push_back(e);
-    });
-  }
-};
-
 using FlagArray = py::array_t<std::uint32_t>;
 
 py::object as_flag(std::uint32_t bits) { return py::cast(static_cast<DetectFlag>(bits)); }
@@ -350,44 +281,25 @@ void bind_detect(py::module_& m) {
       .def("reset", &LoggedDetector::reset)
       .def_property_readonly("step", [](const LoggedDetector& d) { return d.core.step(); })
       .def_property_readonly("finite_count", [](const LoggedDetector& d) { return d.core.finite_count(); })
-      .def_property_readonly("max_events", [](const LoggedDetector& d) { return d.max_events; })
-      .def_property_readonly("events_dropped", [](const LoggedDetector& d) { return d.dropped; })
+      .def_property_readonly("max_events", &LoggedDetector::max_events)
+      .def_property_readonly("events_dropped", &LoggedDetector::dropped)
       .def("_config", [](const LoggedDetector& d) { return fields_to_dict(d.core.config()); })
-      .def("_stats",
-           [](const LoggedDetector& d) {
-             const DetectorStats s = d.core.stats();
-             py::dict out;
-             out["rate"] = s.rate;
-             out["rate_se"] = s.rate_se;
-             out["alternation"] = s.alternation;
-             out["amplitude"] = s.amplitude;
-             out["progress"] = s.progress;
-             out["explode_at"] = s.explode_at;
-             return out;
-           })
+      .def("_stats", [](const LoggedDetector& d) { return fields_to_dict(d.core.stats()); })
       .def("_events",
            [](const LoggedDetector& d) {
              py::list out;
-             for (const DetectEvent& e : d.events)
+             for (const DetectEvent& e : d.events())
                out.append(py::make_tuple(e.step, static_cast<std::uint32_t>(e.kind), e.value, e.threshold));
              return out;
            })
       .def("_get_state", [](const LoggedDetector& d) { return fields_to_dict(d.core.state()); })
       .def("_set_state",
-           [](LoggedDetector& d, const py::dict& state, const py::list& events, std::int64_t dropped) {
-             DetectorState restored = fields_from_dict<DetectorState>(state, "state");
+           [](LoggedDetector& d, const py::dict& state,
+              const std::vector<std::tuple<std::int64_t, std::uint32_t, double, double>>& events, std::int64_t dropped) {
              std::deque<DetectEvent> log;
-             for (const auto& item : events) {
-               const auto t = item.cast<std::tuple<std::int64_t, std::uint32_t, double, double>>();
-               const std::uint32_t kind = std::get<1>(t);
-               if (kind == 0 || (kind & (kind - 1)) != 0 || (kind & ~kAllDetectFlags) != 0)
-                 throw py::value_error("state: an event's kind must be a single Flag, got " + std::to_string(kind));
-               log.push_back(DetectEvent{std::get<0>(t), static_cast<DetectFlag>(kind), std::get<2>(t), std::get<3>(t)});
-             }
-             while (log.size() > d.max_events) log.pop_front();
-             d.core.set_state(restored);  // validates; throws before anything is changed
-             d.events = std::move(log);
-             d.dropped = dropped;
+             for (const auto& [step, kind, value, threshold] : events)
+               log.push_back(DetectEvent{step, static_cast<DetectFlag>(kind), value, threshold});
+             d.set_state(fields_from_dict<DetectorState>(state, "state"), std::move(log), dropped);
            },
            py::arg("state"), py::arg("events"), py::arg("events_dropped"));
 }
@@ -418,14 +330,19 @@ void bind_diagnose(py::module_& m) {
 // pylrcore/scan.py checks devices, dtypes and contiguity (naming the argument) and keeps the
 // buffers alive; here only the table's shape is checked before the GIL is released.
 void bind_scan(py::module_& m) {
+  // The element types a buffer table names (its dtype codes), under numpy's and torch's names:
+  // pylrcore/_tensors.py maps dtypes to these, for the CPU scan and the CUDA kernels alike.
+  py::native_enum<DType>(m, "DType", "enum.IntEnum", "Element types of a buffer table")
+      .value("float32", DType::F32)
+      .value("float64", DType::F64)
+      .value("float16", DType::F16)
+      .value("bfloat16", DType::BF16)
+      .finalize();
   m.def(
       "scan",
       [](const std::vector<std::uintptr_t>& pointers, const std::vector<std::size_t>& counts,
          const std::vector<int>& dtypes, bool want_sumsq, unsigned threads) {
-        if (pointers.size() != counts.size() || pointers.size() != dtypes.size())
-          throw py::value_error("scan: pointers, counts and dtypes must have the same length, got " +
-                                std::to_string(pointers.size()) + ", " + std::to_string(counts.size()) + " and " +
-                                std::to_string(dtypes.size()));
+        glue::require_same_length("scan: pointers, counts and dtypes", pointers.size(), counts.size(), dtypes.size());
         std::vector<Buffer> buffers(pointers.size());
         for (std::size_t i = 0; i < buffers.size(); ++i)
           buffers[i] = Buffer{reinterpret_cast<const void*>(pointers[i]), counts[i], static_cast<DType>(dtypes[i])};
@@ -649,52 +566,11 @@ void bind_guard(py::module_& m) {
       .def_readonly("grad_norm", &GuardDecision::grad_norm)
       .def_readonly("norm_z", &GuardDecision::norm_z);
 
-  auto policy_from = [](const std::vector<int>& actions, std::int64_t max_skips) {
-    GuardPolicy p;
-    if (actions.size() != static_cast<std::size_t>(kGuardEventKinds))
-      throw py::value_error("policy: expected " + std::to_string(kGuardEventKinds) + " action codes");
-    for (std::size_t i = 0; i < actions.size(); ++i) {
-      if (actions[i] < 0 || actions[i] > static_cast<int>(GuardAction::Raise))
-        throw py::value_error("policy: unknown action code " + std::to_string(actions[i]));
-      p.action[i] = static_cast<GuardAction>(actions[i]);
-    }
-    p.max_consecutive_skips = max_skips;
-    return p;
-  };
-  auto state_to_dict = [](const GuardState& s) {
-    py::dict out;
-    out["step"] = s.step;
-    out["consecutive_skips"] = s.consecutive_skips;
-    out["log_spikes"] = s.log_spikes;
-    out["loss"] = fields_to_dict(s.loss);
-    out["log_loss"] = fields_to_dict(s.log_loss);
-    out["norm"] = fields_to_dict(s.norm);
-    out["explosion"] = fields_to_dict(s.explosion);
-    return out;
-  };
-  auto state_from_dict = [](const py::dict& d) {
-    GuardState s;
-    try {
-      s.step = d["step"].cast<std::int64_t>();
-      s.consecutive_skips = d["consecutive_skips"].cast<std::int64_t>();
-      s.log_spikes = d["log_spikes"].cast<bool>();
-      s.loss = fields_from_dict<DetectorState>(d["loss"].cast<py::dict>(), "state['loss']");
-      s.log_loss = fields_from_dict<DetectorState>(d["log_loss"].cast<py::dict>(), "state['log_loss']");
-      s.norm = fields_from_dict<DetectorState>(d["norm"].cast<py::dict>(), "state['norm']");
-      s.explosion = fields_from_dict<explosion::State>(d["explosion"].cast<py::dict>(), "state['explosion']");
-    } catch (const py::error_already_set&) {
-      throw py::value_error("state must be a dict from Guard.state_dict()['core']");
-    } catch (const py::cast_error&) {
-      throw py::value_error("state must be a dict from Guard.state_dict()['core']");
-    }
-    return s;
-  };
-
   py::class_<GuardCore>(m, "GuardCore")
-      .def(py::init([policy_from](const py::dict& loss, const py::dict& norm, const std::vector<int>& actions,
-                                  std::int64_t max_skips) {
+      .def(py::init([](const py::dict& loss, const py::dict& norm, const std::vector<int>& actions, std::int64_t max_skips) {
              return GuardCore(fields_from_dict<DetectorConfig>(loss, "loss detector"),
-                              fields_from_dict<DetectorConfig>(norm, "norm detector"), policy_from(actions, max_skips));
+                              fields_from_dict<DetectorConfig>(norm, "norm detector"),
+                              glue::guard_policy(actions, max_skips));
            }),
            py::arg("loss_config"), py::arg("norm_config"), py::arg("actions"), py::arg("max_consecutive_skips"))
       .def(
@@ -706,10 +582,9 @@ void bind_guard(py::module_& m) {
           py::arg("loss"), py::arg("has_loss"), py::arg("grads_checked"), py::arg("grad_nonfinite"),
           py::arg("grad_sumsq"), py::arg("amp_active"))
       .def_property_readonly("step", &GuardCore::step)
-      .def("_get_state", [state_to_dict](const GuardCore& g) { return state_to_dict(g.state()); })
-      .def("_set_state", [state_from_dict](GuardCore& g, const py::dict& d) { g.set_state(state_from_dict(d)); })
-      .def("_restore_detectors",
-           [state_from_dict](GuardCore& g, const py::dict& d) { g.restore_detectors(state_from_dict(d)); });
+      .def("_get_state", [](const GuardCore& g) { return fields_to_dict(g.state()); })
+      .def("_set_state", [](GuardCore& g, const py::handle& d) { g.set_state(glue::guard_state(d)); })
+      .def("_restore_detectors", [](GuardCore& g, const py::handle& d) { g.restore_detectors(glue::guard_state(d)); });
 }
 
 // The finder's snapshot: an Arena readable as a Python buffer (torch.frombuffer views it without a
@@ -719,6 +594,9 @@ void bind_copy(py::module_& m) {
       .def(py::init<std::size_t>(), py::arg("nbytes"))
       .def_property_readonly("address", [](const Arena& a) { return reinterpret_cast<std::uintptr_t>(a.data()); })
       .def_property_readonly("nbytes", &Arena::size)
+      .def_property_readonly("reused", &Arena::reused)
+      .def_static("release_spare", &Arena::release_spare)
+      .def_static("spare_bytes", &Arena::spare_bytes)
       .def_buffer([](Arena& a) {
         return py::buffer_info(a.data(), 1, py::format_descriptor<std::uint8_t>::format(), 1,
                                {static_cast<py::ssize_t>(a.size())}, {1});
@@ -726,23 +604,19 @@ void bind_copy(py::module_& m) {
   m.def(
       "copy_spans",
       [](const std::vector<std::uintptr_t>& dst, const std::vector<std::uintptr_t>& src,
-         const std::vector<std::size_t>& nbytes, unsigned threads) {
-        if (dst.size() != src.size() || dst.size() != nbytes.size())
-          throw py::value_error("copy_spans: dst, src and nbytes must have the same length, got " +
-                                std::to_string(dst.size()) + ", " + std::to_string(src.size()) + " and " +
-                                std::to_string(nbytes.size()));
+         const std::vector<std::size_t>& nbytes, unsigned threads, bool touched) {
+        glue::require_same_length("copy_spans: dst, src and nbytes", dst.size(), src.size(), nbytes.size());
         std::vector<CopySpan> spans(dst.size());
         for (std::size_t i = 0; i < spans.size(); ++i)
           spans[i] = CopySpan{reinterpret_cast<void*>(dst[i]), reinterpret_cast<const void*>(src[i]), nbytes[i]};
         py::gil_scoped_release nogil;
-        copy_spans(spans, threads);
+        copy_spans(spans, threads, touched);
       },
-      py::arg("dst"), py::arg("src"), py::arg("nbytes"), py::arg("threads") = 1u,
+      py::arg("dst"), py::arg("src"), py::arg("nbytes"), py::arg("threads") = 1u, py::arg("touched") = false,
       "memcpy(dst[i], src[i], nbytes[i]) for every i, on up to `threads` threads (4 MiB each at least).\n"
+      "touched: the destinations are memory in use, not fresh pages (large copies then stream).\n"
       "The caller guarantees the addresses are valid and the destinations overlap nothing.");
 }
-
-// @@bind-functions@@
 
 }  // namespace
 
@@ -758,5 +632,4 @@ PYBIND11_MODULE(_core, m) {
   bind_plateau(m);
   bind_guard(m);
   bind_copy(m);
-  // @@bind-calls@@
 }

@@ -13,9 +13,9 @@ One mechanism for both users:
 The live tensors keep their identity and addresses (compiled and CUDA-graph code hold them): the
 restore writes the kept bytes into the very objects the model held when the snapshot was taken, and
 puts those objects back under their names. Plain contiguous CPU tensors are copied byte for byte into
-one native :class:`_core.Arena` (one fresh mapping with huge pages, filled by a few threads), because
-on a large model the time of a snapshot is almost all first-touch page faults, not copying (see
-csrc/pylrcore/copy.hpp). Other tensors (CUDA, sparse, subclasses, views that are not contiguous) are
+one native :class:`_core.Arena` (one mapping with huge pages, filled by a few threads; the next
+snapshot reuses a released one's pages), because on a large model the time of a snapshot is almost all
+first-touch page faults and memory traffic, not copying work (see csrc/pylrcore/copy.hpp). Other tensors (CUDA, sparse, subclasses, views that are not contiguous) are
 cloned by torch.
 
 :meth:`Snapshot.restore` cannot be cut short by Ctrl-C: SIGINT is deferred while it runs, and a
@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ._native import _core
+from ._tensors import plain_host
 
 # Enough threads to fault and fill fresh pages in parallel; memory bandwidth is spent well before 8.
 _MAX_COPY_THREADS = 8
@@ -46,27 +47,13 @@ _MAX_RESTARTS = 1000
 SCOPES = ("range_test", "weights")
 
 
-def _is_plain_host(t: torch.Tensor) -> bool:
-    """Whether ``t`` is bytes we may copy by address: dense, contiguous, in CPU memory, no lazy flags."""
-    return (
-        type(t) in (torch.Tensor, torch.nn.Parameter)
-        and t.device.type == "cpu"
-        and t.layout is torch.strided
-        and not t.is_quantized
-        and t.numel() > 0
-        and t.is_contiguous()
-        and not t.is_conj()
-        and not t.is_neg()
-    )
-
-
 def _copy_threads() -> int:
     # torch's thread setting is the user's CPU budget for tensor work; the copy stays inside it.
     return max(1, min(torch.get_num_threads(), _MAX_COPY_THREADS))
 
 
 def _layout_key(t: torch.Tensor) -> Tuple[Any, ...]:
-    return (t.dtype, tuple(t.shape), t.device, _is_plain_host(t))
+    return (t.dtype, tuple(t.shape), t.device, plain_host(t))
 
 
 class _HostCopies:
@@ -80,6 +67,7 @@ class _HostCopies:
             self.layout.append((t.dtype, t.shape, offset, nbytes))
             offset += -(-nbytes // _ALIGN) * _ALIGN
         self.arena = _core.Arena(offset)
+        self._touched = self.arena.reused  # its pages are mapped already: copies into it may stream
         self._bytes: Optional[torch.Tensor] = None
         self.fill(tensors)
 
@@ -87,7 +75,8 @@ class _HostCopies:
         """Copy ``tensors`` (the same layout as at construction) into the arena."""
         base = self.arena.address
         _core.copy_spans([base + o for _, _, o, _ in self.layout], [t.data_ptr() for t in tensors],
-                         [n for _, _, _, n in self.layout], _copy_threads())
+                         [n for _, _, _, n in self.layout], _copy_threads(), self._touched)
+        self._touched = True
 
     def view(self, i: int) -> torch.Tensor:
         """The copy of tensor ``i`` as a tensor over the arena (clone it before handing it out)."""
@@ -107,14 +96,14 @@ class _HostCopies:
         left: List[int] = []
         for k, (t, i) in enumerate(zip(live, which)):
             dtype, shape, offset, n = self.layout[i]
-            if t.dtype == dtype and t.shape == shape and _is_plain_host(t):
+            if t.dtype == dtype and t.shape == shape and plain_host(t):
                 dst.append(t.data_ptr())
                 src.append(base + offset)
                 nbytes.append(n)
                 written.append(t)
             else:
                 left.append(k)
-        _core.copy_spans(dst, src, nbytes, _copy_threads())
+        _core.copy_spans(dst, src, nbytes, _copy_threads(), True)  # live tensors: memory in use
         if written:  # what copy_ would have done: autograd sees these tensors as modified in place
             torch.autograd.graph.increment_version(written)
         return left
@@ -126,7 +115,7 @@ class _Copies:
 
     def __init__(self, tensors: Sequence[torch.Tensor], to_cpu: bool) -> None:
         self.keys = [_layout_key(t) for t in tensors]
-        host = [i for i, t in enumerate(tensors) if _is_plain_host(t)]
+        host = [i for i, t in enumerate(tensors) if plain_host(t)]
         self.where: Dict[int, int] = {i: k for k, i in enumerate(host)}  # tensor index -> arena slot
         self.host = _HostCopies([tensors[i] for i in host]) if host else None
         self.cloned: Dict[int, torch.Tensor] = {

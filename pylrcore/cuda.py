@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Tuple
 import numpy as np
 
 from ._arrays import check_int, check_real
-from .nonfinite import ScanResult, _torch_codes
+from ._tensors import describe_tensor
+from .nonfinite import ScanResult
 from .smoothing import _kind
 from .suggestion import DIVERGE_FACTOR
 
@@ -107,23 +108,7 @@ def _stream(device: "torch.device") -> int:
 
 def _describe(t: Any, name: str) -> Tuple[Any, int, int, int]:
     """(device, address, count, code) of one CUDA tensor, or the error that says what is wrong."""
-    import torch
-
-    if t is None:
-        raise TypeError(f"{name} is None (a parameter without .grad?); leave those out")
-    if not hasattr(t, "data_ptr") or not hasattr(t, "device"):
-        raise TypeError(f"{name} is a {type(t).__name__}; expected a CUDA torch.Tensor")
-    if t.layout is not torch.strided:
-        raise ValueError(f"{name} is a sparse tensor ({t.layout}); check its stored values instead")
-    if t.device.type != "cuda":
-        hint = " (pylrcore.nonfinite.scan checks CPU tensors)" if t.device.type == "cpu" else ""
-        raise ValueError(f"{name} is on {t.device}; pylrcore.cuda reads CUDA tensors{hint}")
-    code = _torch_codes(torch).get(t.dtype)  # the CPU scan's codes: the same DType enum
-    if code is None:
-        raise TypeError(f"{name} has dtype {t.dtype}; pylrcore.cuda reads float32, float64, float16 or bfloat16")
-    if not t.is_contiguous():
-        raise ValueError(f"{name} is not contiguous (shape {tuple(t.shape)}); pass {name}.contiguous()")
-    return t.device, int(t.data_ptr()), int(t.numel()), code
+    return describe_tensor(t, name, "cuda")
 
 
 def _gather(tensors: Iterable[Any], name: str) -> Tuple[Any, List[int], List[int], List[int]]:

@@ -58,7 +58,7 @@ from .detect import DEFAULTS as DETECTOR_DEFAULTS
 from .detect import as_settings
 from .diagnosis import Diagnosis, diagnose
 from ._snapshot import Snapshot, run_to_completion
-from .nonfinite import _describe, _torch_codes
+from ._tensors import dense, describe_host, torch_codes
 
 __all__ = ["Guard", "GuardEvent", "TrainingDiverged", "KINDS", "ACTIONS", "DEFAULT_POLICY"]
 
@@ -195,7 +195,7 @@ class _GradTable:
 
     def _rebuild(self, grads: List[Optional[torch.Tensor]]) -> None:
         self.refs, self.pointers, self.counts, self.codes, self.others = [], [], [], [], []
-        codes = _torch_codes(torch)
+        codes = torch_codes()
         simple = True
         for i, g in enumerate(grads):
             if g is None:
@@ -204,8 +204,8 @@ class _GradTable:
                 continue
             self.refs.append(weakref.ref(g))
             code = codes.get(g.dtype)
-            dense = g.layout is torch.strided and _dense(g)
-            if g.is_cpu and dense and code is not None and type(g) in (torch.Tensor, torch.nn.Parameter):
+            is_dense = g.layout is torch.strided and dense(g)
+            if g.is_cpu and is_dense and code is not None and type(g) in (torch.Tensor, torch.nn.Parameter):
                 # A dense tensor in any dimension order (channels_last too) occupies numel() elements
                 # from data_ptr(): the scan's order does not matter for NaN/Inf and the sum of squares.
                 self.pointers.append(g.data_ptr() if g.numel() else 0)
@@ -214,24 +214,11 @@ class _GradTable:
                 simple = simple and type(g) is torch.Tensor and g.numel() > 0 and g.is_contiguous()
             else:
                 if not (g.is_floating_point() or g.is_sparse):
-                    _describe(g, i)  # raises the error that names the gradient and the fix
+                    describe_host(g, f"buffers[{i}]")  # raises the error that names the gradient and the fix
                 self.others.append(g)
                 simple = False
         self.simple = simple
         self.valid = True
-
-
-def _dense(t: torch.Tensor) -> bool:
-    """True when ``t`` covers exactly numel() elements from data_ptr(), in some dimension order
-    (contiguous, channels_last, any permutation of a contiguous tensor)."""
-    if t.is_contiguous():
-        return True
-    expected = 1
-    for stride, size in sorted((st, sz) for st, sz in zip(t.stride(), t.shape) if sz != 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
 
 
 def _fallback_summary(tensors: Sequence[torch.Tensor]) -> Tuple[int, float]:
@@ -656,7 +643,10 @@ class Guard:
                 raise ValueError("the state holds a rollback point: create the Guard with model=...")
             snapshot = Snapshot(self.model, self.optimizer, scope="weights")
             snapshot.load_state_dict(state["snapshot"])
-        self._core._set_state(state["core"])  # the last step that can fail: it parses before it assigns
+        try:
+            self._core._set_state(state["core"])  # the last step that can fail: it parses before it assigns
+        except TypeError as e:  # a key the core does not know
+            raise ValueError(f"state must be a dict returned by Guard.state_dict(): {e}") from None
         self.events = events
         self.events_dropped = counters["events_dropped"]
         self.losses.clear()

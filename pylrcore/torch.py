@@ -239,9 +239,12 @@ class Scheduler(LRScheduler):
             unscaled = np.zeros_like(self._base)
             self._program.step_values(max(self.last_epoch, 0), self._base, np.zeros_like(self._base),
                                       np.ones_like(self._base), unscaled)
-            old = np.maximum(self._min, unscaled * self._scales)
-            new = np.maximum(self._min, unscaled * self._scales * self.plateau.factor)
-            self._scales = np.where(old - new > self.plateau.eps, self._scales * self.plateau.factor, self._scales)
+            # The plateau core's rule (reduce_lr: factor, min_lr, eps) decides for each group whether
+            # its lr changes; where it does, the group's scale takes the factor.
+            current = np.maximum(self._min, unscaled * self._scales).tolist()
+            reduce_lr = self.plateau._core.reduce_lr
+            changed = [reduce_lr(lr, g) != lr for g, lr in enumerate(current)]
+            self._scales = np.where(changed, self._scales * self.plateau.factor, self._scales)
             self._write()  # the new scale applies at once, as ReduceLROnPlateau's does
             self._reduce_unscheduled_groups()
         return reduced

@@ -215,6 +215,23 @@ def test_a_bad_state_dict_changes_nothing(corrupt, error, match):
     assert repr(after) == repr(before)
 
 
+@pytest.mark.parametrize("corrupt, match", [
+    (lambda core: core.update(foo=1), "unknown key 'foo'"),
+    (lambda core: core["norm"].pop("var"), r"state\['norm'\]: missing 'var'"),
+    (lambda core: core["log_loss"].update(var=-1.0), "var finite and >= 0"),
+])
+def test_the_core_state_is_read_key_by_key(corrupt, match):
+    """The core's state crosses as nested dicts of its own field names (csrc/glue.hpp): an unknown or
+    missing key and an impossible value are refused, and nothing changes."""
+    guard = guard_after_some_steps()
+    before = guard.state_dict()
+    bad = copy.deepcopy(before)
+    corrupt(bad["core"])
+    with pytest.raises(ValueError, match=match):
+        guard.load_state_dict(bad)
+    assert repr(guard.state_dict()) == repr(before)
+
+
 def test_the_rollback_point_travels_in_the_state_dict():
     guard = guard_after_some_steps(ROLLBACK)
     state = guard.state_dict()

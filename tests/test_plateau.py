@@ -321,3 +321,12 @@ def test_min_lr_list_of_the_wrong_length_raises() -> None:
 def test_docstring_examples() -> None:
     result = doctest.testmod(plateau_module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_group_without_a_min_lr_is_refused_by_the_core_not_read_out_of_bounds():
+    p = Plateau(mode="min", factor=0.5, min_lr=[0.01, 0.02])
+    assert p._core.reduce_lr(1.0, 1) == 0.5
+    with pytest.raises(ValueError, match="group 2 has no min_lr"):
+        p._core.reduce_lr(1.0, 2)
+    with pytest.raises(ValueError, match="group 5 has no min_lr"):
+        p._core.scaled_lr(1.0, 5)

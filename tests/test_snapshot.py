@@ -107,6 +107,33 @@ def test_a_large_model_is_copied_by_several_threads_and_restored(monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(before, model_tensors(model)))
 
 
+def test_a_second_snapshot_reuses_the_first_ones_memory_and_restores_exactly():
+    """A released snapshot's mapping is kept and refilled by the next one (its pages hold the old bytes,
+    or zeros where the kernel took them back): every byte is written before it is read."""
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(torch.nn.Linear(1024, 2048), torch.nn.Linear(2048, 1024))  # 17 MB: streamed
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    model(torch.randn(2, 1024)).sum().backward()
+    opt.step()
+    _core.Arena.release_spare()
+    first = Snapshot(model, opt).take()
+    assert first.copies is not None and first.copies.host is not None
+    assert not first.copies.host.arena.reused
+    scribble(model, opt)  # the second snapshot records other values than the first
+    before = [t.detach().clone() for t in model_tensors(model)]
+    momentum = [s["momentum_buffer"].clone() for s in opt.state.values()]
+    del first
+    assert _core.Arena.spare_bytes() > 0
+    snap = Snapshot(model, opt).take()
+    assert snap.copies is not None and snap.copies.host is not None and snap.copies.host.arena.reused
+    scribble(model, opt)
+    snap.restore()
+    assert all(torch.equal(a, b) for a, b in zip(before, model_tensors(model)))
+    assert all(torch.equal(a, s["momentum_buffer"]) for a, s in zip(momentum, opt.state.values()))
+    _core.Arena.release_spare()
+    assert _core.Arena.spare_bytes() == 0
+
+
 def test_native_copy_rejects_mismatched_tables():
     with pytest.raises(ValueError, match="same length"):
         _core.copy_spans([1], [], [], 1)

@@ -10,11 +10,10 @@
 #include <tuple>
 #include <vector>
 
+#include "glue.hpp"
 #include "launch.hpp"
 #include "pylrcore/chunk_check.hpp"
-#include "pylrcore/detect.hpp"
 #include "pylrcore/guard.hpp"
-#include "pylrcore/guard_step.hpp"
 #include "pylrcore/loss_track.hpp"
 
 namespace py = pybind11;
@@ -25,10 +24,7 @@ namespace {
 
 std::vector<TensorRef> tensor_refs(const std::vector<std::uint64_t>& addresses, const std::vector<std::uint64_t>& counts,
                                    const std::vector<int>& dtypes) {
-  if (addresses.size() != counts.size() || addresses.size() != dtypes.size())
-    throw py::value_error("addresses, counts and dtypes must have the same length, got " +
-                          std::to_string(addresses.size()) + ", " + std::to_string(counts.size()) + ", " +
-                          std::to_string(dtypes.size()));
+  glue::require_same_length("addresses, counts and dtypes", addresses.size(), counts.size(), dtypes.size());
   std::vector<TensorRef> refs(addresses.size());
   for (std::size_t i = 0; i < refs.size(); ++i) refs[i] = TensorRef{addresses[i], counts[i], static_cast<DType>(dtypes[i])};
   return refs;
@@ -157,67 +153,13 @@ void bind_loss_tracker(py::module_& m) {
       py::arg("losses"), py::arg("beta"), py::arg("kind"), py::arg("diverge_th"));
 }
 
-// Settings and states as dicts with the field names of for_each_field (as pylrcore._core takes them).
-template <class Fields>
-Fields fields_from_dict(const py::dict& values, const std::string& what) {
-  Fields fields{};
-  std::size_t used = 0;
-  for_each_field(fields, [&](const char* name, auto& value) {
-    if (!values.contains(name)) return;
-    try {
-      value = values[name].template cast<std::decay_t<decltype(value)>>();
-    } catch (const py::cast_error&) {
-      throw py::value_error(what + ": '" + name + "' has the wrong type");
-    }
-    ++used;
-  });
-  if (used != values.size()) throw py::value_error(what + ": unknown keys (expected the fields of pylrcore._core)");
-  return fields;
-}
-
-GuardStepConfig step_config(const py::dict& loss, const py::dict& norm, const std::vector<int>& actions,
-                            std::int64_t max_skips) {
-  if (actions.size() != static_cast<std::size_t>(kGuardEventKinds))
-    throw py::value_error("policy: expected " + std::to_string(kGuardEventKinds) + " action codes");
-  GuardPolicy policy;
-  for (std::size_t i = 0; i < actions.size(); ++i) {
-    if (actions[i] < 0 || actions[i] > static_cast<int>(GuardAction::Raise))
-      throw py::value_error("policy: unknown action code " + std::to_string(actions[i]));
-    policy.action[i] = static_cast<GuardAction>(actions[i]);
-  }
-  policy.max_consecutive_skips = max_skips;
-  DetectorConfig loss_config = fields_from_dict<DetectorConfig>(loss, "loss detector");
-  DetectorConfig norm_config = fields_from_dict<DetectorConfig>(norm, "norm detector");
-  return guard_step_config(loss_config, norm_config, policy);
-}
-
-// A GuardCore state dict (pylrcore._core.GuardCore._get_state()) as the device state; None: fresh.
-GuardStepState step_state(const py::object& state) {
-  if (state.is_none()) return guard_step_state(GuardState{});
-  const py::dict d = state.cast<py::dict>();
-  GuardState s;
-  s.step = d["step"].cast<std::int64_t>();
-  s.consecutive_skips = d["consecutive_skips"].cast<std::int64_t>();
-  s.log_spikes = d["log_spikes"].cast<bool>();
-  s.loss = fields_from_dict<DetectorState>(d["loss"].cast<py::dict>(), "state['loss']");
-  s.log_loss = fields_from_dict<DetectorState>(d["log_loss"].cast<py::dict>(), "state['log_loss']");
-  s.norm = fields_from_dict<DetectorState>(d["norm"].cast<py::dict>(), "state['norm']");
-  s.explosion = fields_from_dict<explosion::State>(d["explosion"].cast<py::dict>(), "state['explosion']");
-  return guard_step_state(s);
-}
-
-py::tuple decision_tuple(const GuardStepDecision& d) {
-  return py::make_tuple(d.step, d.events, d.action, d.consecutive_skips, d.loss_z, d.smoothed, d.explode_at, d.grad_norm,
-                        d.norm_z);
-}
-
 void bind_guard(py::module_& m) {
   using cuda::DeviceGuard;
-  py::class_<DeviceGuard>(m, "DeviceGuard", "The guard's decision on the device (guard_step.hpp).")
+  py::class_<DeviceGuard>(m, "DeviceGuard", "The guard's decision on the device (guard.hpp's guard_step()).")
       .def(py::init([](int device, const py::dict& loss_config, const py::dict& norm_config, const std::vector<int>& actions,
                        std::int64_t max_consecutive_skips, const py::object& state, std::uintptr_t stream) {
-             const GuardStepConfig config = step_config(loss_config, norm_config, actions, max_consecutive_skips);
-             const GuardStepState initial = step_state(state);
+             const GuardConfig config = glue::guard_config(loss_config, norm_config, actions, max_consecutive_skips);
+             const GuardState initial = glue::guard_state(state);
              py::gil_scoped_release release;
              return new DeviceGuard(device, config, initial, stream);
            }),
@@ -239,35 +181,28 @@ void bind_guard(py::module_& m) {
       .def(
           "state",
           [](DeviceGuard& g, std::uintptr_t stream) {
-            GuardStepState s{};
+            GuardState s{};
             {
               py::gil_scoped_release release;
               s = g.state(stream);
             }
-            py::dict d;
-            d["step"] = s.step;
-            d["consecutive_skips"] = s.consecutive;
-            d["log_spikes"] = s.log_spikes != 0;
-            d["exploding"] = s.exploding != 0;
-            d["smoothed"] = s.smoothed;
-            d["best"] = s.best;
-            d["start"] = s.start;
-            return d;
+            return glue::fields_to_dict(s);  // the layout of GuardCore._get_state()
           },
           py::arg("stream"))
       .def_property_readonly("device", &DeviceGuard::device);
 
-  // The device decision run on the host, step by step: GuardCore's decisions (tested in C++).
+  // The device decision run on the host, step by step (what GuardCore runs).
   m.def(
       "guard_steps_on_host",
       [](const py::dict& loss_config, const py::dict& norm_config, const std::vector<int>& actions,
          std::int64_t max_consecutive_skips, const py::object& state,
          const std::vector<std::tuple<bool, double, bool, std::int64_t, double, bool>>& inputs) {
-        const GuardStepConfig config = step_config(loss_config, norm_config, actions, max_consecutive_skips);
-        GuardStepState s = step_state(state);
+        const GuardConfig config = glue::guard_config(loss_config, norm_config, actions, max_consecutive_skips);
+        GuardState s = glue::guard_state(state);
         py::list out;
         for (const auto& [has_loss, loss, grads_checked, nonfinite, sumsq, amp] : inputs)
-          out.append(decision_tuple(guard_step(config, s, GuardInput{has_loss, loss, grads_checked, nonfinite, sumsq, amp})));
+          out.append(
+              glue::decision_tuple(guard_step(config, s, GuardInput{has_loss, loss, grads_checked, nonfinite, sumsq, amp})));
         return out;
       },
       py::arg("loss_config"), py::arg("norm_config"), py::arg("actions"), py::arg("max_consecutive_skips"),

@@ -1,17 +1,17 @@
-// The guard's decision on the device: guard_step() (guard_step.hpp) in a one-thread kernel that
+// The guard's decision on the device: guard_step() (guard.hpp) in a one-thread kernel that
 // reads the loss and the gradient check's result from device memory and writes found_inf, the
 // clip coefficient and the decision record, with the guard's state kept in device memory.
 #include <cstring>
 
 #include "launch.hpp"
 #include "pylrcore/float_bits.hpp"
-#include "pylrcore/guard_step.hpp"
+#include "pylrcore/guard.hpp"
 #include "runtime.hpp"
 
 namespace pylrcore::cuda {
 namespace {
 
-__global__ void decide_kernel(GuardStepConfig config, GuardStepState* state, DecideInputs in, DecideOutputs out) {
+__global__ void decide_kernel(GuardConfig config, GuardState* state, DecideInputs in, DecideOutputs out) {
   GuardInput input{};
   input.has_loss = in.loss != 0;
   if (input.has_loss) input.loss = float_bits::widen_at(reinterpret_cast<const void*>(in.loss), in.loss_dtype);
@@ -21,11 +21,11 @@ __global__ void decide_kernel(GuardStepConfig config, GuardStepState* state, Dec
     input.grad_sumsq = *reinterpret_cast<const double*>(in.check_sumsq);
   }
   input.amp_active = in.amp_active;
-  GuardStepState s = *state;
-  const GuardStepDecision d = guard_step(config, s, input);
+  GuardState s = *state;
+  const GuardDecision d = guard_step(config, s, input);
   *state = s;
 
-  const bool applied = d.action == static_cast<std::int32_t>(GuardAction::Record) && !(d.events & kAmpOverflow);
+  const bool applied = d.action == GuardAction::Record && !(d.events & kAmpOverflow);
   // torch.nn.utils.clip_grad_norm_'s coefficient; 1 when not clipping or when the norm is not
   // finite (that step is not applied anyway).
   double coef = 1.0;
@@ -40,7 +40,7 @@ __global__ void decide_kernel(GuardStepConfig config, GuardStepState* state, Dec
     double* r = reinterpret_cast<double*>(out.decision);
     r[0] = static_cast<double>(d.step);
     r[1] = static_cast<double>(d.events);
-    r[2] = static_cast<double>(d.action);
+    r[2] = static_cast<double>(static_cast<std::int32_t>(d.action));
     r[3] = static_cast<double>(d.consecutive_skips);
     r[4] = d.loss_z;
     r[5] = d.smoothed;
@@ -50,15 +50,15 @@ __global__ void decide_kernel(GuardStepConfig config, GuardStepState* state, Dec
   }
 }
 
-__global__ void set_state_kernel(GuardStepState* state, GuardStepState value) { *state = value; }
+__global__ void set_state_kernel(GuardState* state, GuardState value) { *state = value; }
 
 }  // namespace
 
 struct DeviceGuard::Impl {
   int device = 0;
-  GuardStepConfig config{};
-  GuardStepState* state = nullptr;
-  GuardStepState* pinned = nullptr;
+  GuardConfig config{};
+  GuardState* state = nullptr;
+  GuardState* pinned = nullptr;
 
   void release() noexcept {
     if (state) cudaFree(state), state = nullptr;  // first: it waits for the device
@@ -66,15 +66,15 @@ struct DeviceGuard::Impl {
   }
 };
 
-DeviceGuard::DeviceGuard(int device, const GuardStepConfig& config, const GuardStepState& state, StreamHandle stream)
+DeviceGuard::DeviceGuard(int device, const GuardConfig& config, const GuardState& state, StreamHandle stream)
     : impl_(std::make_unique<Impl>()) {
   Impl& t = *impl_;
   t.device = device;
   t.config = config;
   DeviceScope scope(device);
   try {
-    throw_if_failed(cudaMalloc(&t.state, sizeof(GuardStepState)), "cudaMalloc (device guard)");
-    throw_if_failed(cudaMallocHost(&t.pinned, sizeof(GuardStepState)), "cudaMallocHost (device guard)");
+    throw_if_failed(cudaMalloc(&t.state, sizeof(GuardState)), "cudaMalloc (device guard)");
+    throw_if_failed(cudaMallocHost(&t.pinned, sizeof(GuardState)), "cudaMallocHost (device guard)");
     set_state(state, stream);
   } catch (...) {
     t.release();
@@ -103,20 +103,20 @@ void DeviceGuard::decide(const DecideInputs& in, const DecideOutputs& out, Strea
   throw_if_launch_failed("decide_kernel");
 }
 
-void DeviceGuard::set_state(const GuardStepState& state, StreamHandle stream) {
+void DeviceGuard::set_state(const GuardState& state, StreamHandle stream) {
   Impl& t = *impl_;
   DeviceScope scope(t.device);
   set_state_kernel<<<1, 1, 0, as_stream(stream)>>>(t.state, state);
   throw_if_launch_failed("set_state_kernel");
 }
 
-GuardStepState DeviceGuard::state(StreamHandle stream) {
+GuardState DeviceGuard::state(StreamHandle stream) {
   Impl& t = *impl_;
   DeviceScope scope(t.device);
-  throw_if_failed(cudaMemcpyAsync(t.pinned, t.state, sizeof(GuardStepState), cudaMemcpyDeviceToHost, as_stream(stream)),
+  throw_if_failed(cudaMemcpyAsync(t.pinned, t.state, sizeof(GuardState), cudaMemcpyDeviceToHost, as_stream(stream)),
                   "cudaMemcpyAsync (guard state)");
   throw_if_failed(cudaStreamSynchronize(as_stream(stream)), "cudaStreamSynchronize (guard state)");
-  GuardStepState out;
+  GuardState out;
   std::memcpy(&out, t.pinned, sizeof out);
   return out;
 }

@@ -12,7 +12,7 @@
 
 #include "pylrcore/chunk_check.hpp"
 #include "pylrcore/float_bits.hpp"
-#include "pylrcore/guard_step.hpp"
+#include "pylrcore/guard.hpp"
 #include "pylrcore/loss_track.hpp"
 
 namespace pylrcore::cuda {
@@ -120,20 +120,20 @@ struct DecideOutputs {
   std::uintptr_t decision = 0;
 };
 
-// The guard's decision on the device (guard_step.hpp): one one-thread launch per step that reads
+// The guard's decision on the device (guard_step() of guard.hpp): one one-thread launch per step that reads
 // the loss and the check's result where they lie and writes found_inf and the clip scale for a
 // fused optimizer, so skipping and clipping need no host sync. The decision record is read by
 // the host later (a few steps behind), which then applies RAISE/ROLLBACK/SCALE_LR.
 class DeviceGuard {
  public:
-  DeviceGuard(int device, const GuardStepConfig& config, const GuardStepState& state, StreamHandle stream);
+  DeviceGuard(int device, const GuardConfig& config, const GuardState& state, StreamHandle stream);
   ~DeviceGuard();
   DeviceGuard(const DeviceGuard&) = delete;
   DeviceGuard& operator=(const DeviceGuard&) = delete;
 
   void decide(const DecideInputs& in, const DecideOutputs& out, StreamHandle stream);
-  void set_state(const GuardStepState& state, StreamHandle stream);
-  GuardStepState state(StreamHandle stream);  // synchronous
+  void set_state(const GuardState& state, StreamHandle stream);
+  GuardState state(StreamHandle stream);  // synchronous
   int device() const;
 
  private:

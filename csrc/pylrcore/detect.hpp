@@ -31,8 +31,10 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <limits>
 #include <sstream>
+#include <utility>
 #include <vector>
 
 #include "pylrcore/common.hpp"
@@ -173,6 +175,16 @@ struct DetectorStats {
   double progress = 0;     // (start - best) / |start|
   double explode_at = 0;   // smoothed value at which EXPLOSION fires
 };
+
+template <class F>
+void for_each_field(DetectorStats& s, F&& f) {
+  f("rate", s.rate);
+  f("rate_se", s.rate_se);
+  f("alternation", s.alternation);
+  f("amplitude", s.amplitude);
+  f("progress", s.progress);
+  f("explode_at", s.explode_at);
+}
 
 class Detector {
  public:
@@ -419,5 +431,65 @@ void for_each_onset(const Detector& detector, double loss, const Verdict& v, Pus
     push(e);
   }
 }
+
+// A Detector with a bounded log of its onsets (the most recent `max_events` kept, the others
+// counted as dropped): what pylrcore.Detector holds. Logged here, in C++, so that an update stays
+// a single native call per step.
+class LoggedDetector {
+ public:
+  LoggedDetector(const DetectorConfig& config, std::size_t max_events) : core(config), max_events_(max_events) {}
+
+  Verdict update(double loss) {
+    const Verdict v = core.update(loss);
+    if (v.onset) record(loss, v);
+    return v;
+  }
+  void reset() {
+    core.reset();
+    events_.clear();
+    dropped_ = 0;
+  }
+  // A checkpoint's state and log: all validated before anything changes (an event's kind must be
+  // one flag); a log longer than max_events keeps its most recent ones.
+  void set_state(const DetectorState& state, std::deque<DetectEvent> log, std::int64_t dropped) {
+    for (const DetectEvent& e : log) {
+      const auto kind = static_cast<std::uint32_t>(e.kind);
+      if (kind == 0 || (kind & (kind - 1)) != 0 || (kind & ~kAllDetectFlags) != 0) {
+        std::ostringstream m;
+        m << "state: an event's kind must be a single Flag, got " << kind;
+        fail(m.str());
+      }
+    }
+    while (log.size() > max_events_) log.pop_front();
+    core.set_state(state);  // validates; throws before anything is changed
+    events_ = std::move(log);
+    dropped_ = dropped;
+  }
+
+  const std::deque<DetectEvent>& events() const { return events_; }
+  std::size_t max_events() const { return max_events_; }
+  std::int64_t dropped() const { return dropped_; }
+
+  Detector core;
+
+ private:
+  void record(double loss, const Verdict& v) {
+    for_each_onset(core, loss, v, [&](const DetectEvent& e) {
+      if (max_events_ == 0) {
+        ++dropped_;
+        return;
+      }
+      if (events_.size() == max_events_) {
+        events_.pop_front();
+        ++dropped_;
+      }
+      events_.push_back(e);
+    });
+  }
+
+  std::size_t max_events_;
+  std::deque<DetectEvent> events_;
+  std::int64_t dropped_ = 0;
+};
 
 }  // namespace pylrcore

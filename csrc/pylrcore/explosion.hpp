@@ -1,5 +1,5 @@
-// The guard's explosion rule for long runs, on plain data so that GuardCore (guard.hpp) and the
-// device decision (guard_step.hpp) call the very same function.
+// The guard's explosion rule for long runs, on plain data so that the guard's decision
+// (guard_step() in guard.hpp, on the host and the device) can call it.
 //
 // Why not the range test's rule: "smoothed loss > k x best" is right for a sweep, whose loss rises
 // by orders of magnitude within a few hundred steps. Over a long run whose loss approaches 0 it

@@ -107,7 +107,16 @@ class Plateau {
   const PlateauConfig& config() const { return config_; }
   const PlateauState& state() const { return state_; }
   const std::vector<double>& min_lrs() const { return min_lrs_; }
-  double min_lr(std::size_t group) const { return min_lrs_.size() == 1 ? min_lrs_[0] : min_lrs_[group]; }
+  // (A group index past a per-group list is misuse from a binding, not a silent out-of-bounds read.)
+  double min_lr(std::size_t group) const {
+    if (min_lrs_.size() == 1) return min_lrs_[0];
+    if (group >= min_lrs_.size()) {
+      std::ostringstream m;
+      m << "group " << group << " has no min_lr (min_lr was given for " << min_lrs_.size() << " groups)";
+      fail(m.str());
+    }
+    return min_lrs_[group];
+  }
 
   // Back to the start (counters, best, scale; tracked lrs back to their base values).
   void reset() {

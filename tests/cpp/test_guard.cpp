@@ -122,7 +122,7 @@ TEST(guard_state_round_trips_and_restoring_detectors_keeps_the_step) {
   a.restore_detectors(saved);
   CHECK(a.step() == 61);
   GuardState broken = saved;
-  broken.loss.ring.resize(3);
+  broken.norm.var = -1.0;  // no variance is negative
   CHECK_THROWS(b.set_state(broken), std::invalid_argument);
   CHECK(b.step() == 61);  // nothing changed by the failed set_state
 }

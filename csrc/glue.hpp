@@ -1,0 +1,139 @@
+// The pybind11 glue both binding files share (csrc/bindings.cpp and csrc/cuda/bindings_cuda.cpp):
+// how settings and states cross the boundary, and which error misuse raises. One copy, so the two
+// modules cannot drift apart (they had: an unknown key was a TypeError in one, a ValueError in the
+// other). Needs pybind11 and the core; the core never includes this.
+//
+// Settings and states cross as dicts keyed by the core's own field names (for_each_field), so the
+// names are written once, in the core. A field that is itself a struct with for_each_field becomes a
+// nested dict. Errors: an unknown key is a TypeError (like an unexpected keyword argument), a value
+// of the wrong type or range and a missing key of a state are ValueErrors that name the key.
+#pragma once
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "pylrcore/guard.hpp"
+
+namespace pylrcore::glue {
+
+namespace py = pybind11;
+
+// Whether T is a struct of fields (for_each_field(T&, f) exists, found by name lookup or ADL).
+struct AnyField {
+  template <class V>
+  void operator()(const char*, V&) const {}
+};
+template <class T, class = void>
+struct has_fields : std::false_type {};
+template <class T>
+struct has_fields<T, std::void_t<decltype(for_each_field(std::declval<T&>(), AnyField{}))>> : std::true_type {};
+
+template <class Fields>
+py::dict fields_to_dict(Fields fields);
+
+template <class V>
+py::object to_python(V& value) {
+  if constexpr (has_fields<V>::value)
+    return fields_to_dict(value);
+  else
+    return py::cast(value);
+}
+
+template <class Fields>
+py::dict fields_to_dict(Fields fields) {
+  py::dict out;
+  for_each_field(fields, [&](const char* name, auto& value) { out[name] = to_python(value); });
+  return out;
+}
+
+// Settings may leave keys out (they keep the values of `fields`, the defaults); a state must have
+// every key (a checkpoint missing one is not resumed from defaults).
+enum class Keys { Some, All };
+
+template <class Fields>
+Fields fields_from_dict(const py::handle& values_obj, const std::string& what, Fields fields = Fields{},
+                        Keys keys = Keys::Some) {
+  if (!py::isinstance<py::dict>(values_obj))
+    throw py::value_error(what + " must be a dict, got " +
+                          std::string(py::str(py::type::of(values_obj).attr("__name__"))));
+  const py::dict values = py::reinterpret_borrow<py::dict>(values_obj);
+  std::size_t used = 0;
+  for_each_field(fields, [&](const char* name, auto& value) {
+    using V = std::decay_t<decltype(value)>;
+    if (!values.contains(name)) {
+      if (keys == Keys::All) throw py::value_error(what + ": missing '" + name + "'");
+      return;
+    }
+    const py::object item = values[name];
+    if constexpr (has_fields<V>::value) {
+      value = fields_from_dict<V>(item, what + "['" + name + "']", value, keys);
+    } else {
+      try {
+        value = item.template cast<V>();
+      } catch (const py::cast_error&) {
+        throw py::value_error(what + ": '" + name + "' has the wrong type or range: " + std::string(py::repr(item)));
+      }
+    }
+    ++used;
+  });
+  if (used != values.size()) {
+    for (const auto& item : values) {
+      bool known = false;
+      const std::string key = py::str(item.first);
+      for_each_field(fields, [&](const char* name, auto&) { known = known || key == name; });
+      if (!known)
+        throw py::type_error(what + ": unknown " + (keys == Keys::All ? "key" : "setting") + " '" + key + "'");
+    }
+  }
+  return fields;
+}
+
+// ---- the guard's settings, shared by GuardCore (bindings.cpp) and DeviceGuard (bindings_cuda.cpp)
+
+inline GuardPolicy guard_policy(const std::vector<int>& actions, std::int64_t max_consecutive_skips) {
+  if (actions.size() != static_cast<std::size_t>(kGuardEventKinds))
+    throw py::value_error("policy: expected " + std::to_string(kGuardEventKinds) + " action codes");
+  GuardPolicy p;
+  for (std::size_t i = 0; i < actions.size(); ++i) {
+    if (actions[i] < 0 || actions[i] > static_cast<int>(GuardAction::Raise))
+      throw py::value_error("policy: unknown action code " + std::to_string(actions[i]));
+    p.action[i] = static_cast<GuardAction>(actions[i]);
+  }
+  p.max_consecutive_skips = max_consecutive_skips;
+  return p;
+}
+
+inline GuardConfig guard_config(const py::dict& loss, const py::dict& norm, const std::vector<int>& actions,
+                                std::int64_t max_consecutive_skips) {
+  return pylrcore::guard_config(fields_from_dict<DetectorConfig>(loss, "loss detector"),
+                                fields_from_dict<DetectorConfig>(norm, "norm detector"),
+                                guard_policy(actions, max_consecutive_skips));
+}
+
+// A GuardCore state dict (GuardCore._get_state()); None: a fresh guard. Validated.
+inline GuardState guard_state(const py::handle& state) {
+  if (state.is_none()) return fresh_guard_state();
+  GuardState s = fields_from_dict<GuardState>(state, "state", fresh_guard_state(), Keys::All);
+  validate(s);
+  return s;
+}
+
+inline py::tuple decision_tuple(const GuardDecision& d) {
+  return py::make_tuple(d.step, d.events, static_cast<int>(d.action), d.consecutive_skips, d.loss_z, d.smoothed,
+                        d.explode_at, d.grad_norm, d.norm_z);
+}
+
+// Tables of tensors as (address, count, dtype code) columns: one length check, one message.
+inline void require_same_length(const char* names, std::size_t a, std::size_t b, std::size_t c) {
+  if (a != b || a != c)
+    throw py::value_error(std::string(names) + " must have the same length, got " + std::to_string(a) + ", " +
+                          std::to_string(b) + " and " + std::to_string(c));
+}
+
+}  // namespace pylrcore::glue
