@@ -13,6 +13,7 @@
 
 #include "pylrcore/gradient.hpp"
 #include "pylrcore/smoothing.hpp"
+#include "pylrcore/divergence.hpp"
 #include "pylrcore/suggest.hpp"
 #include "pylrcore/detect.hpp"
 #include "pylrcore/diagnose.hpp"
@@ -161,6 +162,8 @@ py::array_t<double> to_numpy(std::vector<double>&& v) {
 
 void bind_suggest(py::module_& m) {
   m.attr("DIVERGE_FACTOR") = kDivergeFactor;
+  m.def("divergence_threshold", &divergence_threshold, py::arg("best"), py::arg("factor"),
+        "The smoothed loss above which a sweep has diverged: best + (factor - 1) |best| (divergence.hpp).");
   m.def(
       "suggest",
       [](const py::handle& lrs_obj, const py::handle& losses_obj, int method, double beta, double diverge_factor,

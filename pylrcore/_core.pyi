@@ -46,6 +46,7 @@ class Ema:
 def gradient(y: _ArrayLike, x: Optional[_ArrayLike] = None, edge_order: int = 1) -> _F64: ...
 
 DIVERGE_FACTOR: float
+def divergence_threshold(best: float, factor: float) -> float: ...
 
 def suggest(
     lrs: _ArrayLike,

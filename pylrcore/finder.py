@@ -41,6 +41,7 @@ import torch
 from . import schedules as S
 from ._arrays import check_int, check_real
 from ._snapshot import Snapshot, interrupt_shield
+from ._native import _core
 from .detect import Detector, Event, Flag
 from .plotting import plot_history, plot_range_test
 from .smoothing import EMA
@@ -749,7 +750,9 @@ class _SweepRecord:
         self.raw.append(value)
         self.smoothed.append(s)
         self.best = min(self.best, s)
-        if s > self.diverge_th * self.best:
+        # The core's one divergence predicate (divergence.hpp), also suggest()'s cut and the device
+        # tracker's stop; an infinite diverge_th (no stop) never fires.
+        if math.isfinite(self.diverge_th) and s > _core.divergence_threshold(self.best, self.diverge_th):
             self.stop = f"loss diverged (smoothed {s:.3g} > {self.diverge_th:g} x best {self.best:.3g}) at lr {lr:.3g}"
             return True
         return False

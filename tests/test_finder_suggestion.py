@@ -82,3 +82,19 @@ def test_the_divergence_lr_is_printed_once(capsys):
     demo.run_torch(png=None, check=False)
     out = capsys.readouterr().out
     assert out.count("diverged at lr") == 1 and "event: explosion" not in out
+
+
+def test_one_divergence_predicate_for_the_stop_and_the_cut() -> None:
+    """divergence.hpp's rule: smoothed > best + (k - 1) |best| -- k x best for a positive best, and
+    still meaningful for a best <= 0 (k x best would fire at once for a negative best)."""
+    from pylrcore._native import _core
+
+    assert _core.divergence_threshold(2.0, 4.0) == 8.0
+    assert _core.divergence_threshold(-2.0, 4.0) == 4.0
+    assert _core.divergence_threshold(0.0, 4.0) == 0.0
+    # The same curve through the finder's stop rule and suggest()'s cut: a loss of -1 that rises
+    # steadily. k x best (= -4) would call it diverged at the very next point.
+    lrs = np.logspace(-6, 1, 60)
+    raw = -1.0 + np.concatenate([np.zeros(40), np.linspace(0.0, 30.0, 20)])
+    s = pylrcore.suggest(lrs, raw, "steepest", beta=0.5)
+    assert s.diverged_at is not None and s.diverged_at > 40

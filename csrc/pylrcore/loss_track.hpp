@@ -8,7 +8,7 @@
 //   * smoothed = the EMA of the finite losses (ema_step of smoothing.hpp: Plain for torch-lr-finder's
 //     smooth_f = 1 - beta, Debiased for fastai's); beta = 0 is no smoothing.
 //   * best = the lowest smoothed value so far, this step's included (the first one is the raw loss).
-//   * diverged at the first step where smoothed > diverge_th * best.
+//   * diverged at the first step where smoothed > diverge_th * best (divergence.hpp's predicate).
 //   * a non-finite loss never enters the average; its step is recorded and it stops the run; the
 //     smoothed history holds the loss itself there, as the finder's does.
 //   * stop_step = the first step that diverged or was non-finite (-1 while the run goes on).
@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "pylrcore/common.hpp"
+#include "pylrcore/divergence.hpp"
 #include "pylrcore/hd.hpp"
 #include "pylrcore/smoothing.hpp"
 
@@ -89,7 +90,7 @@ PYLRCORE_HD inline double track_loss(const LossTrackConfig& c, LossTrackState& s
       s.best = out;
       s.best_step = step;
     }
-    if (s.diverged_step < 0 && out > c.diverge_th * s.best) s.diverged_step = step;
+    if (s.diverged_step < 0 && diverged(out, s.best, c.diverge_th)) s.diverged_step = step;
   }
   if (s.stop_step < 0 && (s.nonfinite_step >= 0 || s.diverged_step >= 0)) s.stop_step = step;
   if (step < capacity) {

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "pylrcore/common.hpp"
+#include "pylrcore/divergence.hpp"
 #include "pylrcore/gradient.hpp"
 #include "pylrcore/smoothing.hpp"
 
@@ -368,8 +369,7 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
   if (opt.diverge_factor > 0) {
     double best = causal[0];
     for (std::size_t i = 1; i < cut; ++i) {
-      // s > k*best for a positive best; the additive form keeps the rule meaningful for best <= 0.
-      if (causal[i] > best + (opt.diverge_factor - 1.0) * std::fabs(best)) {
+      if (diverged(causal[i], best, opt.diverge_factor)) {
         s.diverged_index = static_cast<std::int64_t>(i);
         cut = i;
         break;

@@ -46,6 +46,13 @@ TEST(suggest_steepest_near_true_centre_with_zone_around_it) {
   CHECK(s.smoothed.size() == c.lrs.size() && s.slope.size() == c.lrs.size());
 }
 
+TEST(divergence_predicate_is_k_times_best_for_positive_best_and_additive_below) {
+  CHECK(divergence_threshold(2.0, 4.0) == 8.0);
+  CHECK(divergence_threshold(-2.0, 4.0) == 4.0);
+  CHECK(!diverged(8.0, 2.0, 4.0) && diverged(8.000001, 2.0, 4.0));
+  CHECK(!diverged(-1.0, -2.0, 4.0));  // k x best = -8 would call a rise from -2 to -1 a divergence
+}
+
 TEST(suggest_capped_is_the_smaller_of_steepest_and_minimum_over_10) {
   for (std::size_t n : {60, 200, 1000}) {
     Curve c = valley_curve(n);
