@@ -344,4 +344,6 @@ def test_the_torch_classes_are_reachable_from_the_top_level_without_importing_to
             "assert (pylrcore.LRFinder, pylrcore.Guard, pylrcore.Scheduler, pylrcore.sweep) == "
             "(LRFinder, Guard, Scheduler, sweep)\n"
             "assert {'LRFinder', 'Guard', 'Scheduler', 'sweep'} <= set(pylrcore.__all__)\n")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    from procs import pylrcore_env, scratch_dir
+
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=scratch_dir(), env=pylrcore_env())
