@@ -47,7 +47,7 @@ from .plotting import plot_history, plot_range_test
 from .smoothing import EMA
 from .suggestion import DEFAULT_METHOD, DIVERGE_FACTOR, METHODS, COMPAT_METHODS, Suggestion, suggest
 
-__all__ = ["LRFinder", "FinderResult", "SweepEvent", "DataLoaderIter", "TrainDataLoaderIter", "ValDataLoaderIter"]
+__all__ = ["LRFinder", "FinderResult", "SweepEvent", "SweepStop", "DataLoaderIter", "TrainDataLoaderIter", "ValDataLoaderIter"]
 
 _MAX_ITER = 2**31 - 1
 _CUT = DIVERGE_FACTOR  # the divergence factor of the suggestion and events when the sweep never stops early
@@ -93,6 +93,8 @@ class FinderResult:
     events: List[SweepEvent] = field(default_factory=list)
     #: With ``range_test(confirm=...)``: the parallel sweep around the suggestion (a SweepResult).
     confirmation: Any = field(default=None, repr=False)
+    #: Why the sweep stopped early, as values (None when it ran to the end); ``stop_reason`` is its text.
+    stop: Optional[SweepStop] = field(default=None, repr=False)
 
     @property
     def confirmed_lr(self) -> Optional[float]:
@@ -140,6 +142,9 @@ class FinderResult:
             "diagnosis": self.diagnosis,
             "stopped_early": self.stopped_early,
             "stop_reason": self.stop_reason,
+            "stop": None if self.stop is None else {
+                "kind": self.stop.kind, "step": self.stop.step, "lr": self.stop.lr,
+                **{k: _json_float(getattr(self.stop, k)) for k in ("value", "best", "factor", "threshold")}},
             "events": [{"step": e.step, "lr": e.lr, "kind": e.kind.name, "value": _json_float(e.value),
                         "threshold": _json_float(e.threshold)} for e in self.events],
             "confirmed_lr": self.confirmed_lr,
@@ -532,10 +537,11 @@ class LRFinder:
             zone=details.zone,
             method=method,
             diagnosis=_diagnose_sweep(details, stop, lrs),
-            stopped_early=bool(stop),
-            stop_reason=stop,
+            stopped_early=stop is not None,
+            stop_reason="" if stop is None else str(stop),
             details=details,
             events=events,
+            stop=stop,
         )
         if confirm_steps and self.result.suggestion is not None:
             self.result.confirmation = self.confirm(train_loader, self.result, steps=confirm_steps,
@@ -621,7 +627,7 @@ class LRFinder:
     def _sweep(self, train_loader: Any, val_loader: Any, lr_ladder: _Ladder, ratios: List[float], smooth_f: float,
                diverge_th: float, accumulation: int, train_step: Any, amp: Any, scaler: Any,
                clip: Optional[float], sync: int, progress: Optional[bool], non_blocking: bool = True
-               ) -> Tuple[List[float], List[float], str, List[SweepEvent]]:
+               ) -> Tuple[List[float], List[float], Optional[SweepStop], List[SweepEvent]]:
         model, opt = self.model, self.optimizer
         batches = _Cycle(train_loader, "train_loader")
         record = _SweepRecord(lr_ladder, smooth_f, diverge_th)
@@ -719,6 +725,32 @@ class LRFinder:
 _EVENT_KINDS = Flag.SPIKE | Flag.NONFINITE | Flag.EXPLOSION
 
 
+@dataclass(frozen=True)
+class SweepStop:
+    """Why a range test stopped early, as values: ``kind`` ``"diverged"`` (the smoothed loss passed
+    ``threshold`` = the divergence predicate's bound for ``best`` and ``factor``) or ``"nonfinite"``
+    (the raw loss ``value`` was NaN/inf), at ``step`` and ``lr``. ``str()`` is ``stop_reason``."""
+
+    kind: str
+    step: int
+    lr: float
+    value: float
+    best: float
+    factor: float
+    threshold: float
+
+    @property
+    def short(self) -> str:
+        """Two or three words for a plot label or a verdict."""
+        return "loss diverged" if self.kind == "diverged" else f"non-finite loss ({self.value})"
+
+    def __str__(self) -> str:
+        if self.kind == "nonfinite":
+            return f"non-finite loss ({self.value}) at lr {self.lr:.3g}"
+        return (f"loss diverged (smoothed {self.value:.3g} > {self.factor:g} x best {self.best:.3g}) "
+                f"at lr {self.lr:.3g}")
+
+
 class _SweepRecord:
     """The range test's record and stop rule, one loss at a time: the raw and smoothed curves (a
     plain EMA, torch-lr-finder's; the first smoothed point is the raw loss), the streaming detector,
@@ -732,7 +764,7 @@ class _SweepRecord:
         self.raw: List[float] = []
         self.smoothed: List[float] = []
         self.best = math.inf
-        self.stop = ""
+        self.stop: Optional[SweepStop] = None
 
     def add(self, value: float) -> bool:
         """Record one loss; True when the sweep must stop here (``self.stop`` says why)."""
@@ -744,7 +776,7 @@ class _SweepRecord:
                                  "the model/data produce non-finite values; the model was restored")
             self.raw.append(value)
             self.smoothed.append(value)
-            self.stop = f"non-finite loss ({value}) at lr {lr:.3g}"
+            self.stop = SweepStop("nonfinite", len(self.raw) - 1, float(lr), value, self.best, self.diverge_th, math.nan)
             return True
         s = self.ema.update(value) if self.ema is not None else value
         self.raw.append(value)
@@ -752,12 +784,13 @@ class _SweepRecord:
         self.best = min(self.best, s)
         # The core's one divergence predicate (divergence.hpp), also suggest()'s cut and the device
         # tracker's stop; an infinite diverge_th (no stop) never fires.
-        if math.isfinite(self.diverge_th) and s > _core.divergence_threshold(self.best, self.diverge_th):
-            self.stop = f"loss diverged (smoothed {s:.3g} > {self.diverge_th:g} x best {self.best:.3g}) at lr {lr:.3g}"
+        threshold = _core.divergence_threshold(self.best, self.diverge_th) if math.isfinite(self.diverge_th) else math.inf
+        if s > threshold:
+            self.stop = SweepStop("diverged", len(self.raw) - 1, float(lr), s, self.best, self.diverge_th, threshold)
             return True
         return False
 
-    def result(self) -> Tuple[List[float], List[float], str, List[SweepEvent]]:
+    def result(self) -> Tuple[List[float], List[float], Optional[SweepStop], List[SweepEvent]]:
         events = [SweepEvent(e.step, e.kind, e.value, e.threshold, float(self.lrs[e.step]))
                   for e in self.detector.events if e.kind & _EVENT_KINDS]
         return self.raw, self.smoothed, self.stop, events
@@ -790,7 +823,7 @@ def _progress(total: int, wanted: Optional[bool]) -> Any:
     return tqdm(total=total, desc="LR range test", leave=False)
 
 
-def _diagnose_sweep(s: Suggestion, stop: str, lrs: np.ndarray) -> str:
+def _diagnose_sweep(s: Suggestion, stop: Optional[SweepStop], lrs: np.ndarray) -> str:
     """The range test's verdict in the users' terms. It is shown next to ``str(s)``, which already
     names the lr where the loss diverged: the verdict refers to it rather than naming a second lr
     (the sweep's own stop comes later, its EMA lags)."""
@@ -809,7 +842,7 @@ def _diagnose_sweep(s: Suggestion, stop: str, lrs: np.ndarray) -> str:
         if analysis_stopped:
             text += "; stay well below the lr where it diverged"
         elif stop:
-            text += f"; the sweep stopped at lr {lrs[-1]:.2g} ({stop.split(' (')[0]}): stay well below it"
+            text += f"; the sweep stopped at lr {lrs[-1]:.2g} ({stop.short.split(' (')[0]}): stay well below it"
         return text
     if s.status == "never_decreased":
         if stop or analysis_stopped:

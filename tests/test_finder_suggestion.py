@@ -3,6 +3,8 @@ is too low, the slide method on long sweeps, one divergence factor and one diver
 
 from __future__ import annotations
 
+import json
+
 import re
 
 import numpy as np
@@ -98,3 +100,15 @@ def test_one_divergence_predicate_for_the_stop_and_the_cut() -> None:
     raw = -1.0 + np.concatenate([np.zeros(40), np.linspace(0.0, 30.0, 20)])
     s = pylrcore.suggest(lrs, raw, "steepest", beta=0.5)
     assert s.diverged_at is not None and s.diverged_at > 40
+
+
+def test_the_stop_is_a_value_and_stop_reason_its_text() -> None:
+    result = _classifier_sweep(100)
+    stop = result.stop
+    assert stop is not None and stop.kind == "diverged" and result.stopped_early
+    assert stop.step == len(result.lrs) - 1 and stop.lr == result.lrs[-1]
+    assert stop.value == result.smoothed[-1] > stop.threshold == pylrcore._native._core.divergence_threshold(stop.best, 4.0)
+    assert str(stop) == result.stop_reason and result.stop_reason.startswith("loss diverged (smoothed")
+    assert "loss diverged" in stop.short
+    saved = json.loads(result.to_json())["stop"]
+    assert saved["kind"] == "diverged" and saved["step"] == stop.step and saved["threshold"] == stop.threshold

@@ -56,7 +56,7 @@ except ImportError:
 
 from .._arrays import check_int, check_real  # noqa: E402  (after the framework check: its error names the extra)
 from ..detect import DEFAULTS as DETECTOR_DEFAULTS, Detector, Flag  # noqa: E402
-from ..finder import _CUT, FinderResult, LRFinder as _TorchFinder, SweepEvent, _diagnose_sweep, _Ladder, _SweepRecord  # noqa: E402
+from ..finder import _CUT, FinderResult, LRFinder as _TorchFinder, SweepEvent, SweepStop, _diagnose_sweep, _Ladder, _SweepRecord  # noqa: E402
 from ..guard import GuardEvent, _describe_event  # noqa: E402
 from ..schedules import Schedule  # noqa: E402
 from ..suggestion import COMPAT_METHODS, DEFAULT_METHOD, METHODS, suggest  # noqa: E402
@@ -275,12 +275,13 @@ def find(
     return FinderResult(
         lrs=lrs, losses=np.asarray(raw, dtype=np.float64), smoothed=np.asarray(smoothed, dtype=np.float64),
         suggestion=details.lr, zone=details.zone, method=method, diagnosis=_diagnose_sweep(details, stop, lrs),
-        stopped_early=bool(stop), stop_reason=stop, details=details, events=events,
+        stopped_early=stop is not None, stop_reason="" if stop is None else str(stop), details=details, events=events,
+        stop=stop,
     )
 
 
 def _sweep(model: Any, batches: _Batches, first: Tuple[Any, Any, Any], ladder: _Ladder, lr: _LearningRate,
-           smooth_f: float, diverge_th: float) -> Tuple[List[float], List[float], str, List[SweepEvent]]:
+           smooth_f: float, diverge_th: float) -> Tuple[List[float], List[float], Optional[SweepStop], List[SweepEvent]]:
     """The torch finder's record and stop rule (pylrcore.finder._SweepRecord) over Keras train steps."""
     record = _SweepRecord(ladder, smooth_f, diverge_th)
     batch: Optional[Tuple[Any, Any, Any]] = first
