@@ -5,7 +5,6 @@ say what README and bench/README.md claim (the default wins on the held-out task
 from __future__ import annotations
 
 import importlib
-import math
 import sys
 from pathlib import Path
 

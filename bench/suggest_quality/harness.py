@@ -176,7 +176,8 @@ def run_jobs(stores: Dict[str, Store], jobs: List[Tuple[str, str, float, int]], 
         return
     log(f"  {len(jobs)} jobs on {workers} process(es)")
     done = 0
-    results = map(_run, jobs) if workers <= 1 else ProcessPoolExecutor(workers).map(_run, jobs, chunksize=1)
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    results = map(_run, jobs) if pool is None else pool.map(_run, jobs, chunksize=1)
     for (kind, name, lr, seed), value in results:
         store = stores[name]
         if kind == "train":
@@ -189,5 +190,7 @@ def run_jobs(stores: Dict[str, Store], jobs: List[Tuple[str, str, float, int]], 
         done += 1
         if done % 25 == 0 or done == len(jobs):
             log(f"  {done}/{len(jobs)}")
+    if pool is not None:
+        pool.shutdown()
     for store in stores.values():
         store.save()

@@ -14,10 +14,11 @@ the protocol and the torch version); figures go to results/figures/, the table t
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -48,22 +49,30 @@ def ground_truth_jobs(store: Store) -> List[Tuple[str, str, float, int]]:
 CONFIRMED = f"pylrcore {DEFAULT_METHOD} + confirm"
 
 
-def all_picks(store: Store, names: List[str]) -> Dict[int, Dict[str, float]]:
+DEFAULT = f"pylrcore {DEFAULT_METHOD}"
+
+
+def default_pick(store: Store, seed: int) -> Optional[float]:
+    """The default rule's pick on one range test: what the confirmation sweep is centred on."""
+    return picks(range_lrs(), load_curve(store.curve(seed)), [DEFAULT])[DEFAULT]
+
+
+def all_picks(store: Store, names: List[str]) -> Dict[int, Dict[str, Optional[float]]]:
     lrs = range_lrs()
     out = {}
     for seed in PROTOCOL["range_seeds"]:
         out[seed] = picks(lrs, load_curve(store.curve(seed)), [n for n in names if n != CONFIRMED])
         if CONFIRMED in names:
-            base = picks(lrs, load_curve(store.curve(seed)), [f"pylrcore {DEFAULT_METHOD}"])[f"pylrcore {DEFAULT_METHOD}"]
+            base = out[seed][DEFAULT] if DEFAULT in out[seed] else default_pick(store, seed)
             confirmed = None if base is None else store.confirmed(seed, base)
-            out[seed][CONFIRMED] = None if confirmed is None or confirmed != confirmed else float(f"{confirmed:.4g}")
+            out[seed][CONFIRMED] = None if confirmed is None or math.isnan(confirmed) else float(f"{confirmed:.4g}")
     return out
 
 
 def confirm_jobs(store: Store) -> List[Tuple[str, str, float, int]]:
     jobs = []
     for seed in PROTOCOL["range_seeds"]:
-        base = picks(range_lrs(), load_curve(store.curve(seed)), [f"pylrcore {DEFAULT_METHOD}"])[f"pylrcore {DEFAULT_METHOD}"]
+        base = default_pick(store, seed)
         if base is not None and store.confirmed(seed, base) is None:
             jobs.append(("confirm", store.task.name, base, seed))
     return jobs

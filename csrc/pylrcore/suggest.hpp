@@ -468,10 +468,14 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
   s.zone_lo_index = static_cast<std::int64_t>(lo);
   s.zone_hi_index = static_cast<std::int64_t>(hi);
 
+  // The steepest fall per log(lr) inside the usable range (steepest, and capped's first anchor).
+  const auto steepest = [&] {
+    return static_cast<std::int64_t>(lo + detail::argmin_nan_first(slope.data() + lo, hi - lo + 1));
+  };
   std::int64_t idx = -1;
   switch (opt.method) {
     case Method::Steepest:
-      idx = static_cast<std::int64_t>(lo + detail::argmin_nan_first(slope.data() + lo, hi - lo + 1));
+      idx = steepest();
       s.lr = lrs[idx];
       break;
     case Method::Minimum:
@@ -483,7 +487,7 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
       // limit (SGD), the steepest fall sits just below the divergence, too high; where the loss
       // keeps falling at large lrs (adaptive optimizers, convex models), the minimum is late and
       // minimum / 10 too high. The smaller of the two is chosen (bench/suggest_quality).
-      idx = static_cast<std::int64_t>(lo + detail::argmin_nan_first(slope.data() + lo, hi - lo + 1));
+      idx = steepest();
       s.lr = lrs[idx];
       if (lrs[m] / 10.0 < s.lr) {
         idx = static_cast<std::int64_t>(m);
