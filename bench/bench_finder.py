@@ -115,7 +115,7 @@ def test_finder_fixed_cost(benchmark, impl, heap):
 
     heap="reused": rounds back to back, so torch-lr-finder's copies land in the memory its previous
     round freed (glibc keeps it) and pylrcore's snapshot in the mapping the previous one released (it
-    keeps one, see csrc/pylrcore/copy.hpp). heap="trimmed": both go back to the OS before each round
+    keeps one, see csrc/pylrcore/step/snapshot.hpp). heap="trimmed": both go back to the OS before each round
     (untimed), as for a single range test in a process that has not just freed as much."""
     if size(1, 0) == 0:
         pytest.skip("quick mode: the 8.4M model is only timed in full runs")

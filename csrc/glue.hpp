@@ -18,7 +18,7 @@
 #include <utility>
 #include <vector>
 
-#include "pylrcore/guard.hpp"
+#include "pylrcore/step/guard.hpp"
 
 namespace pylrcore::glue {
 

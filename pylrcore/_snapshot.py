@@ -15,7 +15,7 @@ restore writes the kept bytes into the very objects the model held when the snap
 puts those objects back under their names. Plain contiguous CPU tensors are copied byte for byte into
 one native :class:`_core.Arena` (one mapping with huge pages, filled by a few threads; the next
 snapshot reuses a released one's pages), because on a large model the time of a snapshot is almost all
-first-touch page faults and memory traffic, not copying work (see csrc/pylrcore/copy.hpp). Other tensors (CUDA, sparse, subclasses, views that are not contiguous) are
+first-touch page faults and memory traffic, not copying work (see csrc/pylrcore/step/snapshot.hpp). Other tensors (CUDA, sparse, subclasses, views that are not contiguous) are
 cloned by torch.
 
 :meth:`Snapshot.restore` cannot be cut short by Ctrl-C: SIGINT is deferred while it runs, and a

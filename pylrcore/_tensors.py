@@ -2,7 +2,7 @@
 
 One home for what the CPU scan (nonfinite), the guard's gradient table, the CUDA kernels (cuda) and
 the snapshot need to know about arrays and tensors: the dtype codes (``_core.DType``, defined once in
-csrc/pylrcore/float_bits.hpp), which tensors can be read or copied by address, and the errors that
+csrc/pylrcore/step/float_bits.hpp), which tensors can be read or copied by address, and the errors that
 name a buffer and say how to fix it. torch is never imported here: tensors are recognised by their
 attributes, and torch is taken from ``sys.modules`` once a tensor exists.
 """

@@ -60,7 +60,7 @@ __all__ = [
     "LossTrackerState",
 ]
 
-# Dtype codes of csrc/pylrcore/float_bits.hpp (enum class DType).
+# Dtype codes of csrc/pylrcore/step/float_bits.hpp (enum class DType).
 
 
 def _module() -> Optional[ModuleType]:
@@ -150,7 +150,7 @@ class GradCheck:
     * ``info``: int64 ``[count, first bad tensor, first bad element]`` (-1s when none).
 
     The sum is deterministic: the same bits for the same data, whatever the grid (see
-    csrc/pylrcore/chunk_check.hpp). One check at a time per GradCheck (ordered on one stream).
+    csrc/pylrcore/step/chunk_check.hpp). One check at a time per GradCheck (ordered on one stream).
     """
 
     def __init__(self, tensors: Iterable["torch.Tensor"]) -> None:

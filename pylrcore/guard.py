@@ -62,7 +62,7 @@ from ._tensors import dense, describe_host, torch_codes
 
 __all__ = ["Guard", "GuardEvent", "TrainingDiverged", "KINDS", "ACTIONS", "DEFAULT_POLICY"]
 
-#: Event kinds, in the order of the core's bits (csrc/pylrcore/guard.hpp).
+#: Event kinds, in the order of the core's bits (csrc/pylrcore/step/guard.hpp).
 KINDS = ("nonfinite_loss", "loss_spike", "explosion", "nonfinite_grad", "grad_spike", "amp_overflow", "skip_limit")
 #: Responses, from the mildest.
 ACTIONS = ("record", "skip", "scale_lr", "rollback", "raise")

@@ -38,7 +38,7 @@ Text form (``Schedule.parse``, ``repr``): Python-like calls of the builders join
 It is parsed, never evaluated.
 
 Adding a family: one entry in ``_TABLE`` below (its parameters in the core's order, with defaults
-and checks, and its length) and one struct in ``csrc/pylrcore/schedule.hpp``.
+and checks, and its length) and one struct in ``csrc/pylrcore/schedules.hpp``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Suggest a learning rate, and the usable range, from a range-test curve.
 
-pylrcore's methods analyse the curve the same way (see ``csrc/pylrcore/suggest.hpp``): cut at the
+pylrcore's methods analyse the curve the same way (see ``csrc/pylrcore/suggestion.hpp``): cut at the
 first non-finite loss and where the smoothed loss passes ``diverge_factor`` (:data:`DIVERGE_FACTOR`)
 x its running minimum, smooth without lag (a debiased EMA forwards, then backwards), differentiate
 with respect to ``log(lr)`` (numpy.gradient's second-order non-uniform rule), check that the loss
@@ -50,7 +50,7 @@ __all__ = ["suggest", "Suggestion", "gradient", "METHODS", "COMPAT_METHODS", "DI
 #: pylrcore's one divergence factor: a range test has diverged where its smoothed loss exceeds this
 #: many times its running minimum (4, as fastai and Lightning; torch-lr-finder stops at 5). The
 #: default of :func:`suggest`, of ``LRFinder.range_test(diverge_th=)``, of the CLI, the demo and
-#: the plot; defined once, in the core (``kDivergeFactor`` in ``csrc/pylrcore/suggest.hpp``).
+#: the plot; defined once, in the core (``kDivergeFactor`` in ``csrc/pylrcore/suggestion.hpp``).
 DIVERGE_FACTOR: float = float(_core.DIVERGE_FACTOR)
 
 METHODS = ("capped", "steepest", "valley", "minimum", "slide")

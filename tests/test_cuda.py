@@ -356,7 +356,7 @@ def test_gpu_loss_tracker_matches_pylrcore_ema(kind: str, dtype: torch.dtype) ->
     assert tracker.state().steps == 0
 
 
-# --- the guard's decision on the device (guard.hpp's guard_step()) ----------------------------------------
+# --- the guard's decision on the device (step/guard.hpp's guard_step()) ----------------------------------------
 
 
 def _guard_inputs(n: int, seed: int) -> List[Any]:

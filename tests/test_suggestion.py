@@ -46,7 +46,7 @@ def test_gradient_bad_input() -> None:
         pylrcore.gradient([1.0, 2.0, 3.0], [1.0, 1.0, 2.0])
 
 
-# ---- peer rules, re-derived from the peers' sources (see csrc/pylrcore/suggest.hpp for lines) ------
+# ---- peer rules, re-derived from the peers' sources (see csrc/pylrcore/suggestion.hpp for lines) ------
 
 
 def ref_torch_lr_finder(lrs, losses, skip_start=10, skip_end=5):

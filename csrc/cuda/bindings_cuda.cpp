@@ -12,9 +12,9 @@
 
 #include "glue.hpp"
 #include "launch.hpp"
-#include "pylrcore/chunk_check.hpp"
-#include "pylrcore/guard.hpp"
-#include "pylrcore/loss_track.hpp"
+#include "pylrcore/step/chunk_check.hpp"
+#include "pylrcore/step/guard.hpp"
+#include "pylrcore/step/loss_track.hpp"
 
 namespace py = pybind11;
 using namespace pylrcore;
@@ -69,7 +69,7 @@ void bind_check(py::module_& m) {
       .def_property_readonly("grid", &CheckTable::grid)
       .def_property_readonly("bytes", &CheckTable::bytes);
 
-  // The kernel's host twin (chunk_check.hpp): the device result predicted bit for bit on the CPU.
+  // The kernel's host twin (step/chunk_check.hpp): the device result predicted bit for bit on the CPU.
   m.def(
       "check_on_host",
       [](const std::vector<std::uint64_t>& host_addresses, const std::vector<std::uint64_t>& device_addresses,
@@ -88,7 +88,7 @@ void bind_check(py::module_& m) {
 
 void bind_loss_tracker(py::module_& m) {
   using cuda::LossTracker;
-  py::class_<LossTracker>(m, "LossTracker", "The range test's loss curve on the device (loss_track.hpp).")
+  py::class_<LossTracker>(m, "LossTracker", "The range test's loss curve on the device (step/loss_track.hpp).")
       .def(py::init([](int device, double beta, int kind, double diverge_th, std::int64_t capacity,
                        std::uintptr_t stream) {
              const LossTrackConfig config{beta, static_cast<EmaKind>(kind), diverge_th};
@@ -155,7 +155,7 @@ void bind_loss_tracker(py::module_& m) {
 
 void bind_guard(py::module_& m) {
   using cuda::DeviceGuard;
-  py::class_<DeviceGuard>(m, "DeviceGuard", "The guard's decision on the device (guard.hpp's guard_step()).")
+  py::class_<DeviceGuard>(m, "DeviceGuard", "The guard's decision on the device (step/guard.hpp's guard_step()).")
       .def(py::init([](int device, const py::dict& loss_config, const py::dict& norm_config, const std::vector<int>& actions,
                        std::int64_t max_consecutive_skips, const py::object& state, std::uintptr_t stream) {
              const GuardConfig config = glue::guard_config(loss_config, norm_config, actions, max_consecutive_skips);

@@ -1,13 +1,13 @@
 // The multi-tensor check kernel: one launch reads every gradient of a CheckTable once and writes
 // found_inf, the sum of squares and where the first NaN/Inf is. The per-thread and per-block
-// arithmetic is chunk_check.hpp's, which the host twin runs too; this file adds only what is
+// arithmetic is step/chunk_check.hpp's, which the host twin runs too; this file adds only what is
 // specific to the device: the grid-stride over chunks, the block fold in shared memory and
 // shuffles, and the last-block pattern that combines the blocks in the same launch.
 #include <algorithm>
 #include <cstring>
 
 #include "launch.hpp"
-#include "pylrcore/chunk_check.hpp"
+#include "pylrcore/step/chunk_check.hpp"
 #include "runtime.hpp"
 
 namespace pylrcore::cuda {

@@ -1,11 +1,11 @@
-// The guard's decision on the device: guard_step() (guard.hpp) in a one-thread kernel that
+// The guard's decision on the device: guard_step() (step/guard.hpp) in a one-thread kernel that
 // reads the loss and the gradient check's result from device memory and writes found_inf, the
 // clip coefficient and the decision record, with the guard's state kept in device memory.
 #include <cstring>
 
 #include "launch.hpp"
-#include "pylrcore/float_bits.hpp"
-#include "pylrcore/guard.hpp"
+#include "pylrcore/step/float_bits.hpp"
+#include "pylrcore/step/guard.hpp"
 #include "runtime.hpp"
 
 namespace pylrcore::cuda {

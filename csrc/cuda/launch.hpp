@@ -10,10 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "pylrcore/chunk_check.hpp"
-#include "pylrcore/float_bits.hpp"
-#include "pylrcore/guard.hpp"
-#include "pylrcore/loss_track.hpp"
+#include "pylrcore/step/chunk_check.hpp"
+#include "pylrcore/step/float_bits.hpp"
+#include "pylrcore/step/guard.hpp"
+#include "pylrcore/step/loss_track.hpp"
 
 namespace pylrcore::cuda {
 
@@ -32,7 +32,7 @@ std::string unavailable_reason();
 // Where a check writes its results: device addresses, 0 to leave one out.
 struct CheckOutputs {
   std::uintptr_t found_inf = 0;  // float32: 1.0 if some element is NaN/Inf, else 0.0 (a fused optimizer's found_inf)
-  std::uintptr_t sumsq = 0;      // float64: the sum of squares of every element (NaN/inf like scan.hpp)
+  std::uintptr_t sumsq = 0;      // float64: the sum of squares of every element (NaN/inf like step/nonfinite.hpp)
   std::uintptr_t info = 0;       // int64[3]: non-finite count, first bad tensor, its element (-1, -1 if none)
 };
 
@@ -71,7 +71,7 @@ class CheckTable {
   std::unique_ptr<Impl> impl_;
 };
 
-// The LR range test's loss curve kept on the device (loss_track.hpp's rules): each append is a
+// The LR range test's loss curve kept on the device (step/loss_track.hpp's rules): each append is a
 // one-thread kernel that reads the 0-d loss tensor where it lies, so no step waits for the GPU.
 // The host asks for a copy of the state every few steps (request_snapshot) and picks it up when
 // it has arrived (poll), never blocking; history() at the end is the one synchronous read.
@@ -120,7 +120,7 @@ struct DecideOutputs {
   std::uintptr_t decision = 0;
 };
 
-// The guard's decision on the device (guard_step() of guard.hpp): one one-thread launch per step that reads
+// The guard's decision on the device (guard_step() of step/guard.hpp): one one-thread launch per step that reads
 // the loss and the check's result where they lie and writes found_inf and the clip scale for a
 // fused optimizer, so skipping and clipping need no host sync. The decision record is read by
 // the host later (a few steps behind), which then applies RAISE/ROLLBACK/SCALE_LR.

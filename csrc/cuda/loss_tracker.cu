@@ -1,10 +1,10 @@
-// The device loss tracker: loss_track.hpp's state in device memory, updated by a one-thread kernel
+// The device loss tracker: step/loss_track.hpp's state in device memory, updated by a one-thread kernel
 // per appended loss, read back asynchronously through pinned memory and an event.
 #include <cstring>
 
 #include "launch.hpp"
-#include "pylrcore/float_bits.hpp"
-#include "pylrcore/loss_track.hpp"
+#include "pylrcore/step/float_bits.hpp"
+#include "pylrcore/step/loss_track.hpp"
 #include "runtime.hpp"
 
 namespace pylrcore::cuda {

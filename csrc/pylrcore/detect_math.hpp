@@ -1,7 +1,7 @@
 // The per-value arithmetic of a Detector (detect.hpp) as free functions on plain numbers, so that
 // nvcc compiles them for the device too: the z-score against the short EMA mean, the winsorised
 // mean/variance update, and the explosion threshold. The Detector calls these, and so does the
-// guard's decision (guard_step() in guard.hpp, on the host and the device), which is how the two
+// guard's decision (guard_step() in step/guard.hpp, on the host and the device), which is how the two
 // decide alike. See detect.hpp for the rules.
 //
 // std::max/min/clamp are constexpr templates that device code cannot call without

@@ -1,5 +1,5 @@
-// The CUDA check kernel's per-chunk logic, run on the CPU by its host twin (chunk_check.hpp), and
-// compared with the CPU scan (scan.hpp) on the same buffers.
+// The CUDA check kernel's per-chunk logic, run on the CPU by its host twin (step/chunk_check.hpp), and
+// compared with the CPU scan (step/nonfinite.hpp) on the same buffers.
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "check.hpp"
-#include "pylrcore/chunk_check.hpp"
-#include "pylrcore/scan.hpp"
+#include "pylrcore/step/chunk_check.hpp"
+#include "pylrcore/step/nonfinite.hpp"
 
 using namespace pylrcore;
 using namespace pylrcore::chunk_check;

@@ -1,4 +1,4 @@
-// The guard's long-run explosion rule (explosion.hpp): quiet on long healthy-looking streams where
+// The guard's long-run explosion rule (step/explosion.hpp): quiet on long healthy-looking streams where
 // the range-test rule fires, quick on a real blow-up, and safe with zeros, negatives and bad states.
 #include <cmath>
 #include <cstdint>
@@ -8,7 +8,7 @@
 
 #include "check.hpp"
 #include "pylrcore/detect.hpp"
-#include "pylrcore/explosion.hpp"
+#include "pylrcore/step/explosion.hpp"
 
 using namespace pylrcore;
 

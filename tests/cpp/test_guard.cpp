@@ -5,7 +5,7 @@
 #include <stdexcept>
 
 #include "check.hpp"
-#include "pylrcore/guard.hpp"
+#include "pylrcore/step/guard.hpp"
 
 using namespace pylrcore;
 

@@ -1,4 +1,4 @@
-// The device loss tracker's update (loss_track.hpp), run on the CPU: the same smoothing as Ema,
+// The device loss tracker's update (step/loss_track.hpp), run on the CPU: the same smoothing as Ema,
 // and the stop rules of pylrcore.finder.
 #include <cmath>
 #include <cstring>
@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "check.hpp"
-#include "pylrcore/loss_track.hpp"
+#include "pylrcore/step/loss_track.hpp"
 #include "pylrcore/smoothing.hpp"
 
 using namespace pylrcore;

@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "check.hpp"
-#include "pylrcore/diagnose.hpp"
+#include "pylrcore/diagnosis.hpp"
 
 using namespace pylrcore;
 

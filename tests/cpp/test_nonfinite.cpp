@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "check.hpp"
-#include "pylrcore/scan.hpp"
+#include "pylrcore/step/nonfinite.hpp"
 
 using namespace pylrcore;
 using scan_detail::segment_elements;

@@ -1,5 +1,5 @@
 // The guard's explosion rule for long runs, on plain data so that the guard's decision
-// (guard_step() in guard.hpp, on the host and the device) can call it.
+// (guard_step() in step/guard.hpp, on the host and the device) can call it.
 //
 // Why not the range test's rule: "smoothed loss > k x best" is right for a sweep, whose loss rises
 // by orders of magnitude within a few hundred steps. Over a long run whose loss approaches 0 it
@@ -31,7 +31,7 @@
 // progress undone; an lr raised 10x or 100x mid-run fires 24-60 losses later, or the loss overflows
 // first and the non-finite rule stops it at once.
 // Non-positive losses: once a finite loss < 0 is seen there is no multiplicative scale; the guard
-// then uses the detector's (range-test) explosion rule for good (guard.hpp).
+// then uses the detector's (range-test) explosion rule for good (step/guard.hpp).
 #pragma once
 #include <cmath>
 #include <cstdint>

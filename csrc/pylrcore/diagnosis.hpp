@@ -33,7 +33,7 @@
 // Losses >= 0 (all usual ones) have a scale, and the streaming signals take it, as the guard does:
 //   spikes     are z-score spikes of ln(loss) (minibatch losses are right-skewed: on healthy runs the
 //              loss itself has dozens of 6-sd "spikes"); a loss of exactly 0 is no spike and skipped
-//   explosion  is the guard's long-run rule (explosion.hpp), or the detector's range-test rule
+//   explosion  is the guard's long-run rule (step/explosion.hpp), or the detector's range-test rule
 //              (smoothed > k x best) when the history also ended above its first level: the
 //              range-test rule alone fires on the noise of long runs whose loss approaches 0
 // With a loss < 0 in the history both are the detector's, on the loss itself.
@@ -49,7 +49,7 @@
 
 #include "pylrcore/common.hpp"
 #include "pylrcore/detect.hpp"
-#include "pylrcore/explosion.hpp"
+#include "pylrcore/step/explosion.hpp"
 
 namespace pylrcore {
 

@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "check.hpp"
-#include "pylrcore/copy.hpp"
+#include "pylrcore/step/snapshot.hpp"
 
 using namespace pylrcore;
 

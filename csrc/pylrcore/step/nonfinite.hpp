@@ -59,7 +59,7 @@
 #endif
 
 #include "pylrcore/common.hpp"
-#include "pylrcore/float_bits.hpp"
+#include "pylrcore/step/float_bits.hpp"
 
 // (Not under ThreadSanitizer: its runtime is not up yet when the ifunc resolvers run, and crashes.)
 #if defined(__x86_64__) && defined(__ELF__) && defined(__GNUC__) && !defined(__clang__) && \
@@ -111,7 +111,7 @@ inline Bits load_bits(const unsigned char* p) {
   return b;
 }
 
-// The formats and their bit tests live in float_bits.hpp, shared with the CUDA check kernel.
+// The formats and their bit tests live in step/float_bits.hpp, shared with the CUDA check kernel.
 using float_bits::BF16;
 using float_bits::bfloat16_to_float;
 using float_bits::F16;

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "check.hpp"
-#include "pylrcore/suggest.hpp"
+#include "pylrcore/suggestion.hpp"
 
 using namespace pylrcore;
 

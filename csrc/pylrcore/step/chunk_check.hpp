@@ -17,9 +17,9 @@
 // Squares of float32/16 and bfloat16 values are exact in double; float64 squares round once (the
 // device uses __dmul_rn/__dadd_rn, never a fused multiply-add, so it rounds like the host).
 // Error: about (count per thread + log2 kThreads + chunks per accumulator) x 1.1e-16 relative,
-// 5e-14 for a billion float32 elements. Results differ from scan.hpp's (another order) at that level.
+// 5e-14 for a billion float32 elements. Results differ from step/nonfinite.hpp's (another order) at that level.
 //
-// Non-finite values are found from the exponent bits (float_bits.hpp), exactly as the CPU scan does.
+// Non-finite values are found from the exponent bits (step/float_bits.hpp), exactly as the CPU scan does.
 #pragma once
 #include <algorithm>
 #include <cstddef>
@@ -29,11 +29,11 @@
 #include <vector>
 
 #include "pylrcore/common.hpp"
-#include "pylrcore/float_bits.hpp"
+#include "pylrcore/step/float_bits.hpp"
 #include "pylrcore/hd.hpp"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "chunk_check.hpp splits 16-byte words into elements in little-endian order, like the GPU"
+#error "step/chunk_check.hpp splits 16-byte words into elements in little-endian order, like the GPU"
 #endif
 
 namespace pylrcore::chunk_check {

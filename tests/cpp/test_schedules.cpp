@@ -2,7 +2,7 @@
 #include <vector>
 
 #include "check.hpp"
-#include "pylrcore/schedule.hpp"
+#include "pylrcore/schedules.hpp"
 
 using namespace pylrcore;
 

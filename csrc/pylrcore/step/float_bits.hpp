@@ -1,6 +1,6 @@
 // The floating-point formats gradients come in (float32, float64, float16, bfloat16), seen as raw
 // bits: the non-finite test on the exponent bits and the exact widening to double. Shared by the
-// CPU scan (scan.hpp) and the CUDA check kernel (cuda/check.cu), so both decide "NaN/Inf" and
+// CPU scan (step/nonfinite.hpp) and the CUDA check kernel (cuda/check.cu), so both decide "NaN/Inf" and
 // square the same values bit for bit.
 //
 // Why bits: a value is non-finite exactly when its exponent is all ones, so (bits & magnitude) >=

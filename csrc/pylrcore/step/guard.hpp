@@ -1,5 +1,5 @@
 // The training-step guard's decision: from one step's loss and gradient summary (non-finite count
-// and sum of squares, from scan.hpp) to the events it shows and the response the user's policy
+// and sum of squares, from step/nonfinite.hpp) to the events it shows and the response the user's policy
 // asks for: guard_step(), pure arithmetic on a few numbers of plain data, which GuardCore calls on the
 // host and a one-thread CUDA kernel (cuda/decide.cu) calls on the device (found_inf and a clip scale
 // for a fused optimizer: skip and clipping without a host sync).
@@ -14,7 +14,7 @@
 //                   skewed: on a healthy 10,000-step MLP run the largest batch loss sits 6.9 sd above
 //                   the mean (a false alarm at z = 6), its logarithm 2.5 sd; a real spike is a jump by
 //                   a factor, which the log keeps.
-//   LOSS_EXPLOSION  the long-run explosion rule (explosion.hpp) began at this step: the ~20-step
+//   LOSS_EXPLOSION  the long-run explosion rule (step/explosion.hpp) began at this step: the ~20-step
 //                   level of ln(loss) rose beyond its noise, a factor k above its ~500-step level (or
 //                   most of the way back to the start), undid >= 10% of the progress, and stayed
 //                   there for 20 losses. (Not the range test's smoothed > k x best,
@@ -46,8 +46,8 @@
 #include "pylrcore/common.hpp"
 #include "pylrcore/detect.hpp"
 #include "pylrcore/detect_math.hpp"
-#include "pylrcore/explosion.hpp"
-#include "pylrcore/float_bits.hpp"
+#include "pylrcore/step/explosion.hpp"
+#include "pylrcore/step/float_bits.hpp"
 #include "pylrcore/hd.hpp"
 #include "pylrcore/smoothing.hpp"
 
