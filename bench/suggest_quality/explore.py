@@ -24,7 +24,7 @@ import pylrcore  # noqa: E402
 from contenders import picks  # noqa: E402
 from harness import Store, load_curve, range_lrs  # noqa: E402
 from report import HIT, best, grid_curve  # noqa: E402
-from tasks import DEV, HELD_OUT, PROTOCOL  # noqa: E402
+from tasks import DEV, FRESH, HELD_OUT, NEW, PROTOCOL  # noqa: E402
 
 
 def interpolated_loss(store: Store, lr: float) -> float:
@@ -82,6 +82,64 @@ def _geo_steep_min10(lrs, raw):
     return math.sqrt(s.lr * float(lrs[s.min_index]) / 10)
 
 
+def _capped(lrs, raw) -> Optional[float]:
+    s = _s(lrs, raw)
+    return None if s.lr is None else min(s.lr, float(lrs[s.min_index]) / 10)
+
+
+def _geo_capped_min(k: float) -> Callable:
+    """Geometric mean of capped and minimum / k."""
+    def rule(lrs, raw):
+        s = _s(lrs, raw)
+        if s.lr is None:
+            return None
+        m = float(lrs[s.min_index])
+        return math.sqrt(min(s.lr, m / 10) * m / k)
+    return rule
+
+
+def _capped_floor(k: float) -> Callable:
+    """capped, but never below minimum / k."""
+    def rule(lrs, raw):
+        s = _s(lrs, raw)
+        if s.lr is None:
+            return None
+        m = float(lrs[s.min_index])
+        return max(min(s.lr, m / 10), m / k)
+    return rule
+
+
+def _steep_cap(k: float, c: float = 1.0) -> Callable:
+    """min(steepest x c, minimum / k)."""
+    def rule(lrs, raw):
+        s = _s(lrs, raw)
+        return None if s.lr is None else min(s.lr * c, float(lrs[s.min_index]) / k)
+    return rule
+
+
+def _capped_times(c: float) -> Callable:
+    def rule(lrs, raw):
+        v = _capped(lrs, raw)
+        return None if v is None else v * c
+    return rule
+
+
+def _steep_cap_zone(k: float) -> Callable:
+    """min(steepest, usable range's top / k)."""
+    def rule(lrs, raw):
+        s = _s(lrs, raw)
+        return None if s.lr is None or s.zone is None else min(s.lr, s.zone[1] / k)
+    return rule
+
+
+def _median3(lrs, raw):
+    """The median of steepest, minimum / 10 and the usable range's top / 4 (in log lr)."""
+    s = _s(lrs, raw)
+    if s.lr is None or s.zone is None:
+        return None
+    return float(np.median([s.lr, float(lrs[s.min_index]) / 10, s.zone[1] / 4]))
+
+
 def _zone_geo(lrs, raw):
     s = _s(lrs, raw)
     return None if s.zone is None else math.sqrt(s.zone[0] * s.zone[1])
@@ -96,12 +154,21 @@ CANDIDATES: Dict[str, Callable[[np.ndarray, np.ndarray], Optional[float]]] = {
     **{f"steepest*{k}": _steepest_times(k) for k in (2, 3)},
     "geo(steepest, min/10)": _geo_steep_min10,
     "zone geometric middle": _zone_geo,
+    # Round 2 (all 20 tasks as the development set, after the fresh tasks had been seen):
+    **{f"geo(capped, min/{k})": _geo_capped_min(k) for k in (10, 30)},
+    **{f"capped floor min/{k}": _capped_floor(k) for k in (30, 100)},
+    **{f"min(steepest, min/{k})": _steep_cap(k) for k in (5, 20)},
+    **{f"min(steepest*{c}, min/10)": _steep_cap(10, c) for c in (1.5, 2)},
+    **{f"capped*{c}": _capped_times(c) for c in (0.7, 1.5, 2)},
+    **{f"min(steepest, zone_hi/{k})": _steep_cap_zone(k) for k in (3, 4, 6)},
+    "median(steepest, min/10, zone_hi/4)": _median3,
 }
 
 
 def score(stores: List[Store], contenders: Dict[str, Callable]) -> Dict[str, Dict[str, float]]:
     lrs = range_lrs()
     regrets: Dict[str, List[float]] = {c: [] for c in contenders}
+    picked: Dict[str, List[float]] = {c: [] for c in contenders}  # regrets of the picks made
     decades: Dict[str, List[float]] = {c: [] for c in contenders}
     for store in stores:
         best_lr, best_loss = best(store)
@@ -113,31 +180,52 @@ def score(stores: List[Store], contenders: Dict[str, Callable]) -> Dict[str, Dic
                     regrets[c].append(math.inf)
                     continue
                 regrets[c].append(interpolated_loss(store, lr) / best_loss)
+                picked[c].append(regrets[c][-1])
                 decades[c].append(math.log10(lr / best_lr))
     out = {}
     for c in contenders:
         r = np.array(regrets[c])
         d = np.array(decades[c]) if decades[c] else np.array([math.nan])
         out[c] = {"median": float(np.median(r)), "worst": float(r.max()), "hit": float(np.mean(r <= HIT)),
+                  "worst_pick": float(max(picked[c])) if picked[c] else math.nan, "no_pick": len(r) - len(picked[c]),
                   "decades": float(np.median(np.abs(d))), "bias": float(np.median(d))}
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--split", choices=("dev", "held", "all"), default="dev")
+    ap.add_argument("--split", choices=("dev", "held", "all", "all20", "new"), default="dev")
+    ap.add_argument("--bracketed", action="store_true",
+                    help="only tasks whose best grid lr is inside the grid (not at its top or bottom)")
+    ap.add_argument("--by-task", nargs="*", default=[], help="also print these rules' regret per task")
     args = ap.parse_args()
-    tasks = {"dev": DEV, "held": HELD_OUT, "all": DEV + HELD_OUT}[args.split]
+    tasks = {"dev": DEV, "held": HELD_OUT, "all": DEV + HELD_OUT, "all20": DEV + HELD_OUT + FRESH,
+             "new": NEW}[args.split]
     stores = [Store(t) for t in tasks]
     stores = [s for s in stores if all(s.curve(k) for k in PROTOCOL["range_seeds"])
               and all(s.mean_loss(lr) is not None for lr in PROTOCOL["grid"])]
+    if args.bracketed:
+        edge = (min(PROTOCOL["grid"]), max(PROTOCOL["grid"]))
+        dropped = [s.task.name for s in stores if best(s)[0] in edge]
+        stores = [s for s in stores if best(s)[0] not in edge]
+        print(f"left out, best grid lr at the grid's edge (optimum not bracketed): {', '.join(dropped) or 'none'}")
     existing = {name: (lambda name: lambda lrs, raw: picks(lrs, raw, [name])[name])(name)
                 for name in picks(range_lrs(), load_curve(stores[0].curve(PROTOCOL["range_seeds"][0])))}
     results = score(stores, {**existing, **CANDIDATES})
+    everything = {**existing, **CANDIDATES}
+    for rule in args.by_task:
+        print(f"-- {rule}: regret per task (3 range tests), best grid lr")
+        for store in stores:
+            r = score([store], {rule: everything[rule]})[rule]
+            b = best(store)[0]
+            top = "  [best lr = grid top: optimum not bracketed]" if b == max(PROTOCOL["grid"]) else ""
+            print(f"  {store.task.name:30s} median {r['median']:7.3f} worst {r['worst']:7.2f} best lr {b:.3g}{top}")
     print(f"{len(stores)} tasks ({args.split}): interpolated regret")
-    print(f"{'rule':28s} {'median':>7s} {'worst':>7s} {'hit':>5s} {'|dec|':>6s} {'bias':>6s}")
-    for c, m in sorted(results.items(), key=lambda kv: (kv[1]["median"], kv[1]["worst"])):
-        print(f"{c:28s} {m['median']:7.3f} {m['worst']:7.2f} {m['hit']:5.0%} {m['decades']:6.2f} {m['bias']:+6.2f}")
+    print("(worst pick: the worst regret among the picks made, i.e. with the no-picks left out)")
+    print(f"{'rule':36s} {'median':>7s} {'worst':>7s} {'wpick':>7s} {'nopick':>6s} {'hit':>5s} {'|dec|':>6s} {'bias':>6s}")
+    for c, m in sorted(results.items(), key=lambda kv: (kv[1]["median"], kv[1]["worst_pick"])):
+        print(f"{c:36s} {m['median']:7.3f} {m['worst']:7.2f} {m['worst_pick']:7.2f} {m['no_pick']:6d} {m['hit']:5.0%} "
+              f"{m['decades']:6.2f} {m['bias']:+6.2f}")
 
 
 if __name__ == "__main__":
