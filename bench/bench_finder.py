@@ -127,7 +127,7 @@ def test_finder_fixed_cost(benchmark, impl, heap):
 
 def fixed_cost_round(impl):
     """One round of test_finder_fixed_cost for ``impl``, on its own model (returns the check)."""
-    from pylrcore._snapshot import Snapshot
+    from pylrcore.torch._snapshot import Snapshot
 
     model, opt = big()
     crit = torch.nn.MSELoss()

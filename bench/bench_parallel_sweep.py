@@ -14,7 +14,7 @@ import pytest
 from benchutil import size
 
 torch = pytest.importorskip("torch")
-from pylrcore.parallel_sweep import sweep  # noqa: E402
+from pylrcore.torch.parallel_sweep import sweep  # noqa: E402
 
 STEPS = size(60, 3)
 
@@ -79,8 +79,8 @@ def saved_bytes(fn: Any) -> int:
 def memory(model: Any, opt: Any, data: List[Any], lrs: List[float]) -> dict:
     """The sweep's memory against one model's: stacked parameters and optimizer state (after one step),
     and the activations kept for one step's backward."""
-    from pylrcore._stacked import StackedModel
-    from pylrcore.parallel_sweep import _Replicas
+    from pylrcore.torch._stacked import StackedModel
+    from pylrcore.torch.parallel_sweep import _Replicas
 
     k = len(lrs)
     replicas = _Replicas(model, opt, lrs)

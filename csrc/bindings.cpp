@@ -483,7 +483,7 @@ void bind_schedule(py::module_& m) {
 
   // Writes lrs into 0-d CPU tensors in place (float32 = 0, float64 = 1), by address: the tensor keeps
   // its identity, so compiled/captured optimizer steps that read it see the new value. The caller
-  // (pylrcore/torch.py) checks device, dtype, shape and keeps the tensors alive.
+  // (pylrcore/torch/scheduler.py) checks device, dtype, shape and keeps the tensors alive.
   m.def(
       "write_scalars",
       [](const std::vector<std::uintptr_t>& addresses, const std::vector<int>& kinds,

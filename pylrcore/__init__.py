@@ -23,30 +23,23 @@ from .rules import StartingLR, scale_lr_for_batch, starting_lr
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # the lazy names below, for type checkers (importing them imports torch)
-    from .finder import FinderResult, LRFinder, SweepEvent
-    from .guard import Guard
-    from .parallel_sweep import SweepResult, sweep
-    from .torch import Scheduler
+    from .torch.finder import FinderResult, LRFinder, SweepEvent
+    from .torch.guard import Guard
+    from .torch.parallel_sweep import SweepResult, sweep
+    from .torch.scheduler import Scheduler
+
+
+_TORCH_NAMES = frozenset(
+    ["LRFinder", "FinderResult", "SweepEvent", "sweep", "SweepResult", "Guard", "Scheduler"]
+)
 
 
 def __getattr__(name: str) -> object:
-    # The finder needs torch; ``import pylrcore`` must not import it.
-    if name in ("LRFinder", "FinderResult", "SweepEvent"):
-        from . import finder
-
-        return getattr(finder, name)
-    if name in ("sweep", "SweepResult"):
-        from . import parallel_sweep
-
-        return getattr(parallel_sweep, name)
-    if name == "Guard":
-        from . import guard
-
-        return guard.Guard
-    if name == "Scheduler":
+    # The torch glue needs torch; ``import pylrcore`` must not import it.
+    if name in _TORCH_NAMES:
         from . import torch as torch_glue
 
-        return torch_glue.Scheduler
+        return getattr(torch_glue, name)
     raise AttributeError(f"module 'pylrcore' has no attribute {name!r}")
 
 __all__ = [

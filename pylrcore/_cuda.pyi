@@ -1,6 +1,6 @@
 # Stubs for the optional CUDA extension (present only when built with a CUDA compiler).
 # Device memory is passed as integer addresses (tensor.data_ptr()), streams as integer handles
-# (torch.cuda.Stream.cuda_stream); pylrcore/cuda.py validates the tensors first.
+# (torch.cuda.Stream.cuda_stream); pylrcore/torch/cuda.py validates the tensors first.
 from typing import Dict, List, Optional, Tuple, Union
 
 def device_count() -> int: ...

@@ -149,7 +149,7 @@ def _describe_array(arr: np.ndarray, name: str) -> Tuple[int, int, int]:
 
 def describe_tensor(t: Any, name: str, device_type: str) -> Tuple[Any, int, int, int]:
     """(device, address, count, code) of a tensor read in place on ``device_type`` ("cpu": the CPU
-    scan, "cuda": pylrcore.cuda's kernels), or the error that names it and says what to do."""
+    scan, "cuda": pylrcore.torch.cuda's kernels), or the error that names it and says what to do."""
     if t is None:
         raise TypeError(f"{name} is None (a parameter without .grad?); leave those out")
     if not hasattr(t, "data_ptr") or not hasattr(t, "device"):
@@ -162,11 +162,11 @@ def describe_tensor(t: Any, name: str, device_type: str) -> Tuple[Any, int, int,
     if device.type != device_type:
         if device_type == "cpu":
             raise ValueError(
-                f"{name} is on {device}; scan() reads host memory. Device tensors belong to pylrcore.cuda "
-                f"(see pylrcore.cuda.is_available()); or pass {name}.cpu() (a copy)"
+                f"{name} is on {device}; scan() reads host memory. Device tensors belong to pylrcore.torch.cuda "
+                f"(see pylrcore.torch.cuda.is_available()); or pass {name}.cpu() (a copy)"
             )
         hint = " (pylrcore.nonfinite.scan checks CPU tensors)" if device.type == "cpu" else ""
-        raise ValueError(f"{name} is on {device}; pylrcore.cuda reads CUDA tensors{hint}")
+        raise ValueError(f"{name} is on {device}; pylrcore.torch.cuda reads CUDA tensors{hint}")
     code: Optional[int] = torch_codes().get(t.dtype)
     if code is None:
         raise TypeError(_dtype_message(name, str(t.dtype), t.dtype.is_complex, numpy=False))

@@ -110,7 +110,7 @@ class Verdicts:
         return steps
 
 
-class Detector(_core.Detector):
+class Detector:
     """Streaming detector; ``update(loss)`` is one native call (no Python frame in between).
 
     All settings are keyword-only; the defaults are those of the compiled core (:data:`DEFAULTS`).
@@ -159,40 +159,68 @@ class Detector(_core.Detector):
             oscillation_alternation=oscillation_alternation,
             oscillation_amplitude=oscillation_amplitude,
         )
-        super().__init__(as_settings(settings, DEFAULTS, "Detector"), check_int(max_events, "max_events"))
+        self._native = _core.Detector(as_settings(settings, DEFAULTS, "Detector"), check_int(max_events, "max_events"))
+        # The per-step hot path: the native bound method itself, so a call has no Python frame.
+        self.update = self._native.update  # type: ignore[method-assign]
 
-    # update(loss) -> Verdict is inherited from the core unchanged: it is the per-step hot path.
+    def update(self, loss: float) -> Verdict:
+        """Feed one loss; returns this step's verdict (flags, onset, smoothed, best, zscore)."""
+        return self._native.update(loss)
+
+    def reset(self) -> None:
+        """Forget every loss seen and every event (the settings stay)."""
+        self._native.reset()
+
+    @property
+    def step(self) -> int:
+        """How many losses were fed (the next loss's step index)."""
+        return self._native.step
+
+    @property
+    def finite_count(self) -> int:
+        """How many of them were finite."""
+        return self._native.finite_count
+
+    @property
+    def max_events(self) -> int:
+        """The bound on :attr:`events`."""
+        return self._native.max_events
+
+    @property
+    def events_dropped(self) -> int:
+        """Onsets dropped from :attr:`events` because of ``max_events``."""
+        return self._native.events_dropped
 
     def update_many(self, losses: Any) -> Verdicts:
         """Feed a whole array (same results as calling :meth:`update` on each); the loop runs without the GIL."""
         first = self.step
-        flags, onset, smoothed, best, zscore = self._update_many(as_curve(losses, "losses"))
+        flags, onset, smoothed, best, zscore = self._native._update_many(as_curve(losses, "losses"))
         steps = np.arange(first, first + flags.shape[0], dtype=np.int64)
         return Verdicts(steps, flags, onset, smoothed, best, zscore)
 
     @property
     def config(self) -> Dict[str, Any]:
         """The settings in effect."""
-        return dict(self._config())
+        return dict(self._native._config())
 
     @property
     def stats(self) -> Dict[str, float]:
         """Window statistics now: ``rate`` (change per window / level) and ``rate_se``, ``alternation``,
         ``amplitude`` (mean |difference| / level), ``progress`` ((start - best) / |start|), ``explode_at``."""
-        return dict(self._stats())
+        return dict(self._native._stats())
 
     @property
     def events(self) -> List[Event]:
         """Onsets so far (the most recent ``max_events``), oldest first."""
-        return [Event(step, Flag(kind), value, threshold) for step, kind, value, threshold in self._events()]
+        return [Event(step, Flag(kind), value, threshold) for step, kind, value, threshold in self._native._events()]
 
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to resume exactly: settings, statistics and the event log (plain Python values)."""
         return {
             "config": self.config,
             "max_events": self.max_events,
-            "state": dict(self._get_state()),
-            "events": [tuple(e) for e in self._events()],
+            "state": dict(self._native._get_state()),
+            "events": [tuple(e) for e in self._native._events()],
             "events_dropped": self.events_dropped,
         }
 
@@ -215,7 +243,7 @@ class Detector(_core.Detector):
         for key, value in values.items():  # counters the core increments: bounded so none can wrap
             if isinstance(value, numbers.Integral):
                 check_int(value, f"state['state'][{key!r}]", minimum=-MAX_COUNT, maximum=MAX_COUNT)
-        self._set_state(values, [tuple(e) for e in events], dropped)
+        self._native._set_state(values, [tuple(e) for e in events], dropped)
 
     def __getstate__(self) -> Dict[str, Any]:
         return self.state_dict()
@@ -227,7 +255,7 @@ class Detector(_core.Detector):
     def __repr__(self) -> str:
         changed = {k: v for k, v in self.config.items() if v != DEFAULTS[k]}
         args = ", ".join(f"{k}={v!r}" for k, v in changed.items())
-        state = self._get_state()
+        state = self._native._get_state()
         where = f"step={self.step}"
         if state["smooth_count"]:
             where += f", smoothed={state['smooth_last']:.6g}, best={state['best']:.6g}"

@@ -62,7 +62,7 @@ def ema(losses: Any, beta: float = 0.98, *, kind: str = "debiased", nonfinite: s
     return _core.ema(x, check_beta(beta), _kind(kind), _policy(nonfinite))
 
 
-class EMA(_core.Ema):
+class EMA:
     """Streaming EMA with O(1) state; ``update(loss)`` costs one native call.
 
     >>> s = EMA(beta=0.5, kind="plain")
@@ -74,15 +74,56 @@ class EMA(_core.Ema):
     """
 
     def __init__(self, beta: float = 0.98, *, kind: str = "debiased", nonfinite: str = "mark") -> None:
-        super().__init__(check_beta(beta), _kind(kind), _policy(nonfinite))
+        self._native = _core.Ema(check_beta(beta), _kind(kind), _policy(nonfinite))
         self._kind_name = kind
         self._nonfinite_name = nonfinite
+        # The per-step hot path: the native bound method itself, so a call has no Python frame.
+        self.update = self._native.update  # type: ignore[method-assign]
 
-    def update_many(self, losses: Any) -> FloatArray:  # noqa: D102 - same contract, validated input
-        return super().update_many(as_curve(losses, "losses"))
+    def update(self, loss: float) -> float:
+        """Add one loss; returns the smoothed value (the non-finite policy decides what a NaN/Inf does)."""
+        return self._native.update(loss)
+
+    def update_many(self, losses: Any) -> FloatArray:
+        """Feed a whole array (same values as :meth:`update` on each); the loop runs without the GIL."""
+        return self._native.update_many(as_curve(losses, "losses"))
+
+    def reset(self) -> None:
+        """Forget every loss seen (the settings stay)."""
+        self._native.reset()
+
+    @property
+    def value(self) -> float:
+        """The smoothed value now (NaN before the first finite loss)."""
+        return self._native.value
+
+    @property
+    def beta(self) -> float:
+        return self._native.beta
+
+    @property
+    def kind(self) -> str:
+        """The EMA form: ``"debiased"``, ``"plain"``, ``"fastai"`` or ``"fastai32"`` (see :func:`ema`)."""
+        return self._kind_name
+
+    @property
+    def nonfinite(self) -> str:
+        """What a NaN/Inf loss does: ``"mark"``, ``"skip"``, ``"hold"`` or ``"raise"``."""
+        return self._nonfinite_name
+
+    @property
+    def count(self) -> int:
+        """How many losses were averaged in."""
+        return self._native.count
+
+    @property
+    def nonfinite_count(self) -> int:
+        """How many NaN/Inf losses were seen."""
+        return self._native.nonfinite_count
 
     def state_dict(self) -> Dict[str, Union[float, int, str]]:
-        average, beta_power, count, nonfinite_count, last = self.get_state()
+        """Everything needed to resume exactly (plain Python values)."""
+        average, beta_power, count, nonfinite_count, last = self._native.get_state()
         return {
             "beta": self.beta,
             "kind": self._kind_name,
@@ -95,11 +136,12 @@ class EMA(_core.Ema):
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; ``beta`` and ``kind`` must match this EMA's."""
         try:
             fields = (state["average"], state["beta_power"], state["count"], state["nonfinite_count"], state["last"])
         except (KeyError, TypeError):
             raise ValueError("state must be a dict returned by EMA.state_dict()") from None
-        if state.get("beta", self.beta) != self.beta or _kind(state.get("kind", self._kind_name)) != self.kind:
+        if state.get("beta", self.beta) != self.beta or _kind(state.get("kind", self._kind_name)) != _kind(self._kind_name):
             raise ValueError(
                 f"state was saved from EMA(beta={state.get('beta')}, kind={state.get('kind')!r}); "
                 f"this one has beta={self.beta}, kind={self._kind_name!r}"
@@ -111,7 +153,7 @@ class EMA(_core.Ema):
         # the core increments these counters at every update: bounded so that none can wrap
         count = check_int(fields[2], "state['count']", maximum=MAX_COUNT)
         nonfinite = check_int(fields[3], "state['nonfinite_count']", maximum=MAX_COUNT)
-        self.set_state(average, beta_power, count, nonfinite, last)
+        self._native.set_state(average, beta_power, count, nonfinite, last)
 
     def __getstate__(self) -> Dict[str, Any]:
         return self.state_dict()

@@ -14,7 +14,7 @@ import pytest
 from procs import pylrcore_env
 
 from curves import lr_ladder, noisy_valley
-from pylrcore import demo
+from pylrcore.cli import demo
 from pylrcore.cli import main
 
 

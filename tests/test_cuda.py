@@ -1,4 +1,4 @@
-"""pylrcore.cuda: importing never needs a GPU; misuse is refused before any CUDA call; the kernels'
+"""pylrcore.torch.cuda: importing never needs a GPU; misuse is refused before any CUDA call; the kernels'
 host twins agree with the CPU core; and, on a GPU, the kernels agree with their twins bit for bit.
 
 The GPU tests are skipped without a usable CUDA device. They are the ones still to be run."""
@@ -16,8 +16,8 @@ from procs import pylrcore_env, scratch_dir
 import torch
 
 import pylrcore
-import pylrcore.cuda
-from pylrcore.cuda import GradCheck, LossTracker
+import pylrcore.torch.cuda
+from pylrcore.torch.cuda import GradCheck, LossTracker
 from pylrcore.nonfinite import scan
 
 try:
@@ -26,7 +26,7 @@ except ImportError:  # built without a CUDA compiler
     _cuda = None  # type: ignore[assignment]
 
 needs_extension = pytest.mark.skipif(_cuda is None, reason="pylrcore was built without its CUDA extension")
-needs_gpu = pytest.mark.skipif(not pylrcore.cuda.is_available(), reason=f"no CUDA: {pylrcore.cuda.unavailable_reason()}")
+needs_gpu = pytest.mark.skipif(not pylrcore.torch.cuda.is_available(), reason=f"no CUDA: {pylrcore.torch.cuda.unavailable_reason()}")
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
@@ -35,10 +35,10 @@ CHUNK_BYTES = 64 << 10
 
 
 def test_probe_answers_without_raising() -> None:
-    n = pylrcore.cuda.device_count()
+    n = pylrcore.torch.cuda.device_count()
     assert isinstance(n, int) and n >= 0
-    assert pylrcore.cuda.is_available() == (n > 0)
-    reason = pylrcore.cuda.unavailable_reason()
+    assert pylrcore.torch.cuda.is_available() == (n > 0)
+    reason = pylrcore.torch.cuda.unavailable_reason()
     assert isinstance(reason, str)
     if n == 0:
         assert reason  # says why: not built, no driver, or no device
@@ -46,7 +46,7 @@ def test_probe_answers_without_raising() -> None:
 
 @pytest.mark.slow  # a Python subprocess
 def test_importing_pylrcore_cuda_does_not_import_torch() -> None:
-    code = "import sys, pylrcore, pylrcore.cuda; pylrcore.cuda.is_available(); assert 'torch' not in sys.modules"
+    code = "import sys, pylrcore, pylrcore.torch.cuda; pylrcore.torch.cuda.is_available(); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, env=pylrcore_env(), cwd=scratch_dir())
 
 
@@ -104,9 +104,9 @@ def test_grad_check_takes_a_list_not_one_tensor() -> None:
         GradCheck(FakeCudaTensor())  # type: ignore[arg-type]
 
 
-@pytest.mark.skipif(pylrcore.cuda.is_available(), reason="checks the message given without CUDA")
+@pytest.mark.skipif(pylrcore.torch.cuda.is_available(), reason="checks the message given without CUDA")
 def test_valid_tensors_without_cuda_raise_runtime_error_with_the_reason() -> None:
-    with pytest.raises(RuntimeError, match="not available here: " + pylrcore.cuda.unavailable_reason()[:20]):
+    with pytest.raises(RuntimeError, match="not available here: " + pylrcore.torch.cuda.unavailable_reason()[:20]):
         GradCheck([FakeCudaTensor(), FakeCudaTensor(dtype=torch.bfloat16)])
     with pytest.raises(RuntimeError, match="not available"):
         LossTracker(10)
@@ -128,7 +128,7 @@ def test_loss_tracker_checks_its_settings_first(kwargs: Any, message: str) -> No
 
 
 def test_loss_tracker_refuses_a_bad_loss_tensor() -> None:
-    from pylrcore.cuda import _loss_address
+    from pylrcore.torch.cuda import _loss_address
 
     cuda0 = torch.device("cuda", 0)
     with pytest.raises(ValueError, match="loss is on cpu"):

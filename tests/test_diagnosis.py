@@ -255,7 +255,7 @@ def test_early_blow_up_that_settles_into_chaos_is_too_high_not_healthy() -> None
     """Real runs of the demo network: at lr 300 the first step throws the loss from 1.4 to 19 and
     it stays around 2-3x its starting value; no trend test sees it through that noise, the
     start-level rule does."""
-    from pylrcore import demo
+    from pylrcore.cli import demo
 
     problem = demo.make_problem()
     for lr in (100.0, 300.0):

@@ -11,7 +11,8 @@ from typing import Any, Dict, List, NamedTuple, Optional
 
 import pytest
 
-MODULES = ["smoothing", "suggestion", "detect", "diagnosis", "nonfinite", "schedules", "plateau", "rules", "torch", "guard", "finder", "quadratic"]
+MODULES = ["smoothing", "suggestion", "detect", "diagnosis", "nonfinite", "schedules", "plateau", "rules", "quadratic",
+           "torch", "torch.scheduler", "torch.guard", "torch.finder", "torch.parallel_sweep", "torch.cuda", "cli"]
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from pylrcore import LRFinder  # noqa: E402
-from pylrcore.finder import DataLoaderIter, TrainDataLoaderIter, ValDataLoaderIter  # noqa: E402
+from pylrcore.torch.finder import DataLoaderIter, TrainDataLoaderIter, ValDataLoaderIter  # noqa: E402
 
 
 def xor_task(n: int = 512, batch: int = 16, seed: int = 0) -> Any:

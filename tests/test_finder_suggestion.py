@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 import pylrcore  # noqa: E402
 from pylrcore import LRFinder  # noqa: E402
-from pylrcore.finder import FinderResult  # noqa: E402
+from pylrcore.torch.finder import FinderResult  # noqa: E402
 
 
 def _classifier_sweep(num_iter: int, end_lr: float = 10.0, start_lr: float = 1e-5, seed: int = 0,
@@ -79,7 +79,7 @@ def test_real_sweeps_of_models_that_learn_still_get_an_lr() -> None:
 def test_the_divergence_lr_is_printed_once(capsys):
     """The demo names where the loss diverged in the suggestion's line only; the detector's own
     explosion onset (another smoothing, another lr) stays in result.events but is not printed."""
-    from pylrcore import demo
+    from pylrcore.cli import demo
 
     demo.run_torch(png=None, check=False)
     out = capsys.readouterr().out

@@ -481,7 +481,7 @@ def test_on_event_and_events_are_typed_records():
 def test_the_torch_fallback_agrees_with_the_native_scan():
     """Gradients the native scan cannot read (other devices, subclasses, sparse) are summarised with
     torch ops, read back once per device; on CPU tensors both paths must agree."""
-    from pylrcore.guard import _fallback_summary
+    from pylrcore.torch.guard import _fallback_summary
     from pylrcore.nonfinite import scan
 
     gen = torch.Generator().manual_seed(0)

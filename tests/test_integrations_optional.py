@@ -44,11 +44,11 @@ def test_a_missing_framework_names_the_extra(module, extra, blocked):
 def test_import_pylrcore_imports_no_framework():
     frameworks = ("torch", "pytorch_lightning", "lightning", "tensorboard", "transformers", "accelerate", "optuna",
                   "keras", "ray")
-    out = _run("import sys, pylrcore, pylrcore.integrations, pylrcore.cuda\n"
+    out = _run("import sys, pylrcore, pylrcore.integrations, pylrcore.torch.cuda\n"
                f"print([m for m in {frameworks!r} if m in sys.modules])")
     assert out.strip() == "[]"
     # ... nor does the torch-facing API pull in an integration's framework.
-    out = _run("import sys, pylrcore.torch, pylrcore.finder, pylrcore.guard\n"
+    out = _run("import sys, pylrcore.torch, pylrcore.torch.finder, pylrcore.torch.guard\n"
                f"print([m for m in {frameworks[1:]!r} if m in sys.modules])")
     assert out.strip() == "[]"
 

@@ -295,7 +295,7 @@ def test_non_contiguous_tensor() -> None:
 
 def test_device_tensor() -> None:
     torch = pytest.importorskip("torch")
-    with pytest.raises(ValueError, match=r"buffers\[0\] is on meta.*pylrcore\.cuda.*buffers\[0\]\.cpu\(\)"):
+    with pytest.raises(ValueError, match=r"buffers\[0\] is on meta.*pylrcore\.torch\.cuda.*buffers\[0\]\.cpu\(\)"):
         scan([torch.empty(3, device="meta")])
     if torch.cuda.is_available():
         with pytest.raises(ValueError, match=r"buffers\[0\] is on cuda.*\.cpu\(\)"):

@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pylrcore.parallel_sweep import sweep  # noqa: E402
+from pylrcore.torch.parallel_sweep import sweep  # noqa: E402
 
 OPTIMIZERS = {
     "sgd": lambda p, lr: torch.optim.SGD(p, lr=lr),

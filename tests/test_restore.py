@@ -16,8 +16,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from pylrcore import LRFinder  # noqa: E402
-from pylrcore import _snapshot  # noqa: E402
-from pylrcore._snapshot import Snapshot  # noqa: E402
+from pylrcore.torch import _snapshot  # noqa: E402
+from pylrcore.torch._snapshot import Snapshot  # noqa: E402
 
 
 class Running(torch.nn.Module):
@@ -323,7 +323,7 @@ def test_a_huge_num_iter_builds_no_ladder():
 
 
 def test_ladder_values_do_not_depend_on_chunking():
-    from pylrcore.finder import _Ladder
+    from pylrcore.torch.finder import _Ladder
 
     ladder = _Ladder(1e-7, 10.0, 10_000, "exp")
     assert np.array_equal(np.fromiter(iter(ladder), float), ladder.first(10_000))

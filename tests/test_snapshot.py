@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from pylrcore import _core  # noqa: E402
-from pylrcore._snapshot import Snapshot, model_tensors  # noqa: E402
+from pylrcore.torch._snapshot import Snapshot, model_tensors  # noqa: E402
 
 
 class Mixed(torch.nn.Module):
@@ -99,7 +99,7 @@ def test_a_large_model_is_copied_by_several_threads_and_restored(monkeypatch):
     opt.zero_grad()
     model(torch.randn(2, 1024)).sum().backward()
     opt.step()
-    monkeypatch.setattr("pylrcore._snapshot._copy_threads", lambda: 4)
+    monkeypatch.setattr("pylrcore.torch._snapshot._copy_threads", lambda: 4)
     before = [t.detach().clone() for t in model_tensors(model)]
     snap = Snapshot(model, opt, to_cpu=False).take()
     scribble(model, opt)

@@ -491,9 +491,10 @@ def test_slide_needs_a_sweep_wider_than_lr_diff() -> None:
 def test_one_divergence_factor_is_the_default_everywhere() -> None:
     import inspect
 
-    from pylrcore import cli, demo
+    from pylrcore import cli
+    from pylrcore.cli import demo
     from pylrcore._native import _core
-    from pylrcore.finder import LRFinder
+    from pylrcore.torch.finder import LRFinder
 
     assert pylrcore.DIVERGE_FACTOR == _core.DIVERGE_FACTOR == 4.0
     assert inspect.signature(pylrcore.suggest).parameters["diverge_factor"].default == pylrcore.DIVERGE_FACTOR

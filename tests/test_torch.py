@@ -339,8 +339,8 @@ def test_the_torch_classes_are_reachable_from_the_top_level_without_importing_to
     import sys
 
     code = ("import sys, pylrcore\nassert 'torch' not in sys.modules\n"
-            "from pylrcore.finder import LRFinder\nfrom pylrcore.guard import Guard\n"
-            "from pylrcore.torch import Scheduler\nfrom pylrcore.parallel_sweep import sweep\n"
+            "from pylrcore.torch.finder import LRFinder\nfrom pylrcore.torch.guard import Guard\n"
+            "from pylrcore.torch import Scheduler\nfrom pylrcore.torch.parallel_sweep import sweep\n"
             "assert (pylrcore.LRFinder, pylrcore.Guard, pylrcore.Scheduler, pylrcore.sweep) == "
             "(LRFinder, Guard, Scheduler, sweep)\n"
             "assert {'LRFinder', 'Guard', 'Scheduler', 'sweep'} <= set(pylrcore.__all__)\n")

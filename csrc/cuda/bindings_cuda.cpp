@@ -1,6 +1,6 @@
 // Bindings of the optional CUDA extension. Host compiler only: sees launch.hpp and the pure C++
 // core, never CUDA headers. Device memory arrives as integer addresses and streams as integer
-// handles; pylrcore/cuda.py checks devices, dtypes and contiguity first (naming the argument).
+// handles; pylrcore/torch/cuda.py checks devices, dtypes and contiguity first (naming the argument).
 // Arguments are converted, then the GIL is released around every call into CUDA.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -212,7 +212,7 @@ void bind_guard(py::module_& m) {
 }  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
-  m.doc() = "pylrcore CUDA kernels (optional; import pylrcore.cuda instead)";
+  m.doc() = "pylrcore CUDA kernels (optional; import pylrcore.torch.cuda instead)";
   m.def("device_count", &pylrcore::cuda::device_count,
         "Number of usable CUDA devices (0 without driver or device).");
   m.def("runtime_version", &pylrcore::cuda::runtime_version);

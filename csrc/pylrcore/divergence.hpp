@@ -1,5 +1,5 @@
 // The range test's divergence predicate: one rule, one meaning of "best", for every sweep --
-// suggest()'s cut, the finder's stop (pylrcore.finder calls it through the bindings), the device
+// suggest()'s cut, the finder's stop (pylrcore.torch.finder calls it through the bindings), the device
 // loss tracker (step/loss_track.hpp, host and CUDA). The long-run detector and the guard use their own
 // rule on purpose (step/explosion.hpp: a healthy long run's loss legitimately rises past k x its best).
 //

@@ -49,7 +49,7 @@ def event_logger(writer: Any = None, logger: Optional[logging.Logger] = None) ->
         from .tensorboard import GuardWriter
 
         return GuardWriter(writer)
-    from ..guard import _describe_event
+    from ..torch.guard import _describe_event
 
     target = logger or _log
 

@@ -14,7 +14,7 @@ Backend-agnostic: values cross the boundary as numpy (``keras.ops.convert_to_num
 code runs on the PyTorch, JAX and TensorFlow backends; it is tested on PyTorch. The finder's result
 is the torch finder's :class:`~pylrcore.FinderResult` (lrs, losses, smoothed, suggestion, zone,
 diagnosis, events, plot, to_json), computed by the same stop rule, detector and suggestion. The
-result classes live in :mod:`pylrcore.finder`, which imports torch: torch (CPU is enough) must be
+result classes live in :mod:`pylrcore.torch.finder`, which imports torch: torch (CPU is enough) must be
 installed whatever the Keras backend.
 """
 
@@ -47,7 +47,7 @@ def _import_keras() -> Any:
 
 keras = _import_keras()
 try:
-    import torch  # noqa: F401  (pylrcore.finder's result classes import it, whatever the Keras backend)
+    import torch  # noqa: F401  (pylrcore.torch.finder's result classes import it, whatever the Keras backend)
 except ImportError:
     raise ImportError(
         "pylrcore.integrations.keras needs torch for the range test's result classes, whatever the Keras "
@@ -56,8 +56,8 @@ except ImportError:
 
 from .._arrays import check_int, check_real  # noqa: E402  (after the framework check: its error names the extra)
 from ..detect import DEFAULTS as DETECTOR_DEFAULTS, Detector, Flag  # noqa: E402
-from ..finder import _CUT, FinderResult, LRFinder as _TorchFinder, SweepEvent, SweepStop, _diagnose_sweep, _Ladder, _SweepRecord  # noqa: E402
-from ..guard import GuardEvent, _describe_event  # noqa: E402
+from ..torch.finder import _CUT, FinderResult, LRFinder as _TorchFinder, SweepEvent, SweepStop, _diagnose_sweep, _Ladder, _SweepRecord  # noqa: E402
+from ..torch.guard import GuardEvent, _describe_event  # noqa: E402
 from ..schedules import Schedule  # noqa: E402
 from ..suggestion import COMPAT_METHODS, DEFAULT_METHOD, METHODS, suggest  # noqa: E402
 
@@ -282,7 +282,7 @@ def find(
 
 def _sweep(model: Any, batches: _Batches, first: Tuple[Any, Any, Any], ladder: _Ladder, lr: _LearningRate,
            smooth_f: float, diverge_th: float) -> Tuple[List[float], List[float], Optional[SweepStop], List[SweepEvent]]:
-    """The torch finder's record and stop rule (pylrcore.finder._SweepRecord) over Keras train steps."""
+    """The torch finder's record and stop rule (pylrcore.torch.finder._SweepRecord) over Keras train steps."""
     record = _SweepRecord(ladder, smooth_f, diverge_th)
     batch: Optional[Tuple[Any, Any, Any]] = first
     for i, rate in enumerate(ladder):
@@ -438,7 +438,7 @@ class GuardCallback(keras.callbacks.Callback):  # type: ignore[misc,name-defined
     ``policy`` says what a non-finite loss or an explosion does: ``"record"`` (events only),
     ``"stop"`` (``model.stop_training = True``: fit ends after this batch) or ``"scale"`` (multiply
     the optimizer's lr by ``factor``; needs a float lr, not a schedule). Spikes are always recorded
-    only. Every event is a :class:`pylrcore.guard.GuardEvent` in ``self.events``, goes to ``on_event``
+    only. Every event is a :class:`pylrcore.torch.guard.GuardEvent` in ``self.events``, goes to ``on_event``
     (e.g. ``pylrcore.integrations.event_logger(writer)`` for TensorBoard) and is counted in the
     logs: ``guard/events``, ``guard/nonfinite_loss``, ``guard/loss_spike``, ``guard/explosion`` are
     added to each batch's and epoch's logs, so History and Keras's TensorBoard callback record them.

@@ -33,7 +33,7 @@ from . import require
 
 _pl = require(("lightning.pytorch", "pytorch_lightning"), "lightning", "pylrcore.integrations.lightning")
 
-from ..guard import Guard, GuardEvent  # noqa: E402
+from ..torch.guard import Guard, GuardEvent  # noqa: E402
 from ..suggestion import DIVERGE_FACTOR  # noqa: E402  (after the framework check: its error names the extra)
 
 __all__ = ["GuardCallback", "FinderCallback", "LightningFinderView"]
@@ -111,7 +111,7 @@ class FinderCallback(_pl.Callback):  # type: ignore[misc,name-defined]
             self._run(trainer, pl_module)
 
     def _run(self, trainer: Any, pl_module: Any) -> None:
-        from ..finder import LRFinder
+        from ..torch.finder import LRFinder
 
         if not getattr(pl_module, "automatic_optimization", True):
             raise ValueError("FinderCallback runs the range test through training_step with automatic optimization; "

@@ -34,7 +34,7 @@ tune = require(("ray.tune",), "ray", "pylrcore.integrations.ray")
 
 from .._arrays import check_int, check_positive, check_real  # noqa: E402  (after the framework check)
 from ..detect import Detector, Flag  # noqa: E402
-from ..finder import FinderResult, LRFinder  # noqa: E402
+from ..torch.finder import FinderResult, LRFinder  # noqa: E402
 
 __all__ = ["suggest_lr", "report", "search_space", "DivergenceStopper", "TrialGuard", "RangeTestFailed",
            "ATTR_PREFIX", "GUARD_PREFIX"]

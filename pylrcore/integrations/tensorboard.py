@@ -17,7 +17,7 @@ from . import require
 
 require(("tensorboard",), "tensorboard", "pylrcore.integrations.tensorboard")
 
-from ..guard import GuardEvent, _describe_event  # noqa: E402
+from ..torch.guard import GuardEvent, _describe_event  # noqa: E402
 
 __all__ = ["GuardWriter", "log_range_test"]
 

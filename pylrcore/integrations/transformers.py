@@ -40,8 +40,8 @@ if not hasattr(_transformers.TrainerCallback, "on_pre_optimizer_step"):  # witho
     raise ImportError(f"pylrcore.integrations.transformers needs transformers>=4.45 (found "
                       f"{_transformers.__version__}); install it with pip install 'pylrcore[transformers]'")
 
-from ..finder import FinderResult, LRFinder  # noqa: E402  (after the framework check: its error names the extra)
-from ..guard import Guard, GuardEvent  # noqa: E402
+from ..torch.finder import FinderResult, LRFinder  # noqa: E402  (after the framework check: its error names the extra)
+from ..torch.guard import Guard, GuardEvent  # noqa: E402
 
 __all__ = ["GuardCallback", "find_lr"]
 

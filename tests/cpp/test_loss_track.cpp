@@ -1,5 +1,5 @@
 // The device loss tracker's update (step/loss_track.hpp), run on the CPU: the same smoothing as Ema,
-// and the stop rules of pylrcore.finder.
+// and the stop rules of pylrcore.torch.finder.
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -62,7 +62,7 @@ TEST(loss_track_best_and_divergence_follow_the_finder) {
   const LossTrackConfig c{0.95, EmaKind::Plain, 5.0};
   const std::vector<double> xs = valley(400);
   Run run(xs.size());
-  // The finder's loop (pylrcore/finder.py): best = min(best, s), stop when s > diverge_th * best.
+  // The finder's loop (pylrcore/torch/finder.py): best = min(best, s), stop when s > diverge_th * best.
   Ema ema(0.95, EmaKind::Plain);
   double best = kInf;
   std::int64_t stop = -1, best_step = -1;

@@ -16,7 +16,7 @@
 
 namespace pylrcore {
 
-// Codes shared with the Python layer (pylrcore/nonfinite.py, pylrcore/cuda.py); do not renumber.
+// Codes shared with the Python layer (pylrcore/nonfinite.py, pylrcore/torch/cuda.py); do not renumber.
 enum class DType : int { F32 = 0, F64 = 1, F16 = 2, BF16 = 3 };
 
 PYLRCORE_HD inline std::size_t dtype_size(DType dtype) {

@@ -4,7 +4,7 @@
 // kernel, so a GPU range test reads nothing back per step; the host fetches a copy every k steps.
 // The host runs the same function in tests, so the device's numbers are predicted exactly.
 //
-// The rules are pylrcore.finder's (torch-lr-finder's):
+// The rules are pylrcore.torch.finder's (torch-lr-finder's):
 //   * smoothed = the EMA of the finite losses (ema_step of smoothing.hpp: Plain for torch-lr-finder's
 //     smooth_f = 1 - beta, Debiased for fastai's); beta = 0 is no smoothing.
 //   * best = the lowest smoothed value so far, this step's included (the first one is the raw loss).

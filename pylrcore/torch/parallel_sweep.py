@@ -36,10 +36,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ._arrays import check_int, check_real
+from .._arrays import check_int, check_real
 from ._snapshot import Snapshot, interrupt_shield
-from .smoothing import EMA
-from .diagnosis import Diagnosis, diagnose
+from ..smoothing import EMA
+from ..diagnosis import Diagnosis, diagnose
 from ._stacked import StackedModel, Unsupported
 
 __all__ = ["sweep", "SweepResult"]

@@ -23,9 +23,9 @@ from typing import Any, Callable, List, NoReturn, Optional
 
 import numpy as np
 
-from . import __version__
-from .suggestion import DEFAULT_METHOD, DIVERGE_FACTOR, METHODS
-from ._arrays import check_int
+from .. import __version__
+from ..suggestion import DEFAULT_METHOD, DIVERGE_FACTOR, METHODS
+from .._arrays import check_int
 
 
 class _UsageError(ValueError):
@@ -156,7 +156,7 @@ _ENDLESS_STEPS = 10_000  # shown for a schedule without a length (step, exponent
 
 
 def _schedule_command(specs: List[str], steps: Optional[int], base_lr: float, png: str) -> int:
-    from .schedules import Schedule
+    from ..schedules import Schedule
 
     schedules = [Schedule.parse(spec) for spec in specs]
     if steps is not None:
@@ -274,7 +274,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _demo_command(args: argparse.Namespace) -> int:
     if args.quadratic:
-        from .quadratic import compare, format_table
+        from ..quadratic import compare, format_table
 
         print(format_table(compare(steps=args.steps)))
         return 0
@@ -285,7 +285,7 @@ def _demo_command(args: argparse.Namespace) -> int:
 
 
 def _suggest_command(args: argparse.Namespace) -> int:
-    from .suggestion import suggest
+    from ..suggestion import suggest
 
     lrs, losses = _load_curve(args.csv)
     s = suggest(lrs, losses, args.method, diverge_factor=args.diverge_factor)
@@ -294,7 +294,7 @@ def _suggest_command(args: argparse.Namespace) -> int:
 
 
 def _diagnose_command(args: argparse.Namespace) -> int:
-    from .diagnosis import diagnose
+    from ..diagnosis import diagnose
 
     print(diagnose(_load_losses(args.file, args.column), lr=args.lr))
     return 0
@@ -374,7 +374,7 @@ def _run_find(args: argparse.Namespace) -> int:
             f"{args.target} must return (model, optimizer, criterion, train_loader), got {type(made).__name__}"
             + (f" of length {len(made)}" if isinstance(made, (tuple, list)) else "")
         )
-    from .finder import LRFinder
+    from ..torch.finder import LRFinder
 
     model, optimizer, criterion, loader = made
     # --diverge-factor has the same default as `pylrcore suggest`: both commands read a curve alike.

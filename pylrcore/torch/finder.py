@@ -38,14 +38,14 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import numpy as np
 import torch
 
-from . import schedules as S
-from ._arrays import check_int, check_real
+from .. import schedules as S
+from .._arrays import check_int, check_real
 from ._snapshot import Snapshot, interrupt_shield
-from ._native import _core
-from .detect import Detector, Event, Flag
-from .plotting import plot_history, plot_range_test
-from .smoothing import EMA
-from .suggestion import DEFAULT_METHOD, DIVERGE_FACTOR, METHODS, COMPAT_METHODS, Suggestion, suggest
+from .._native import _core
+from ..detect import Detector, Event, Flag
+from ..plotting import plot_history, plot_range_test
+from ..smoothing import EMA
+from ..suggestion import DEFAULT_METHOD, DIVERGE_FACTOR, METHODS, COMPAT_METHODS, Suggestion, suggest
 
 __all__ = ["LRFinder", "FinderResult", "SweepEvent", "SweepStop", "DataLoaderIter", "TrainDataLoaderIter", "ValDataLoaderIter"]
 

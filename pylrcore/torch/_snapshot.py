@@ -36,8 +36,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set,
 import numpy as np
 import torch
 
-from ._native import _core
-from ._tensors import plain_host
+from .._native import _core
+from .._tensors import plain_host
 
 # Enough threads to fault and fill fresh pages in parallel; memory bandwidth is spent well before 8.
 _MAX_COPY_THREADS = 8

@@ -1,4 +1,4 @@
-"""PyTorch integration: a real ``torch.optim.lr_scheduler.LRScheduler`` driven by a pylrcore
+"""The scheduler: a real ``torch.optim.lr_scheduler.LRScheduler`` driven by a pylrcore
 :class:`~pylrcore.schedules.Schedule`, and :func:`attach` for loops that never call ``scheduler.step()``.
 
 >>> import torch
@@ -35,12 +35,12 @@ import numpy as np
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from ._arrays import MAX_COUNT, check_int, check_positive
-from ._native import _core
-from .plateau import Plateau
-from .schedules import Schedule
+from .._arrays import MAX_COUNT, check_int, check_positive
+from .._native import _core
+from ..plateau import Plateau
+from ..schedules import Schedule
 
-__all__ = ["Scheduler", "attach", "Guard", "GuardEvent", "TrainingDiverged"]
+__all__ = ["Scheduler", "attach"]
 
 _SCALAR_KINDS = {torch.float32: 0, torch.float64: 1}
 
@@ -388,6 +388,3 @@ def attach(
     sched._hook = optimizer.register_step_post_hook(advance)
     return sched
 
-
-# The guard lives in its own module (pylrcore.guard); it is part of the torch-facing API.
-from .guard import Guard, GuardEvent, TrainingDiverged  # noqa: E402

@@ -52,13 +52,13 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from ._arrays import check_int, check_real
-from ._native import _core
-from .detect import DEFAULTS as DETECTOR_DEFAULTS
-from .detect import as_settings
-from .diagnosis import Diagnosis, diagnose
+from .._arrays import check_int, check_real
+from .._native import _core
+from ..detect import DEFAULTS as DETECTOR_DEFAULTS
+from ..detect import as_settings
+from ..diagnosis import Diagnosis, diagnose
 from ._snapshot import Snapshot, run_to_completion
-from ._tensors import dense, describe_host, torch_codes
+from .._tensors import dense, describe_host, torch_codes
 
 __all__ = ["Guard", "GuardEvent", "TrainingDiverged", "KINDS", "ACTIONS", "DEFAULT_POLICY"]
 
@@ -224,7 +224,7 @@ class _GradTable:
 def _fallback_summary(tensors: Sequence[torch.Tensor]) -> Tuple[int, float]:
     """(non-finite count, sum of squares) of gradients the native scan does not read (other
     devices, sparse, tensor subclasses), with torch ops queued per tensor and read back once per
-    device: one host sync per device and step, not one per tensor. (pylrcore.cuda's GradCheck is
+    device: one host sync per device and step, not one per tensor. (pylrcore.torch.cuda's GradCheck is
     the sync-free path for CUDA gradients; it is not wired in here until it has run on a GPU.)"""
     per_device: Dict[Any, List[torch.Tensor]] = {}
     for g in tensors:

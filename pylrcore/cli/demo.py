@@ -15,10 +15,10 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .diagnosis import diagnose
-from .plotting import plot_range_test
-from .smoothing import EMA
-from .suggestion import DIVERGE_FACTOR, Suggestion, suggest
+from ..diagnosis import diagnose
+from ..plotting import plot_range_test
+from ..smoothing import EMA
+from ..suggestion import DIVERGE_FACTOR, Suggestion, suggest
 
 
 @dataclass
@@ -132,7 +132,7 @@ def run_torch(png: Optional[str] = "lr_finder.png", check: bool = True) -> Sugge
     """pylrcore.LRFinder on the same problem: a 20-32-3 tanh network, SGD, batches of 64."""
     import torch
 
-    from .finder import LRFinder
+    from ..torch.finder import LRFinder
 
     problem = make_problem()
     x = torch.as_tensor(problem.x, dtype=torch.float32)

@@ -1,6 +1,6 @@
 """Optional CUDA support: gradient checks and the range test's loss curve without a host sync.
 
-``import pylrcore`` and ``import pylrcore.cuda`` never need a GPU, a driver, a CUDA runtime or
+``import pylrcore`` and ``import pylrcore.torch.cuda`` never need a GPU, a driver, a CUDA runtime or
 torch; torch is imported inside the functions that take tensors.
 
 :class:`GradCheck` registers many CUDA tensors (the gradients) once; each call is one kernel
@@ -29,8 +29,8 @@ Status: built and tested through CPU twins of the same code (tests/cpp), but not
 * Still to build: the schedule evaluated on the device at a device step counter, writing every
   group's 0-d lr tensor in place.
 
->>> import pylrcore.cuda
->>> isinstance(pylrcore.cuda.is_available(), bool)
+>>> import pylrcore.torch.cuda
+>>> isinstance(pylrcore.torch.cuda.is_available(), bool)
 True
 """
 
@@ -42,11 +42,11 @@ from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from ._arrays import check_int, check_real
-from ._tensors import describe_tensor
-from .nonfinite import ScanResult
-from .smoothing import _kind
-from .suggestion import DIVERGE_FACTOR
+from .._arrays import check_int, check_real
+from .._tensors import describe_tensor
+from ..nonfinite import ScanResult
+from ..smoothing import _kind
+from ..suggestion import DIVERGE_FACTOR
 
 if TYPE_CHECKING:
     import torch
@@ -65,7 +65,7 @@ __all__ = [
 
 def _module() -> Optional[ModuleType]:
     try:
-        from . import _cuda
+        from .. import _cuda
     except ImportError:
         return None
     return _cuda
@@ -93,7 +93,7 @@ def unavailable_reason() -> str:
 def _require() -> ModuleType:
     mod = _module()
     if mod is None or int(mod.device_count()) == 0:
-        raise RuntimeError(f"pylrcore.cuda is not available here: {unavailable_reason()}")
+        raise RuntimeError(f"pylrcore.torch.cuda is not available here: {unavailable_reason()}")
     return mod
 
 
@@ -250,7 +250,7 @@ class LossTracker:
     ``append(loss)`` queues a one-thread kernel that reads the 0-d loss tensor where it lies.
     ``request()`` queues a copy of the state to pinned host memory; ``poll()`` returns it once it
     has arrived (None before), never blocking. ``state()`` and ``history()`` wait for the GPU.
-    The rules are :class:`pylrcore.finder.LRFinder`'s: ``beta = 1 - smooth_f`` with
+    The rules are :class:`pylrcore.torch.finder.LRFinder`'s: ``beta = 1 - smooth_f`` with
     ``kind="plain"`` (torch-lr-finder) or ``"debiased"`` (fastai); the smoothed curve is
     :class:`pylrcore.EMA`'s, bit for bit, on the same (float64-widened) losses.
     """
