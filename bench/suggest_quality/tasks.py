@@ -134,6 +134,46 @@ def _least_squares() -> Data:
     return _split(x, y, classes=False)
 
 
+#: A second, disjoint set of standard-library modules for the post-freeze text task.
+STDLIB_TEXT_2 = ["calendar", "pprint", "shlex", "tokenize", "gettext"]
+
+
+def _text2() -> Data:
+    global STDLIB_TEXT
+    saved = STDLIB_TEXT
+    try:
+        STDLIB_TEXT = STDLIB_TEXT_2
+        return _text()
+    finally:
+        STDLIB_TEXT = saved
+
+
+def _linnerud() -> Data:
+    # 20 athletes, 3 exercise counts -> 3 body measurements (standardized): a tiny multi-output regression.
+    from sklearn import datasets
+
+    x, y = datasets.load_linnerud(return_X_y=True)
+    y = (y - y.mean(0)) / y.std(0)
+    d = _split(x.astype(np.float64), y[:, 0], classes=False)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(x))
+    n_val = len(x) // 4
+    yt = torch.tensor(y, dtype=torch.float32)
+    return Data(d.x_train, yt[order[n_val:]], d.x_val, yt[order[:n_val]])
+
+
+def _synthetic(kind: str) -> Data:
+    """SYNTHETIC data from scikit-learn's fetch-free generators, fixed seeds (labelled as such)."""
+    from sklearn import datasets
+
+    if kind == "moons":
+        x, y = datasets.make_moons(n_samples=1000, noise=0.25, random_state=0)
+    else:
+        x, y = datasets.make_classification(n_samples=1500, n_features=20, n_informative=8, n_redundant=4,
+                                            n_classes=3, flip_y=0.05, class_sep=0.8, random_state=0)
+    return _split(x.astype(np.float64), y, classes=True)
+
+
 DATASETS: Dict[str, Callable[[], Data]] = {
     "digits": lambda: _sklearn("digits"),
     "breast_cancer": lambda: _sklearn("breast_cancer"),
@@ -142,6 +182,10 @@ DATASETS: Dict[str, Callable[[], Data]] = {
     "diabetes": lambda: _sklearn("diabetes"),
     "stdlib_text": _text,
     "least_squares": _least_squares,
+    "stdlib_text_2": _text2,
+    "linnerud": _linnerud,
+    "synthetic_moons": lambda: _synthetic("moons"),
+    "synthetic_classification": lambda: _synthetic("classification"),
 }
 
 
@@ -203,6 +247,49 @@ def _bn_mlp(n_in: int, n_out: int) -> nn.Module:
     )
 
 
+def _deep_mlp(n_in: int, n_out: int, act: Callable[[], nn.Module] = nn.ReLU, depth: int = 4) -> nn.Module:
+    layers: List[nn.Module] = []
+    width = n_in
+    for _ in range(depth):
+        layers += [nn.Linear(width, 64), act()]
+        width = 64
+    return nn.Sequential(*layers, nn.Linear(width, n_out))
+
+
+class ResMLP(nn.Module):
+    """Three pre-LayerNorm residual blocks of width 64."""
+
+    def __init__(self, n_in: int, n_out: int, d: int = 64) -> None:
+        super().__init__()
+        self.inp = nn.Linear(n_in, d)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+                                    for _ in range(3))
+        self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, n_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        for b in self.blocks:
+            h = h + b(h)
+        return self.out(h)
+
+
+class CharCNN(nn.Module):
+    """Two causal 1-d convolutions (kernel 5) over character embeddings."""
+
+    def __init__(self, d: int = 32, hidden: int = 64) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, d)
+        self.c1 = nn.Conv1d(d, hidden, 5)
+        self.c2 = nn.Conv1d(hidden, hidden, 5)
+        self.head = nn.Linear(hidden, VOCAB)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x).transpose(1, 2)
+        h = torch.relu(self.c1(nn.functional.pad(h, (4, 0))))
+        h = torch.relu(self.c2(nn.functional.pad(h, (4, 0))))
+        return self.head(h.transpose(1, 2))
+
+
 MODELS: Dict[str, Callable[[int, int], nn.Module]] = {
     "mlp": _mlp,
     "bn_mlp": _bn_mlp,
@@ -211,6 +298,10 @@ MODELS: Dict[str, Callable[[int, int], nn.Module]] = {
     "cnn": lambda n_in, n_out: SmallCNN(),
     "char_transformer": lambda n_in, n_out: CharTransformer(),
     "char_gru": lambda n_in, n_out: CharGRU(),
+    "deep_mlp": _deep_mlp,
+    "deep_tanh_mlp": lambda n_in, n_out: _deep_mlp(n_in, n_out, nn.Tanh),
+    "res_mlp": ResMLP,
+    "char_cnn": lambda n_in, n_out: CharCNN(),
 }
 
 # The optimizers are built at lr=1.0; the harness sets the lr it trains or sweeps at.
@@ -221,14 +312,19 @@ OPTIMIZERS: Dict[str, Callable[[Any], torch.optim.Optimizer]] = {
     "adam": lambda p: torch.optim.Adam(p, lr=1.0),
     "adamw": lambda p: torch.optim.AdamW(p, lr=1.0, weight_decay=0.01),
     "rmsprop": lambda p: torch.optim.RMSprop(p, lr=1.0),
+    "adagrad": lambda p: torch.optim.Adagrad(p, lr=1.0),
+    "adadelta": lambda p: torch.optim.Adadelta(p, lr=1.0),
+    "nadam": lambda p: torch.optim.NAdam(p, lr=1.0),
+    "radam": lambda p: torch.optim.RAdam(p, lr=1.0),
+    "adamax": lambda p: torch.optim.Adamax(p, lr=1.0),
 }
 
 
 def shapes(task: Task) -> Tuple[int, int]:
     d = load(task.data)
     if task.loss == "mse":
-        return d.x_train.shape[1], 1
-    if task.data == "stdlib_text":
+        return d.x_train.shape[1], d.y_train.shape[1]
+    if task.data.startswith("stdlib_text"):
         return VOCAB, VOCAB
     return d.x_train.shape[1], int(d.y_train.max()) + 1
 
@@ -293,8 +389,22 @@ FRESH: List[Task] = [
     Task("diabetes_mlp_momentum", "diabetes", "mlp", "momentum", 16, loss="mse"),
     Task("digits_mlp_nesterov_wd", "digits", "mlp", "nesterov_wd", 64),
 ]
-#: Added after the second freeze (all 20 tasks above were the development set of round 2); see below.
-NEW: List[Task] = []
+#: Added after the second freeze (commit 985c148: all 20 tasks above were round 2's development set and
+#: capped was frozen unchanged): new data / model / optimizer combinations, never used to compare rules.
+#: Two are SYNTHETIC (scikit-learn's make_moons / make_classification, fixed seeds), labelled so.
+NEW: List[Task] = [
+    Task("digits_deep_mlp_adagrad_b128", "digits", "deep_mlp", "adagrad", 128),
+    Task("breast_cancer_mlp_adadelta", "breast_cancer", "mlp", "adadelta", 64),
+    Task("wine_deep_mlp_sgd_b8", "wine", "deep_mlp", "sgd", 8, note="plain SGD, no momentum"),
+    Task("linnerud_linreg_sgd_b4", "linnerud", "linear", "sgd", 4, loss="mse", note="15 training samples, 3 targets"),
+    Task("synthetic_moons_mlp_sgd_b64", "synthetic_moons", "mlp", "sgd", 64, note="SYNTHETIC (make_moons)"),
+    Task("synthetic_classif_logreg_adagrad", "synthetic_classification", "linear", "adagrad", 32,
+         note="SYNTHETIC (make_classification); convex"),
+    Task("text2_char_cnn_nadam_b16", "stdlib_text_2", "char_cnn", "nadam", 16),
+    Task("diabetes_tanh_mlp_rmsprop_b64", "diabetes", "deep_tanh_mlp", "rmsprop", 64, loss="mse"),
+    Task("digits_res_mlp_radam", "digits", "res_mlp", "radam", 32),
+    Task("iris_mlp_adamax_b8", "iris", "mlp", "adamax", 8),
+]
 ALL: List[Task] = DEV + HELD_OUT + FRESH + NEW
 BY_NAME: Dict[str, Task] = {t.name: t for t in ALL}
 
