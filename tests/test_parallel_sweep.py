@@ -5,6 +5,7 @@ vmap cannot run the model, diverging replicas stopped, and the user's model left
 from __future__ import annotations
 
 import copy
+import math
 import json
 from typing import Any, List
 
@@ -334,8 +335,15 @@ def test_the_finder_confirms_its_suggestion_by_training():
     finder = LRFinder(model, torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9), torch.nn.CrossEntropyLoss())
     found = finder.range_test(batches, end_lr=10, num_iter=80, progress=False)
     checked = finder.confirm(batches, steps=30)
-    assert checked.lrs.tolist() == pytest.approx([found.suggestion * f for f in (1 / 3, 3 ** -0.5, 1, 3 ** 0.5, 3)])
+    # The default design (bench/suggest_quality/confirm_designs.py): x 1/10 .. 4.6 at third decades.
+    factors = [0.1, 10 ** (-2 / 3), 10 ** (-1 / 3), 1, 10 ** (1 / 3), 10 ** (2 / 3)]
+    assert checked.lrs.tolist() == pytest.approx([found.suggestion * f for f in factors])
     assert checked.best_lr in checked.lrs.tolist()
+    # The confirmed lr is the smallest within 5% of the best score (the tie rule toward safety).
+    finite = checked.scores[np.isfinite(checked.scores)]
+    near = [lr for lr, sc in zip(checked.lrs, checked.scores) if np.isfinite(sc) and sc <= finite.min() * 1.05]
+    assert checked.best_lr == min(near)
+    assert finder.confirm(batches, steps=30, tolerance=0).best_lr == checked.lrs[int(np.argmin(checked.scores))]
     with pytest.raises(RuntimeError, match="run range_test"):
         LRFinder(model, torch.optim.SGD(model.parameters(), lr=1e-4)).confirm(batches)
 
@@ -348,7 +356,7 @@ def test_range_test_confirm_and_what_uses_its_lr(tmp_path, capsys):
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     result = LRFinder(model, opt, torch.nn.CrossEntropyLoss()).range_test(batches, end_lr=10, num_iter=80,
                                                                           progress=False, confirm=20)
-    assert result.confirmation is not None and result.confirmation.losses.shape == (5, 20)
+    assert result.confirmation is not None and result.confirmation.losses.shape == (6, 20)
     assert result.lr == result.confirmed_lr == result.confirmation.best_lr
     assert json.loads(json.dumps(result.to_dict()))["confirmed_lr"] == result.confirmed_lr
     result.apply(opt)
@@ -368,7 +376,34 @@ def test_range_test_confirm_and_what_uses_its_lr(tmp_path, capsys):
         "    return m, torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9), torch.nn.CrossEntropyLoss(), loader\n")
     assert cli.main(["find", f"{script}:make", "--png", "", "--confirm", "15"]) == 0
     out = capsys.readouterr().out
-    assert "confirmation: 15 steps at 5 lrs in one parallel sweep" in out and "-> train with lr" in out
+    assert "confirmation: 15 steps at 6 lrs in one parallel sweep" in out and "-> train with lr" in out
+
+
+def test_the_sweep_keeps_the_smallest_lr_within_its_tolerance():
+    """tolerance: best_lr is the smallest lr whose score is within tolerance x |best| of the best;
+    diverged copies never count; lrs need not be sorted."""
+    from pylrcore.torch.parallel_sweep import _best_index
+
+    lrs = [0.3, 0.01, 0.1, 1.0]
+    scores = np.array([1.00, 1.04, 1.06, np.inf])
+    assert _best_index(lrs, scores, 0.0) == 0
+    assert _best_index(lrs, scores, 0.05) == 1  # 0.01 is within 5% of the best (0.3's)
+    assert _best_index(lrs, scores, 0.03) == 0
+    assert _best_index(lrs, np.array([np.inf] * 4), 0.05) is None
+    assert _best_index([0.2, 0.1], np.array([0.5, 0.5]), 0.0) == 1  # an exact tie: the smaller lr
+    assert _best_index([1.0, 2.0], np.array([-2.0, -1.95]), 0.05) == 0  # |best| for a negative loss
+    assert _best_index([2.0, 1.0], np.array([-2.0, -1.95]), 0.05) == 1
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    lrs = [0.05, 0.2, 0.8]
+    strict = sweep(model, opt, torch.nn.CrossEntropyLoss(), data(), lrs, steps=10)
+    loose = sweep(model, opt, torch.nn.CrossEntropyLoss(), data(), lrs, steps=10, tolerance=10.0)
+    assert strict.best_lr == lrs[int(np.argmin(strict.scores))]
+    assert loose.best_lr == min(lr for lr, sc in zip(lrs, loose.scores) if np.isfinite(sc))
+    np.testing.assert_array_equal(strict.scores, loose.scores)
+    for bad in (-0.1, math.inf, math.nan):
+        with pytest.raises(ValueError, match="tolerance"):
+            sweep(model, opt, torch.nn.CrossEntropyLoss(), data(), lrs, steps=2, tolerance=bad)
 
 
 SPLIT_WORKER = r"""

@@ -239,7 +239,7 @@ def evaluate(tasks: List[str], rule: str = "pylrcore capped") -> Dict[str, Dict[
                     regrets[key][sp].append(math.inf)
                 continue
             regrets["pick alone"][sp].append(interpolated_loss(store, base) / best_loss)
-            cur = store.confirmed(seed, base)
+            cur = store.confirmed(seed, base, tag="")
             regrets[CURRENT][sp].append(math.inf if cur is None or math.isnan(cur)
                                         else interpolated_loss(store, cur) / best_loss)
             for d in ds:

@@ -79,14 +79,23 @@ def range_test(task_name: str, seed: int) -> List[float]:
     return raw
 
 
-#: The confirmation sweep around a pick (pylrcore's LRFinder.confirm defaults): 5 copies, 100 steps.
-CONFIRM_FACTORS = (1 / 3, 3 ** -0.5, 1.0, 3 ** 0.5, 3.0)
-CONFIRM_STEPS = 100
+#: The confirmation sweep around a pick: pylrcore's LRFinder.confirm defaults (the design frozen from
+#: confirm_designs.py: 6 copies at the pick x 1/10 .. 4.6, 300 steps, validation loss, 5% toward the
+#: smaller lr). CONFIRM_TAG keys its records in the cache; records without a tag are the earlier
+#: design's (5 copies at 1/3 .. 3, 100 steps, the best score), kept for the comparison.
+def _confirm_design() -> Tuple[Tuple[float, ...], int, float]:
+    from pylrcore.torch.finder import CONFIRM_FACTORS, CONFIRM_STEPS, CONFIRM_TOLERANCE
+
+    return tuple(CONFIRM_FACTORS), CONFIRM_STEPS, CONFIRM_TOLERANCE
+
+
+CONFIRM_FACTORS, CONFIRM_STEPS, CONFIRM_TOLERANCE = _confirm_design()
+CONFIRM_TAG = f"{len(CONFIRM_FACTORS)}x{CONFIRM_STEPS}:{CONFIRM_FACTORS[0]:.3g}-{CONFIRM_FACTORS[-1]:.3g}:tol{CONFIRM_TOLERANCE:g}"
 
 
 def confirm(task_name: str, base_lr: float, seed: int) -> Dict[str, Any]:
-    """``pylrcore.sweep`` around ``base_lr``: each copy's lr and validation loss after CONFIRM_STEPS
-    steps (the range test's budget, per copy), and the best lr (the sweep's ``best_lr``)."""
+    """``pylrcore.sweep`` around ``base_lr`` as ``LRFinder.confirm`` runs it: each copy's lr and
+    validation loss after CONFIRM_STEPS steps, and the confirmed lr (the sweep's ``best_lr``)."""
     import pylrcore
 
     torch.set_num_threads(1)
@@ -94,10 +103,12 @@ def confirm(task_name: str, base_lr: float, seed: int) -> Dict[str, Any]:
     model, opt = build(task, seed)
     d = load(task.data)
     result = pylrcore.sweep(model, opt, criterion(task), batches(task, seed + 2000, CONFIRM_STEPS),
-                            [base_lr * f for f in CONFIRM_FACTORS], CONFIRM_STEPS, val_loader=[(d.x_val, d.y_val)])
+                            [base_lr * f for f in CONFIRM_FACTORS], CONFIRM_STEPS, val_loader=[(d.x_val, d.y_val)],
+                            tolerance=CONFIRM_TOLERANCE)
     return {"best": math.nan if result.best_lr is None else float(result.best_lr),
             "lrs": [float(v) for v in result.lrs],
-            "scores": [float(v) if math.isfinite(v) else "inf" for v in result.scores]}
+            "scores": [float(v) if math.isfinite(v) else "inf" for v in result.scores],
+            "engine": result.engine}
 
 
 # -- the cache --------------------------------------------------------------------------------------
@@ -138,17 +149,23 @@ class Store:
     def put_curve(self, seed: int, raw: List[float]) -> None:
         self.data["range_tests"][str(seed)] = [v if math.isfinite(v) else repr(v) for v in raw]
 
-    def confirmation(self, seed: int, base_lr: float) -> Optional[Dict[str, Any]]:
-        """The confirmation sweep's record: best lr, the copies' lrs and validation losses."""
-        v = self.data.setdefault("confirms", {}).get(f"{seed}:{lr_key(base_lr)}")
+    @staticmethod
+    def _confirm_key(seed: int, base_lr: float, tag: Optional[str]) -> str:
+        tag = CONFIRM_TAG if tag is None else tag
+        return f"{seed}:{lr_key(base_lr)}" + (f":{tag}" if tag else "")
+
+    def confirmation(self, seed: int, base_lr: float, tag: Optional[str] = None) -> Optional[Dict[str, Any]]:
+        """The confirmation sweep's record: best lr, the copies' lrs and validation losses.
+        ``tag``: the design (default the current one; "" the first design's untagged records)."""
+        v = self.data.setdefault("confirms", {}).get(self._confirm_key(seed, base_lr, tag))
         return v if isinstance(v, dict) else None  # a bare float: recorded before the scores were kept
 
-    def confirmed(self, seed: int, base_lr: float) -> Optional[float]:
-        v = self.confirmation(seed, base_lr)
+    def confirmed(self, seed: int, base_lr: float, tag: Optional[str] = None) -> Optional[float]:
+        v = self.confirmation(seed, base_lr, tag)
         return None if v is None else float(v["best"])
 
     def put_confirmed(self, seed: int, base_lr: float, record: Dict[str, Any]) -> None:
-        self.data.setdefault("confirms", {})[f"{seed}:{lr_key(base_lr)}"] = record
+        self.data.setdefault("confirms", {})[self._confirm_key(seed, base_lr, None)] = record
 
     def mean_loss(self, lr: float) -> Optional[float]:
         vals = [self.training(lr, s) for s in PROTOCOL["train_seeds"]]

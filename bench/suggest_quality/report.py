@@ -110,18 +110,29 @@ def per_task(results: Dict[str, Dict[str, Any]], contenders: List[str], tasks: L
 
 
 def summary_markdown(results: Dict[str, Dict[str, Any]], contenders: List[str], dev: List[str], held: List[str],
-                     fresh: List[str]) -> str:
+                     fresh: List[str], new: Optional[List[str]] = None) -> str:
     dev = [t for t in dev if t in results]
     held = [t for t in held if t in results]
     fresh = [t for t in fresh if t in results]
+    new = [t for t in (new or []) if t in results]
+    unbracketed = [t for t in results if results[t]["best_lr"] in (min(PROTOCOL["grid"]), max(PROTOCOL["grid"]))]
     parts = []
-    for title, tasks in (("Fresh tasks (added after the default was frozen; never used to compare rules)", fresh),
-                         ("Held-out tasks (not tuned on, but seen while choosing: see tasks.py)", held),
-                         ("Dev tasks (the rules were compared on these)", dev), ("All tasks", dev + held + fresh)):
+    if unbracketed:
+        parts.append("Optimum not bracketed (best grid lr at the grid's edge, the true best may lie beyond it): "
+                     + ", ".join(unbracketed) + ". Reported separately below and included in the split tables.")
+    for title, tasks in (("New held-out tasks (built after round 2's freeze; never used to compare rules)", new),
+                         ("New held-out tasks, optimum bracketed", [t for t in new if t not in unbracketed]),
+                         ("Round 2's development set: all 20 earlier tasks", dev + held + fresh),
+                         ("Round 2's development set, optimum bracketed", [t for t in dev + held + fresh if t not in unbracketed]),
+                         ("Tasks whose optimum is not bracketed", unbracketed),
+                         ("Fresh tasks (round 1: added after the first freeze; round 2's dev)", fresh),
+                         ("Held-out tasks (round 1: not tuned on, but seen while choosing; round 2's dev)", held),
+                         ("Dev tasks (round 1: the rules were compared on these)", dev)):
         if tasks:
             parts.append(f"### {title}: {len(tasks)} tasks x {len(PROTOCOL['range_seeds'])} range tests\n\n"
                          + table(results, contenders, tasks))
-    parts.append("### Picks per task (lr of each range test; median regret)\n\n" + per_task(results, contenders, dev + held + fresh))
+    parts.append("### Picks per task (lr of each range test; median regret)\n\n"
+                 + per_task(results, contenders, dev + held + fresh + new))
     return "\n\n".join(parts) + "\n"
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE))
 from contenders import CONTENDERS, picks  # noqa: E402
 from harness import CACHE, Store, load_curve, range_lrs, run_jobs  # noqa: E402
 from report import evaluate, figure, summary_markdown  # noqa: E402
-from tasks import ALL, BY_NAME, DEV, FRESH, HELD_OUT, PROTOCOL, Task  # noqa: E402
+from tasks import ALL, BY_NAME, DEV, FRESH, HELD_OUT, NEW, PROTOCOL, Task  # noqa: E402
 
 from pylrcore import DEFAULT_METHOD  # noqa: E402
 
@@ -44,8 +44,9 @@ def ground_truth_jobs(store: Store) -> List[Tuple[str, str, float, int]]:
     return jobs
 
 
-#: The default's pick confirmed by a parallel sweep (pylrcore.sweep: 5 copies at pick x 1/3..3,
-#: 100 steps each, ranked by validation loss): 5x the range test's cost on top of it.
+#: The default's pick confirmed by a parallel sweep as LRFinder.confirm runs it (pylrcore.sweep: 6
+#: copies at pick x 1/10 .. 4.6, 300 steps each, ranked by validation loss, 5% toward the smaller lr):
+#: 18x the range test's cost on top of it.
 CONFIRMED = f"pylrcore {DEFAULT_METHOD} + confirm"
 
 
@@ -115,7 +116,8 @@ def main(argv: List[str] = None) -> int:
     if not args.no_figures:
         for n, s in stores.items():
             figure(s, results[n], CACHE / "figures" / f"{n}.png")
-    text = summary_markdown(results, names, [t.name for t in DEV], [t.name for t in HELD_OUT], [t.name for t in FRESH])
+    text = summary_markdown(results, names, [t.name for t in DEV], [t.name for t in HELD_OUT], [t.name for t in FRESH],
+                            [t.name for t in NEW])
     (CACHE / "summary.md").write_text(text)
     print(text)
     print(f"({time.time() - t0:.0f} s)")

@@ -256,6 +256,7 @@ def sweep(
     *,
     train_step: Optional[Callable[[torch.nn.Module, Any], torch.Tensor]] = None,
     vectorize: bool = True,
+    tolerance: float = 0.0,
 ) -> SweepResult:
     """Train ``len(lrs)`` copies of ``model`` for ``steps`` optimizer steps, copy k at ``lrs[k]``
     (group lr ratios kept), all on the same batches, and return a :class:`SweepResult`.
@@ -263,7 +264,9 @@ def sweep(
     ``optimizer`` gives the class, the hyperparameters and the starting state of every copy's
     optimizer (any ``torch.optim`` optimizer built on ``model.parameters()``). ``criterion`` and
     ``train_step`` as in :meth:`pylrcore.LRFinder.range_test`. ``vectorize=False`` runs the copies
-    one after another (the fallback, forced). The model, optimizer, gradients and RNG states are
+    one after another (the fallback, forced). ``tolerance``: ``best_lr`` is the smallest lr whose
+    score is within ``tolerance`` x |best score| of the best (0: the best score itself; ties and
+    near-ties go to the smaller, safer lr). The model, optimizer, gradients and RNG states are
     restored exactly afterwards.
 
     Under ``torch.distributed`` the copies are shared out over the ranks (copy k on rank k % world)
@@ -280,6 +283,9 @@ def sweep(
     if not lr_values or any(v <= 0 for v in lr_values):
         raise ValueError(f"lrs must be one or more learning rates > 0, got {list(lrs)!r}")
     steps = check_int(steps, "steps", minimum=1)
+    tolerance = check_real(tolerance, "tolerance")
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
     if steps > 10**8:
         raise ValueError(f"steps must be at most 10**8, got {steps}")
     from .finder import _Cycle
@@ -294,7 +300,7 @@ def sweep(
             saved.detach_grads()
             model.train()
             local = _train(model, optimizer, criterion, train_step, _Cycle(train_loader, "train_loader"),
-                           val_loader, [lr_values[i] for i in mine], steps, vectorize) if mine else None
+                           val_loader, [lr_values[i] for i in mine], steps, vectorize, tolerance) if mine else None
         finally:
             saved.restore()
     if not distributed:
@@ -302,10 +308,21 @@ def sweep(
         return local
     parts: List[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(parts, (mine, local))
-    return _merge(parts, lr_values, steps)
+    return _merge(parts, lr_values, steps, tolerance)
 
 
-def _merge(parts: List[Any], lrs: List[float], steps: int) -> SweepResult:
+def _best_index(lrs: Sequence[float], scores: np.ndarray, tolerance: float) -> Optional[int]:
+    """The replica kept: the smallest lr whose score is within ``tolerance`` x |best| of the best
+    score (the best itself when tolerance is 0; the first of equal lrs); None when all diverged."""
+    finite = np.isfinite(scores)
+    if not finite.any():
+        return None
+    low = float(scores[finite].min())
+    near = [i for i in range(len(scores)) if finite[i] and scores[i] <= low + tolerance * abs(low)]
+    return min(near, key=lambda i: (lrs[i], i))
+
+
+def _merge(parts: List[Any], lrs: List[float], steps: int, tolerance: float = 0.0) -> SweepResult:
     """One result from the ranks' parts (each: the copies it trained, by index, and their result)."""
     k = len(lrs)
     losses = np.full((k, steps), np.nan)
@@ -330,14 +347,15 @@ def _merge(parts: List[Any], lrs: List[float], steps: int) -> SweepResult:
             engines.append(part.engine)
         if part.note and part.note not in notes:
             notes.append(part.note)
-    best = int(np.argmin(scores)) if np.isfinite(scores).any() else None
+    best = _best_index(lrs, scores, tolerance)
     return SweepResult(lrs=np.asarray(lrs), losses=losses, val_losses=val, scores=scores,
                        best_lr=None if best is None else lrs[best], diverged_at=diverged, diagnoses=diagnoses,
                        vectorized=vectorized, note="; ".join(notes), engine="+".join(engines))
 
 
 def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion: Any, train_step: Any,
-           batches: Any, val_loader: Any, lrs: List[float], steps: int, vectorize: bool) -> SweepResult:
+           batches: Any, val_loader: Any, lrs: List[float], steps: int, vectorize: bool,
+           tolerance: float = 0.0) -> SweepResult:
     replicas = _Replicas(model, optimizer, lrs)
     k = len(lrs)
     loss_fn = _loss_function(model, criterion, train_step)
@@ -401,7 +419,7 @@ def _train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, criterion: 
     scores = np.array([np.nanmean(losses[r, max(0, steps - tail):]) if active[r] and val is None
                        else (val[r] if active[r] and val is not None else np.inf) for r in range(k)])
     scores[~np.isfinite(scores)] = np.inf
-    best = int(np.argmin(scores)) if np.isfinite(scores).any() else None
+    best = _best_index(lrs, scores, tolerance)
     diagnoses: List[Optional[Diagnosis]] = []
     for r in range(k):
         curve = losses[r][np.isfinite(losses[r])]
