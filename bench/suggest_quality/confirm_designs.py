@@ -212,6 +212,9 @@ def designs() -> List[Design]:
     return out
 
 
+#: The design frozen (commit 95637cf) and made LRFinder.confirm's default.
+FROZEN = "third-dec 1/10..4.6 x300 val tie5%"
+
 #: The library's confirm before this study: factors 1/3, 1/sqrt(3), 1, sqrt(3), 3, 100 steps, best
 #: score. Read from run.py's cached real sweeps (results/<task>.json "confirms"), not the lattice.
 CURRENT = "current: 1/3..3 (5 copies) x100 val [real sweep]"
@@ -227,11 +230,14 @@ def evaluate(tasks: List[str], rule: str = "pylrcore capped") -> Dict[str, Dict[
     regrets["pick alone"] = {s: [] for s in by_split}
     regrets[CURRENT] = {s: [] for s in by_split}
     split_of = {t: s for s, ts in by_split.items() for t in ts}
+    edge = (min(PROTOCOL["grid"]), max(PROTOCOL["grid"]))
+    bracketed: Dict[str, List[float]] = {key: [] for key in regrets}  # the picks made, optimum bracketed
     for name in tasks:
         store = Store(BY_NAME[name])
         lat = Lattice(name)
-        _, best_loss = best(store)
+        best_lr, best_loss = best(store)
         sp = split_of[name]
+        n_before = {key: sum(len(v) for v in per.values()) for key, per in regrets.items()}
         for seed in PROTOCOL["range_seeds"]:
             base = base_pick(store, seed, rule)
             if base is None:
@@ -253,6 +259,10 @@ def evaluate(tasks: List[str], rule: str = "pylrcore capped") -> Dict[str, Dict[
                     regrets[d.name][sp].append(math.nan)
                 else:
                     regrets[d.name][sp].append(interpolated_loss(store, lr) / best_loss)
+        if best_lr not in edge:
+            for key, per in regrets.items():
+                new = per[sp][n_before[key] - sum(len(v) for k, v in per.items() if k != sp):]
+                bracketed[key] += [r for r in new if math.isfinite(r) or math.isnan(r)]
     out: Dict[str, Dict[str, Dict[str, float]]] = {}
     for key, per in regrets.items():
         out[key] = {}
@@ -261,6 +271,7 @@ def evaluate(tasks: List[str], rule: str = "pylrcore capped") -> Dict[str, Dict[
             allr += r
             out[key][sp] = _metrics(r)
         out[key]["all"] = _metrics(allr)
+        out[key]["bracketed"] = _metrics(bracketed[key])
     return out
 
 
@@ -319,7 +330,8 @@ def run(jobs: List[Tuple[str, int, float]], workers: int) -> None:
 
 def table(results: Dict[str, Dict[str, Dict[str, float]]], costs: Dict[str, float]) -> str:
     lines = ["| design | cost (× range test) | dev median / worst / hit | held-out median / worst / hit | "
-             "fresh median / worst / hit | all 20 median / worst / hit |", "|---|---|---|---|---|---|"]
+             "fresh median / worst / hit | all 20 median / worst / hit | optimum bracketed, picks made: median / worst / hit |",
+             "|---|---|---|---|---|---|---|"]
 
     def cell(m: Dict[str, float]) -> str:
         if math.isnan(m["median"]):
@@ -329,8 +341,9 @@ def table(results: Dict[str, Dict[str, Dict[str, float]]], costs: Dict[str, floa
     order = sorted(results, key=lambda k: (results[k]["all"]["median"], results[k]["all"]["worst"]))
     for k in order:
         r = results[k]
-        lines.append(f"| {k} | {costs.get(k, 0):g} | {cell(r['dev'])} | {cell(r['held'])} | {cell(r['fresh'])} | "
-                     f"{cell(r['all'])} |")
+        name = f"**{k} (the default)**" if k == FROZEN else k
+        lines.append(f"| {name} | {costs.get(k, 0):g} | {cell(r['dev'])} | {cell(r['held'])} | {cell(r['fresh'])} | "
+                     f"{cell(r['all'])} | {cell(r['bracketed'])} |")
     return "\n".join(lines)
 
 

@@ -118,6 +118,9 @@ def main(argv: List[str] = None) -> int:
             figure(s, results[n], CACHE / "figures" / f"{n}.png")
     text = summary_markdown(results, names, [t.name for t in DEV], [t.name for t in HELD_OUT], [t.name for t in FRESH],
                             [t.name for t in NEW])
+    designs = CACHE / "confirm_designs.md"
+    if designs.exists():  # confirm_designs.py's table (interpolated regret, all designs and their costs)
+        text += "\n### Confirmation designs (confirm_designs.py)\n\n" + designs.read_text()
     (CACHE / "summary.md").write_text(text)
     print(text)
     print(f"({time.time() - t0:.0f} s)")
