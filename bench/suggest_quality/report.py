@@ -73,6 +73,7 @@ def metrics(results: Dict[str, Dict[str, Any]], contender: str, tasks: List[str]
         "n": len(rows),
         "median": float(np.median(regrets)) if len(rows) else math.nan,
         "worst": float(np.max(regrets)) if len(rows) else math.nan,
+        "worst_made": float(max((r["regret"] for r in rows if r["failure"] != "no pick"), default=math.nan)),
         "decades": float(np.median(np.abs(dec))) if len(dec) else math.nan,
         "bias": float(np.median(dec)) if len(dec) else math.nan,
         "hit": float(np.mean(regrets <= HIT)) if len(rows) else math.nan,
@@ -85,12 +86,12 @@ def _fmt(x: float, spec: str = ".2f") -> str:
 
 
 def table(results: Dict[str, Dict[str, Any]], contenders: List[str], tasks: List[str]) -> str:
-    lines = ["| contender | median regret | worst regret | median decades off | bias (decades) | hit rate | failures |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| contender | median regret | worst regret | worst, picks made | median decades off | bias (decades) | "
+             "hit rate | failures |", "|---|---|---|---|---|---|---|---|"]
     stats = {c: metrics(results, c, tasks) for c in contenders}
     for c in sorted(contenders, key=lambda c: (stats[c]["median"], stats[c]["worst"])):
         m = stats[c]
-        lines.append(f"| {c} | {_fmt(m['median'], '.3f')} | {_fmt(m['worst'])} | {_fmt(m['decades'])} | "
+        lines.append(f"| {c} | {_fmt(m['median'], '.3f')} | {_fmt(m['worst'])} | {_fmt(m['worst_made'])} | {_fmt(m['decades'])} | "
                      f"{_fmt(m['bias'], '+.2f')} | {m['hit']:.0%} | {m['failures']}/{m['n']} |")
     return "\n".join(lines)
 
@@ -128,6 +129,10 @@ def summary_markdown(results: Dict[str, Dict[str, Any]], contenders: List[str], 
                          ("Fresh tasks (round 1: added after the first freeze; round 2's dev)", fresh),
                          ("Held-out tasks (round 1: not tuned on, but seen while choosing; round 2's dev)", held),
                          ("Dev tasks (round 1: the rules were compared on these)", dev)):
+        if tasks and "bracketed" in title and all(t not in unbracketed for t in tasks) and \
+                len(tasks) == len([t for t in (new if title.startswith("New") else dev + held + fresh)]):
+            parts.append(f"### {title}: the same tasks as above (every optimum bracketed)")
+            continue
         if tasks:
             parts.append(f"### {title}: {len(tasks)} tasks x {len(PROTOCOL['range_seeds'])} range tests\n\n"
                          + table(results, contenders, tasks))
