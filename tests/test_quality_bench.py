@@ -1,6 +1,7 @@
 """The suggestion-quality benchmark (bench/suggest_quality): its replay of each peer's recorded curve
 matches the peer's real range test, its pipeline runs end to end, and the committed results still
-say what README and bench/README.md claim (the default wins on the held-out tasks)."""
+say what bench/README.md reports (every pick trained, every confirmation sweep of the current
+confirm design recorded)."""
 
 from __future__ import annotations
 
@@ -112,3 +113,21 @@ def test_the_committed_results_cover_every_pick_the_current_rules_make(sq):
         result = report.evaluate(store, run.all_picks(store, names))
         missing = [r for r in result["rows"] if r["failure"] == "not trained"]
         assert not missing, (task.name, missing[:3])
+
+
+def test_the_committed_results_hold_a_confirmation_of_the_current_design_for_every_pick(sq):
+    """The confirmed contender reads the cached sweep of LRFinder.confirm's current design (its
+    factors, steps and tie rule key the record): a changed design or default pick needs a re-run."""
+    run, harness, tasks = sq["run"], sq["harness"], sq["tasks"]
+    from pylrcore.torch.finder import CONFIRM_FACTORS, CONFIRM_STEPS, CONFIRM_TOLERANCE
+
+    assert (harness.CONFIRM_FACTORS, harness.CONFIRM_STEPS, harness.CONFIRM_TOLERANCE) == \
+        (tuple(CONFIRM_FACTORS), CONFIRM_STEPS, CONFIRM_TOLERANCE)
+    for task in tasks.ALL:
+        store = harness.Store(task)
+        for seed in tasks.PROTOCOL["range_seeds"]:
+            base = run.default_pick(store, seed)
+            if base is not None:
+                record = store.confirmation(seed, base)
+                assert record is not None, (task.name, seed)
+                assert len(record["lrs"]) == len(CONFIRM_FACTORS)

@@ -5,10 +5,11 @@ standard library's own source text): no downloads. A task is everything a traini
 data split, a model factory, an optimizer factory, the batch size and the training budget. The
 same task object drives the ground-truth grid, the range tests and the trainings at each pick.
 
-``DEV``: rules were compared and the default chosen on these. ``HELD_OUT``: fixed before any
-result was looked at and meant to be reported only, but the exploration printed its numbers next to
-the dev numbers, so it informed the choice. ``FRESH``: added after the rule was frozen; the only
-truly unseen half.
+Round 1: ``DEV``: rules were compared and the default chosen on these. ``HELD_OUT``: fixed before
+any result was looked at and meant to be reported only, but the exploration printed its numbers next
+to the dev numbers, so it informed the choice. ``FRESH``: added after the rule was frozen.
+Round 2: all 20 of those were the development set (rules and the confirmation design compared,
+both frozen); ``NEW``: 10 tasks built after both freezes, never used to compare anything.
 """
 
 from __future__ import annotations
