@@ -34,7 +34,7 @@ namespace {
 using Array = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
 // One place for the shape check; dtype and contiguity are settled by the Python layer
-// (pylrcore/_arrays.py), which names the argument before anything reaches here.
+// (pylrcore/_checks.py), which names the argument before anything reaches here.
 Array as_1d(const py::handle& obj, const char* name) {
   Array a = Array::ensure(obj);
   if (!a) throw py::type_error(std::string(name) + " must be a 1-D array of floats");

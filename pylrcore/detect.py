@@ -45,7 +45,7 @@ from typing import Any, Dict, List
 import numpy as np
 import numpy.typing as npt
 
-from ._arrays import MAX_COUNT, FloatArray, as_curve, check_int
+from ._checks import MAX_COUNT, FloatArray, as_curve, as_settings, check_int
 from ._native import _core
 
 __all__ = ["Detector", "Event", "Flag", "Verdict", "Verdicts", "DEFAULTS"]
@@ -55,24 +55,6 @@ Verdict = _core.Verdict
 
 #: Default detector settings (read from the compiled core, where they are defined and documented).
 DEFAULTS: Dict[str, float] = dict(_core.detector_defaults())
-
-
-def as_settings(values: Dict[str, Any], defaults: Dict[str, Any], what: str) -> Dict[str, Any]:
-    """Check names and types of keyword settings (ints stay ints, the rest become floats).
-
-    Ranges, and how settings relate, are checked by the core, whose errors name the setting too.
-    """
-    out: Dict[str, Any] = {}
-    for name, value in values.items():
-        if name not in defaults:
-            raise TypeError(f"{what} got an unknown setting {name!r}; known: {', '.join(defaults)}")
-        if isinstance(defaults[name], int):
-            out[name] = check_int(value, name, minimum=-MAX_COUNT, maximum=MAX_COUNT)
-        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
-            out[name] = float(value)
-        else:
-            raise TypeError(f"{name} must be a real number (default {defaults[name]}), got {value!r}")
-    return out
 
 
 @dataclass(frozen=True)

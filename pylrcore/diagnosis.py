@@ -33,9 +33,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from ._arrays import as_curve, check_positive
+from ._checks import as_curve, check_positive
 from ._native import _core
-from .detect import as_settings
+from ._checks import as_settings
 
 __all__ = ["diagnose", "Diagnosis", "Finding", "Symptom", "DEFAULTS"]
 

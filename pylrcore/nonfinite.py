@@ -31,7 +31,7 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from ._arrays import check_int
+from ._checks import check_int
 from ._native import _core
 from ._tensors import gather_host, is_tensor
 

@@ -53,7 +53,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 import numpy as np
 import numpy.typing as npt
 
-from ._arrays import INT64_MAX, MAX_COUNT, check_int, check_real
+from ._checks import INT64_MAX, MAX_COUNT, check_int, check_real
 from ._native import _core
 
 __all__ = [

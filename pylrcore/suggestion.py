@@ -42,10 +42,10 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from ._arrays import FloatArray, as_curve, as_lrs, check_beta, check_int, check_real, same_length
+from ._checks import FloatArray, as_curve, as_lrs, check_beta, check_int, check_real, same_length
 from ._native import _core
 
-__all__ = ["suggest", "Suggestion", "gradient", "METHODS", "COMPAT_METHODS", "DIVERGE_FACTOR", "DEFAULT_METHOD"]
+__all__ = ["suggest", "Suggestion", "SweepStop", "gradient", "METHODS", "COMPAT_METHODS", "DIVERGE_FACTOR", "DEFAULT_METHOD"]
 
 #: pylrcore's one divergence factor: a range test has diverged where its smoothed loss exceeds this
 #: many times its running minimum (4, as fastai and Lightning; torch-lr-finder stops at 5). The
@@ -274,3 +274,29 @@ def gradient(y: Any, x: Any = None, *, edge_order: int = 1) -> FloatArray:
     if not ((steps > 0).all() or (steps < 0).all()):
         raise ValueError("x must be strictly monotonic (no repeated coordinates)")
     return _core.gradient(y_arr, x_arr, order)
+
+
+@dataclass(frozen=True)
+class SweepStop:
+    """Why a range test stopped early, as values: ``kind`` ``"diverged"`` (the smoothed loss passed
+    ``threshold`` = the divergence predicate's bound for ``best`` and ``factor``) or ``"nonfinite"``
+    (the raw loss ``value`` was NaN/inf), at ``step`` and ``lr``. ``str()`` is ``stop_reason``."""
+
+    kind: str
+    step: int
+    lr: float
+    value: float
+    best: float
+    factor: float
+    threshold: float
+
+    @property
+    def short(self) -> str:
+        """Two or three words for a plot label or a verdict."""
+        return "loss diverged" if self.kind == "diverged" else f"non-finite loss ({self.value})"
+
+    def __str__(self) -> str:
+        if self.kind == "nonfinite":
+            return f"non-finite loss ({self.value}) at lr {self.lr:.3g}"
+        return (f"loss diverged (smoothed {self.value:.3g} > {self.factor:g} x best {self.best:.3g}) "
+                f"at lr {self.lr:.3g}")

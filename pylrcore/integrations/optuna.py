@@ -29,7 +29,7 @@ from . import require
 _optuna = require(("optuna",), "optuna", "pylrcore.integrations.optuna")
 
 from ..detect import Detector, Flag  # noqa: E402  (after the framework check: its error names the extra)
-from .._arrays import check_int, check_positive  # noqa: E402
+from .._checks import check_int, check_positive  # noqa: E402
 from ..torch.finder import FinderResult, LRFinder  # noqa: E402
 
 __all__ = ["suggest_lr", "DivergencePruner", "ATTR_PREFIX"]

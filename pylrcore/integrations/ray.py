@@ -32,7 +32,7 @@ from . import require
 
 tune = require(("ray.tune",), "ray", "pylrcore.integrations.ray")
 
-from .._arrays import check_int, check_positive, check_real  # noqa: E402  (after the framework check)
+from .._checks import check_int, check_positive, check_real  # noqa: E402  (after the framework check)
 from ..detect import Detector, Flag  # noqa: E402
 from ..torch.finder import FinderResult, LRFinder  # noqa: E402
 

@@ -52,10 +52,10 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from .._arrays import check_int, check_real
+from .._checks import check_int, check_real
 from .._native import _core
 from ..detect import DEFAULTS as DETECTOR_DEFAULTS
-from ..detect import as_settings
+from .._checks import as_settings
 from ..diagnosis import Diagnosis, diagnose
 from ._snapshot import Snapshot, run_to_completion
 from .._tensors import dense, describe_host, torch_codes
@@ -572,7 +572,7 @@ class Guard:
             diagnosis: Optional[Diagnosis] = diagnose(np.asarray(self.losses, dtype=np.float64))
         except ValueError:  # too short a history to diagnose
             diagnosis = None
-        what = _describe_event(event)
+        what = describe_event(event)
         message = f"{prefix + ': ' if prefix else ''}{what} at step {event.step} (lr {event.lr:.3g})"
         if diagnosis is not None and diagnosis.code != "healthy":
             message += f". {diagnosis.message}"
@@ -763,7 +763,7 @@ _PLURALS = {
 }
 
 
-def _describe_event(e: GuardEvent) -> str:
+def describe_event(e: GuardEvent) -> str:
     if e.kind == "nonfinite_loss":
         return f"non-finite loss ({e.value})"
     if e.kind == "loss_spike":

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from .._arrays import MAX_COUNT, check_int, check_positive
+from .._checks import MAX_COUNT, check_int, check_positive
 from .._native import _core
 from ..plateau import Plateau
 from ..schedules import Schedule
