@@ -12,7 +12,7 @@ True
 Families (torch's parameter names where torch has the family): :func:`constant` (also torch's
 ``ConstantLR``), :func:`step`, :func:`multistep`, :func:`exponential`, :func:`linear`,
 :func:`polynomial`, :func:`cosine`, :func:`warm_restarts`, :func:`cyclic`, :func:`one_cycle`,
-:func:`swa`, :func:`inverse_sqrt`, :func:`wsd`; the peers' own shapes :func:`transformers`,
+:func:`swa`, :func:`inverse_sqrt`, :func:`inverse_time`, :func:`wsd`; the peers' own shapes :func:`transformers`,
 :func:`timm`, :func:`cosine_decay`, :func:`piecewise_constant`, :func:`piecewise_interpolate`;
 a user function :func:`lambda_` (LambdaLR, MultiplicativeLR). Composition: ``warmup(n) >> s``,
 ``a >> b`` (b starts when a's length is over), :func:`sequence` (explicit milestones; SequentialLR,
@@ -75,6 +75,7 @@ __all__ = [
     "timm",
     "timm_wsd",
     "cosine_decay",
+    "inverse_time",
     "piecewise_constant",
     "piecewise_interpolate",
     "warmup",
@@ -387,6 +388,10 @@ _TABLE: Dict[str, _Family] = {f.name: f for f in [
                              _P("exponent", _pos, 1.0)),
             "optax ``cosine_decay_schedule``: ``(1 - alpha) * (0.5 (1 + cos(pi min(t, T)/T))) ** exponent + alpha``.",
             length=lambda q: q["decay_steps"]),
+    _Family("inverse_time", (_P("decay_steps", _count(1), positional=True), _P("decay_rate", _nonneg, positional=True),
+                             _P("staircase", _bool, False, core=lambda v, q: float(v)), _P("power", _pos, 1.0)),
+            "Inverse-time decay: ``(1 + decay_rate * t / decay_steps) ** -power``, the quotient floored with "
+            "``staircase`` (keras ``InverseTimeDecay``; ``power`` is Caffe's ``inv`` policy's)."),
     _Family("piecewise_constant", (_P("boundaries", _int_list("strictly increasing", True), slot="ints", positional=True),
                                    _P("scales", _real_list, slot="tail", positional=True)),
             "optax ``piecewise_constant_schedule``: the factor is multiplied by ``scales[k]`` from step "
@@ -748,6 +753,7 @@ transformers = _builder("transformers")
 timm = _builder("timm")
 timm_wsd = _builder("timm_wsd")
 cosine_decay = _builder("cosine_decay")
+inverse_time = _builder("inverse_time")
 piecewise_constant = _builder("piecewise_constant")
 piecewise_interpolate = _builder("piecewise_interpolate")
 warmup = _builder("warmup")
