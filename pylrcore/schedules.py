@@ -224,16 +224,17 @@ def _code(options: Sequence[str]) -> Callable[[Any, Dict[str, Any]], float]:
     return lambda v, q: float(list(options).index(v))
 
 
-_CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
-_ANNEAL = ("cos", "linear")
-_SHAPES = ("linear", "cosine", "1-sqrt")
-_WARMUP = ("linear", "cosine", "exponential")
-_HF = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant_with_warmup", "cosine_with_min_lr",
-       "cosine_warmup_with_min_lr")
-_TIMM = ("cosine", "tanh", "poly")
-_INTERP = ("linear", "cosine")
-_WSD_STABLE = ("constant", "rsqrt", "power")
-_WSD_DECAY = ("linear", "1-sqrt", "cosine", "power", "exp")
+# The mode parameters' names, by code: defined once, in the core (each family's `choices`).
+_CHOICES: Dict[str, Dict[str, Tuple[str, ...]]] = _core.schedule_choices()
+_CYCLIC_MODES = _CHOICES["cyclic"]["mode"]
+_ANNEAL = _CHOICES["swa"]["anneal_strategy"]
+_SHAPES = _CHOICES["wsd"]["decay_type"]
+_WARMUP = _CHOICES["warmup"]["kind"]
+_HF = _CHOICES["transformers"]["name"]
+_TIMM = _CHOICES["timm"]["kind"]
+_INTERP = _CHOICES["piecewise_interpolate"]["interpolate_type"]
+_WSD_STABLE = _CHOICES["timm_wsd"]["stable_fn"]
+_WSD_DECAY = _CHOICES["timm_wsd"]["decay_fn"]
 
 
 def _check_linear(q: Dict[str, Any]) -> None:  # torch LinearLR's bounds

@@ -28,6 +28,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "pylrcore/common.hpp"
@@ -146,8 +147,31 @@ using namespace sched;
 
 inline double clamp_steps(std::int64_t t, double T) { return std::min(static_cast<double>(t), T); }
 
-// What a family inherits unless it says otherwise: a fixed parameter count, relative values (c == 0)
-// and the momentum left alone.
+// A parameter that names one of a few variants (a mode): p[index] holds the position of the name.
+// The names are defined here only; the Python table reads them through schedule_choices().
+struct Choice {
+  const char* param;
+  std::size_t index;
+  std::vector<const char*> names;
+};
+
+inline void check_choices(const Node& n, const std::vector<Choice>& choices) {
+  for (const Choice& c : choices) {
+    const double v = n.p[c.index];
+    if (v >= 0 && v < static_cast<double>(c.names.size()) && v == std::floor(v)) continue;
+    std::string options;
+    for (std::size_t k = 0; k < c.names.size(); ++k) options += (k ? ", " : "") + std::string(c.names[k]);
+    fail(std::string(c.param) + " must be one of " + options);
+  }
+}
+
+inline const std::vector<const char*> kAnneal{"cos", "linear"};
+inline const std::vector<const char*> kShapes{"linear", "cosine", "1-sqrt"};
+// warmup's ramp (a composite, not a Leaf)
+inline const std::vector<Choice> kWarmupChoices{{"kind", 2, {"linear", "cosine", "exponential"}}};
+
+// What a family inherits unless it says otherwise: a fixed parameter count, relative values (c == 0),
+// the momentum left alone and no mode parameters.
 template <Family Code, int Params>
 struct Leaf {
   static constexpr Family code = Code;
@@ -155,6 +179,7 @@ struct Leaf {
   static constexpr bool variadic = false;  // true: trailing values after the fixed ones
   static bool offset(const Node&) { return false; }
   static bool cycles_momentum(const Node&) { return false; }
+  static std::vector<Choice> choices() { return {}; }
 };
 
 // factor, total_iters (0: for ever). torch ConstantLR: factor until total_iters, then 1
@@ -306,7 +331,6 @@ struct Cyclic : Leaf<Family::Cyclic, 9> {
     }
     count_at_least(n.p[1], 1, "step_size_up");
     count_at_least(n.p[2], 1, "step_size_down");
-    if (!(n.p[3] == 0 || n.p[3] == 1 || n.p[3] == 2)) fail("mode must be triangular, triangular2 or exp_range");
     positive(n.p[4], "gamma");
     // exp_range scales the amplitude by gamma**t: above 1 it overflows to inf (and 0 * inf = NaN)
     if (n.p[4] > 1) fail("gamma must be <= 1 (exp_range multiplies the amplitude by gamma**t), got " + std::to_string(n.p[4]));
@@ -314,6 +338,7 @@ struct Cyclic : Leaf<Family::Cyclic, 9> {
   }
   static bool offset(const Node&) { return true; }
   static bool cycles_momentum(const Node& n) { return n.p[6] != 0; }
+  static std::vector<Choice> choices() { return {{"mode", 3, {"triangular", "triangular2", "exp_range"}}}; }
   static Affine at(const Node& n, std::int64_t t) {
     const double up = n.p[1], down = n.p[2], total = up + down, ratio = up / total;
     // The position in the cycle from exact integers (uint64: up + down <= 2^63): in doubles,
@@ -348,6 +373,7 @@ struct OneCycle : Leaf<Family::OneCycle, 10> {
   }
   static bool offset(const Node& n) { return !std::isnan(n.p[1]); }
   static bool cycles_momentum(const Node& n) { return n.p[7] != 0; }
+  static std::vector<Choice> choices() { return {{"anneal_strategy", 3, kAnneal}}; }
   static double anneal(bool cosine, double start, double end, double pct) {  // torch's two formulas
     if (cosine) return end + (start - end) / 2.0 * (std::cos(kPi * pct) + 1.0);
     return (end - start) * pct + start;
@@ -421,11 +447,10 @@ struct Wsd : Leaf<Family::Wsd, 7> {
     count_at_least(n.p[0], 0, "warmup_steps");
     count_at_least(n.p[1], 0, "stable_steps");
     count_at_least(n.p[2], 1, "decay_steps");
-    if (!(n.p[3] >= 0 && n.p[3] <= 2)) fail("decay_type must be linear, cosine or 1-sqrt");
     if (!(n.p[4] >= 0 && n.p[4] <= 1)) fail("min_lr_ratio must be in [0, 1]");
-    if (!(n.p[5] >= 0 && n.p[5] <= 2)) fail("warmup_type must be linear, cosine or 1-sqrt");
     non_negative(n.p[6], "num_cycles");
   }
+  static std::vector<Choice> choices() { return {{"decay_type", 3, kShapes}, {"warmup_type", 5, kShapes}}; }
   static Affine at(const Node& n, std::int64_t t) {
     const double td = static_cast<double>(t), W = n.p[0], S = n.p[1], D = n.p[2], m = n.p[4];
     double f;
@@ -448,8 +473,8 @@ struct Swa : Leaf<Family::Swa, 3> {
   static void check(const Node& n) {
     non_negative(n.p[0], "swa_lr");
     count_at_least(n.p[1], 0, "anneal_epochs");
-    if (!(n.p[2] == 0 || n.p[2] == 1)) fail("anneal_strategy must be cos or linear");
   }
+  static std::vector<Choice> choices() { return {{"anneal_strategy", 2, kAnneal}}; }
   static bool offset(const Node& n) { return n.p[0] > 0; }
   static Affine at(const Node& n, std::int64_t t) {
     // torch: step = max(1, t) when anneal_epochs == 0, so the swa lr applies from step 0
@@ -467,13 +492,17 @@ struct Swa : Leaf<Family::Swa, 3> {
 struct Transformers : Leaf<Family::Transformers, 7> {
   static constexpr const char* name = "transformers";
   static void check(const Node& n) {
-    if (!(n.p[0] >= 0 && n.p[0] <= 6 && n.p[0] == std::floor(n.p[0]))) fail("transformers: unknown schedule kind");
     count_at_least(n.p[1], 0, "num_warmup_steps");
     count_at_least(n.p[2], 0, "num_training_steps");
     non_negative(n.p[3], "num_cycles");
     non_negative(n.p[4], "end factor");
     positive(n.p[5], "power");
     if (!std::isnan(n.p[6])) non_negative(n.p[6], "warmup_lr_rate");
+  }
+  static std::vector<Choice> choices() {
+    return {{"name", 0,
+             {"linear", "cosine", "cosine_with_restarts", "polynomial", "constant_with_warmup", "cosine_with_min_lr",
+              "cosine_warmup_with_min_lr"}}};
   }
   static Affine at(const Node& n, std::int64_t step) {
     const int kind = static_cast<int>(n.p[0]);
@@ -512,7 +541,6 @@ struct Transformers : Leaf<Family::Transformers, 7> {
 struct Timm : Leaf<Family::Timm, 13> {
   static constexpr const char* name = "timm";
   static void check(const Node& n) {
-    if (!(n.p[0] == 0 || n.p[0] == 1 || n.p[0] == 2)) fail("timm: kind must be cosine, tanh or poly");
     count_at_least(n.p[1], 1, "t_initial");
     non_negative(n.p[2], "lr_min");
     positive(n.p[3], "cycle_mul");
@@ -525,6 +553,7 @@ struct Timm : Leaf<Family::Timm, 13> {
     positive(n.p[10], "power");
     if (!(n.p[11] < n.p[12])) fail("lb must be < ub");
   }
+  static std::vector<Choice> choices() { return {{"kind", 0, {"cosine", "tanh", "poly"}}}; }
   static bool offset(const Node& n) { return n.p[2] > 0 || (n.p[6] > 0 && n.p[7] > 0); }
   // The decayed value at t (t >= warmup_t) as lr = a*b + c.
   static Affine decayed(const Node& n, double t) {
@@ -606,8 +635,8 @@ struct PiecewiseConstant : Leaf<Family::PiecewiseConstant, 0> {
 struct PiecewiseInterpolate : Leaf<Family::PiecewiseInterpolate, 1> {
   static constexpr const char* name = "piecewise_interpolate";
   static constexpr bool variadic = true;
+  static std::vector<Choice> choices() { return {{"interpolate_type", 0, {"linear", "cosine"}}}; }
   static void check(const Node& n) {
-    if (!(n.p[0] == 0 || n.p[0] == 1)) fail("interpolate_type must be linear or cosine");
     if (n.p.size() != n.ints.size() + 1) fail("piecewise_interpolate needs one scale per boundary");
     for (std::size_t k = 1; k < n.p.size(); ++k) non_negative(n.p[k], "scales");
     for (std::size_t k = 0; k < n.ints.size(); ++k) {
@@ -643,17 +672,17 @@ struct TimmWsd : Leaf<Family::TimmWsd, 11> {
     count_at_least(n.p[1], 1, "decay_t");
     if (n.p[1] > n.p[0]) fail("decay_t must be <= t_initial");
     non_negative(n.p[2], "lr_min");
-    if (!(n.p[3] == 0 || n.p[3] == 1 || n.p[3] == 2)) fail("stable_fn must be constant, rsqrt or power");
     if (n.p[3] != 0) positive(n.p[4], "stable_timescale");
     positive(n.p[5], "stable_power");
-    if (!(n.p[6] >= 0 && n.p[6] <= 4 && n.p[6] == std::floor(n.p[6])))
-      fail("decay_fn must be linear, 1-sqrt, cosine, power or exp");
     positive(n.p[7], "decay_power");
     unit_open(n.p[8], "decay_ratio");
     count_at_least(n.p[9], 0, "warmup_t");
     non_negative(n.p[10], "warmup_lr_init");
   }
   static bool offset(const Node& n) { return n.p[2] > 0 || (n.p[9] > 0 && n.p[10] > 0); }
+  static std::vector<Choice> choices() {
+    return {{"stable_fn", 3, {"constant", "rsqrt", "power"}}, {"decay_fn", 6, {"linear", "1-sqrt", "cosine", "power", "exp"}}};
+  }
   static Affine at(const Node& n, std::int64_t step) {
     const double t = static_cast<double>(step), W = n.p[9];
     if (t < W) {
@@ -729,6 +758,19 @@ inline std::vector<FamilyInfo> family_table() {
   out.push_back({"scale", static_cast<int>(Family::Scale), 1, false, 1});
   out.push_back({"per_group", static_cast<int>(Family::PerGroup), 0, false, -1});
   out.push_back({"callable", static_cast<int>(Family::Callable), 1, false, 0});
+  return out;
+}
+
+// family name -> its mode parameters, for the families that have any
+template <class... F>
+inline std::vector<std::pair<const char*, std::vector<fam::Choice>>> leaf_choices(fam::List<F...>) {
+  return {{F::name, F::choices()}...};
+}
+inline std::vector<std::pair<const char*, std::vector<fam::Choice>>> family_choices() {
+  std::vector<std::pair<const char*, std::vector<fam::Choice>>> out;
+  for (auto& f : leaf_choices(fam::Leaves{}))
+    if (!f.second.empty()) out.push_back(std::move(f));
+  out.emplace_back("warmup", fam::kWarmupChoices);
   return out;
 }
 
@@ -952,6 +994,7 @@ class Program {
     const bool leaf = fam::visit(n.family, [&](auto f) {
       using F = decltype(f);
       expect(n, F::params, 0, F::name, F::variadic);
+      fam::check_choices(n, F::choices());
       F::check(n);
       momentum_ = momentum_ || F::cycles_momentum(n);
     });
@@ -959,6 +1002,7 @@ class Program {
     switch (n.family) {
       case Family::Warmup:  // steps, start_factor, kind (0 linear, 1 cosine, 2 exponential)
         expect(n, 3, 1, "warmup");
+        fam::check_choices(n, fam::kWarmupChoices);
         count_at_least(n.p[0], 1, "warmup steps");
         non_negative(n.p[1], "start_factor");
         if (n.p[1] > 1) fail("start_factor must be <= 1 (warmup ramps up to the schedule)");

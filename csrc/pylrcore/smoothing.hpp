@@ -85,6 +85,8 @@ class Ema {
   NonFinite policy() const { return policy_; }
   const EmaState& state() const { return state_; }
   std::int64_t count() const { return state_.count; }
+  // Values seen so far, finite or not: the index of the next one (what a Raise policy names).
+  std::size_t seen() const { return static_cast<std::size_t>(state_.count + state_.nonfinite); }
 
   void set_state(const EmaState& st) {
     require(st.count >= 0 && st.nonfinite >= 0, "state: count and nonfinite must be >= 0");
