@@ -1,7 +1,6 @@
 // The one pybind11 file: converts arguments, releases the GIL around native loops, and lets
 // std::invalid_argument surface as ValueError (pybind11's default mapping). The public, validated
 // API lives in the Python package; this module (`pylrcore._core`) is its low-level engine.
-#include <pybind11/native_enum.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -62,15 +61,8 @@ double number_arg(const py::handle& obj, const char* name) {
 }
 
 void bind_smoothing(py::module_& m) {
-  py::enum_<EmaKind>(m, "EmaKind")
-      .value("plain", EmaKind::Plain)
-      .value("debiased", EmaKind::Debiased)
-      .value("lightning", EmaKind::Lightning)
-      .value("fastai", EmaKind::Fastai);
-  py::enum_<NonFinite>(m, "NonFinite")
-      .value("mark", NonFinite::Mark)
-      .value("hold", NonFinite::Hold)
-      .value("raise_", NonFinite::Raise);
+  glue::export_enum(m, "EmaKind", "enum.IntEnum", kEmaKindNames, "How the EMA is started and debiased");
+  glue::export_enum(m, "NonFinite", "enum.IntEnum", kNonFiniteNames, "What a non-finite loss gives");
 
   m.def(
       "ema",

@@ -8,18 +8,16 @@ import numpy.typing as npt
 _F64 = npt.NDArray[np.float64]
 _ArrayLike = npt.ArrayLike
 
-class EmaKind:
-    plain: EmaKind
-    debiased: EmaKind
-    lightning: EmaKind
-    fastai: EmaKind
-    def __int__(self) -> int: ...
+class EmaKind(enum.IntEnum):
+    plain = 0
+    debiased = 1
+    lightning = 2
+    fastai = 3
 
-class NonFinite:
-    mark: NonFinite
-    hold: NonFinite
-    raise_: NonFinite
-    def __int__(self) -> int: ...
+class NonFinite(enum.IntEnum):
+    mark = 0
+    hold = 1
+    raise_ = 2
 
 def ema(losses: _ArrayLike, beta: float, kind: EmaKind, nonfinite: NonFinite) -> _F64: ...
 

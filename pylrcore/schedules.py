@@ -38,7 +38,8 @@ Text form (``Schedule.parse``, ``repr``): Python-like calls of the builders join
 It is parsed, never evaluated.
 
 Adding a family: one entry in ``_TABLE`` below (its parameters in the core's order, with defaults
-and checks, and its length) and one struct in ``csrc/pylrcore/schedules.hpp``.
+and checks, and its length) and one struct in ``csrc/pylrcore/schedules.hpp`` (the names of its
+modes included: ``_CHOICES``); see docs/schedules.md, "Adding a family".
 """
 
 from __future__ import annotations

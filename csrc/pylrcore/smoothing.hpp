@@ -28,7 +28,11 @@
 namespace pylrcore {
 
 enum class EmaKind : int { Plain = 0, Debiased = 1, Lightning = 2, Fastai = 3 };
+inline constexpr Named<EmaKind> kEmaKindNames[] = {
+    {EmaKind::Plain, "plain"}, {EmaKind::Debiased, "debiased"}, {EmaKind::Lightning, "lightning"}, {EmaKind::Fastai, "fastai"}};
 enum class NonFinite : int { Mark = 0, Hold = 1, Raise = 2 };
+inline constexpr Named<NonFinite> kNonFiniteNames[] = {
+    {NonFinite::Mark, "mark"}, {NonFinite::Hold, "hold"}, {NonFinite::Raise, "raise_"}};
 
 inline void check_beta(double beta, const char* name = "beta") {
   if (!(beta > 0.0 && beta < 1.0)) {
