@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from bench_scan import QUICK, SHAPES  # noqa: E402
+from benchutil import interleaved_medians  # noqa: E402
 from pylrcore.torch import Guard  # noqa: E402
 
 GROUP = "guard-resnet50-quick" if QUICK else "guard: per-step check, ResNet-50 fp32 grads (161 tensors, 102 MB)"
@@ -153,7 +154,6 @@ def test_guard_loss_only_hand_written_isfinite(benchmark) -> None:
 
 
 def interleaved(rounds: int) -> None:
-    import statistics
     import time
 
     methods: Dict[str, Callable[[], object]] = {
@@ -163,13 +163,7 @@ def interleaved(rounds: int) -> None:
         "clip_grad_norm_(error_if_nonfinite)": clip_grad_norm_alone,
         "plain read: flat.sum()": plain_read,
     }
-    times: Dict[str, List[float]] = {name: [] for name in methods}
-    for _ in range(rounds):
-        for name, fn in methods.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    medians = interleaved_medians(methods, rounds)
     base = medians["pylrcore Guard.check (table reused)"]
     print(f"{len(PARAMS)} tensors, {FLAT.numel():,} elements, {rounds} rounds, medians")
     for name, ms in medians.items():

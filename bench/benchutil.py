@@ -2,9 +2,24 @@
 with --benchmark-disable, as correctness tests)."""
 
 import os
+import statistics
+import time
+from typing import Callable, Dict
 
 QUICK = os.environ.get("PYLRCORE_BENCH_QUICK", "") not in ("", "0")
 
 
 def size(full: int, quick: int) -> int:
     return quick if QUICK else full
+
+
+def interleaved_medians(methods: Dict[str, Callable[[], object]], rounds: int) -> Dict[str, float]:
+    """Every method once per round, round-robin (so drifting machine load hits them alike); the
+    median time of each in ms."""
+    times: Dict[str, list] = {name: [] for name in methods}
+    for _ in range(rounds):
+        for name, fn in methods.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}

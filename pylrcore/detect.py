@@ -126,21 +126,8 @@ class Detector:
         oscillation_amplitude: float = 0.01,
         max_events: int = 1000,
     ) -> None:
-        settings = dict(
-            beta=beta,
-            explode_factor=explode_factor,
-            spike_beta=spike_beta,
-            spike_var_beta=spike_var_beta,
-            spike_z=spike_z,
-            spike_clip=spike_clip,
-            warmup=warmup,
-            window=window,
-            plateau_rel=plateau_rel,
-            plateau_progress=plateau_progress,
-            decrease_rel=decrease_rel,
-            oscillation_alternation=oscillation_alternation,
-            oscillation_amplitude=oscillation_amplitude,
-        )
+        arguments = locals()
+        settings = {name: arguments[name] for name in DEFAULTS}  # every detector setting is an argument above
         self._native = _core.Detector(as_settings(settings, DEFAULTS, "Detector"), check_int(max_events, "max_events"))
         # The per-step hot path: the native bound method itself, so a call has no Python frame.
         self.update = self._native.update  # type: ignore[method-assign]

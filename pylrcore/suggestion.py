@@ -64,20 +64,8 @@ COMPAT_METHODS = (
     "fastai_minimum",
     "fastai_slide",
 )
-_METHOD_CODES = {
-    "steepest": 0,
-    "valley": 1,
-    "minimum": 2,
-    "slide": 3,
-    "capped": 4,
-    "torch_lr_finder": 10,
-    "lightning": 11,
-    "fastai_valley": 12,
-    "fastai_steep": 13,
-    "fastai_minimum": 14,
-    "fastai_slide": 15,
-}
-_STATUS = {0: "ok", 1: "too_few_points", 2: "all_nonfinite", 3: "never_decreased"}
+_METHOD_CODES = {m.name: m for m in _core.SuggestMethod}  # codes and names defined once, in the core
+_STATUS = {int(s): s.name for s in _core.SuggestStatus}
 
 
 def _opt_index(i: int) -> Optional[int]:
@@ -209,22 +197,20 @@ def suggest(
     adjust = check_real(adjust_value, "adjust_value")
     if adjust <= 0:
         raise ValueError(f"adjust_value must be > 0 (the slide rule's lr multiplier, fastai's 1.0), got {adjust_value!r}")
-    raw = _core.suggest(
-        lr_arr,
-        loss_arr,
-        _METHOD_CODES[method],
-        beta_value,
-        diverge,
-        zone_lo,
-        zone_hi,
-        check_int(min_points, "min_points", minimum=3),
-        check_int(lr_diff, "lr_diff", minimum=1),
-        thresh_value,
-        adjust,
-        -1 if skip_start is None else check_int(skip_start, "skip_start"),
-        -1 if skip_end is None else check_int(skip_end, "skip_end"),
-        -1 if num_it is None else check_int(num_it, "num_it", minimum=1),
-    )
+    raw = _core.suggest(lr_arr, loss_arr, {
+        "method": _METHOD_CODES[method],
+        "beta": beta_value,
+        "diverge_factor": diverge,
+        "zone_lo": zone_lo,
+        "zone_hi": zone_hi,
+        "min_points": check_int(min_points, "min_points", minimum=3),
+        "slide_lr_diff": check_int(lr_diff, "lr_diff", minimum=1),
+        "slide_thresh": thresh_value,
+        "slide_adjust": adjust,
+        "skip_start": -1 if skip_start is None else check_int(skip_start, "skip_start"),
+        "skip_end": -1 if skip_end is None else check_int(skip_end, "skip_end"),
+        "num_it": -1 if num_it is None else check_int(num_it, "num_it", minimum=1),
+    })
     own = method in METHODS
     ok = raw["status"] == 0
     zone_idx = (int(raw["zone_lo_index"]), int(raw["zone_hi_index"])) if ok and own else None

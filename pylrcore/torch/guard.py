@@ -63,9 +63,16 @@ from .._tensors import dense, describe_host, torch_codes
 __all__ = ["Guard", "GuardEvent", "TrainingDiverged", "KINDS", "ACTIONS", "DEFAULT_POLICY"]
 
 #: Event kinds, in the order of the core's bits (csrc/pylrcore/step/guard.hpp).
-KINDS = ("nonfinite_loss", "loss_spike", "explosion", "nonfinite_grad", "grad_spike", "amp_overflow", "skip_limit")
+# The event kinds and actions are the core's tables (_core.GuardEvent, _core.GuardAction, in
+# step/guard.hpp), in the core's order: a kind's position is its event bit, an action's its code.
+_KIND_NAMES = {
+    "LOSS_NONFINITE": "nonfinite_loss", "LOSS_SPIKE": "loss_spike", "LOSS_EXPLOSION": "explosion",
+    "GRAD_NONFINITE": "nonfinite_grad", "GRAD_SPIKE": "grad_spike", "AMP_OVERFLOW": "amp_overflow",
+    "SKIP_LIMIT": "skip_limit",
+}
+KINDS = tuple(_KIND_NAMES[e.name] for e in sorted(_core.GuardEvent, key=int))
 #: Responses, from the mildest.
-ACTIONS = ("record", "skip", "scale_lr", "rollback", "raise")
+ACTIONS = tuple(a.name.lower() for a in sorted(_core.GuardAction, key=int))
 #: What happens when ``policy`` does not say otherwise.
 DEFAULT_POLICY: Dict[str, str] = {
     "nonfinite_loss": "skip",

@@ -42,7 +42,8 @@ from ..schedules import Schedule
 
 __all__ = ["Scheduler", "attach"]
 
-_SCALAR_KINDS = {torch.float32: 0, torch.float64: 1}
+# the 0-d lr tensors the core writes in place, by their dtype codes (_core.DType, defined once in C++)
+_SCALAR_KINDS = {torch.float32: int(_core.DType.float32), torch.float64: int(_core.DType.float64)}
 
 
 class Scheduler(LRScheduler):
