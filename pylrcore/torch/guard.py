@@ -70,9 +70,9 @@ _KIND_NAMES = {
     "GRAD_NONFINITE": "nonfinite_grad", "GRAD_SPIKE": "grad_spike", "AMP_OVERFLOW": "amp_overflow",
     "SKIP_LIMIT": "skip_limit",
 }
-KINDS = tuple(_KIND_NAMES[e.name] for e in sorted(_core.GuardEvent, key=int))
+KINDS = tuple(_KIND_NAMES[str(e.name)] for e in sorted(_core.GuardEvent, key=int))
 #: Responses, from the mildest.
-ACTIONS = tuple(a.name.lower() for a in sorted(_core.GuardAction, key=int))
+ACTIONS = tuple(str(a.name).lower() for a in sorted(_core.GuardAction, key=int))
 #: What happens when ``policy`` does not say otherwise.
 DEFAULT_POLICY: Dict[str, str] = {
     "nonfinite_loss": "skip",
