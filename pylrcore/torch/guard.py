@@ -770,20 +770,20 @@ _PLURALS = {
 }
 
 
+# One line per event kind, for logs, exceptions and the integrations' reports.
+_DESCRIPTIONS: Dict[str, Callable[[GuardEvent], str]] = {
+    "nonfinite_loss": lambda e: f"non-finite loss ({e.value})",
+    "loss_spike": lambda e: f"loss spike (loss {e.loss:.4g}, z = {e.value:.1f} > {e.threshold:g})",
+    "explosion": lambda e: f"loss explosion (recent loss level {e.value:.4g} above {e.threshold:.4g})",
+    "nonfinite_grad": lambda e: f"{int(e.value)} non-finite gradient element(s)",
+    "grad_spike": lambda e: f"gradient-norm spike (norm {e.grad_norm:.4g}, z = {e.value:.1f} > {e.threshold:g})",
+    "amp_overflow": lambda e: f"AMP overflow ({int(e.value)} non-finite gradient elements, skipped by the GradScaler)",
+    "skip_limit": lambda e: f"{int(e.value)} consecutive steps not applied (limit {int(e.threshold)})",
+}
+
+
 def describe_event(e: GuardEvent) -> str:
-    if e.kind == "nonfinite_loss":
-        return f"non-finite loss ({e.value})"
-    if e.kind == "loss_spike":
-        return f"loss spike (loss {e.loss:.4g}, z = {e.value:.1f} > {e.threshold:g})"
-    if e.kind == "explosion":
-        return f"loss explosion (recent loss level {e.value:.4g} above {e.threshold:.4g})"
-    if e.kind == "nonfinite_grad":
-        return f"{int(e.value)} non-finite gradient element(s)"
-    if e.kind == "grad_spike":
-        return f"gradient-norm spike (norm {e.grad_norm:.4g}, z = {e.value:.1f} > {e.threshold:g})"
-    if e.kind == "skip_limit":
-        return f"{int(e.value)} consecutive steps not applied (limit {int(e.threshold)})"
-    return f"AMP overflow ({int(e.value)} non-finite gradient elements, skipped by the GradScaler)"
+    return _DESCRIPTIONS[e.kind](e)
 
 
 def _summarise(guard: Guard) -> str:
