@@ -6,7 +6,7 @@
 - Fixed cost: snapshot + restore of an 8.4M-parameter model with SGD momentum state (68 MB), an
   in-place change of the weights between them and a check after. torch-lr-finder is timed with the
   reset() its users must call; each is timed with the memory as the previous round left it, and
-  given back to the OS before each round. "copy" is one plain torch copy of the same state into
+  given back to the OS before each round (with or without pylrcore's one cached snapshot mapping). "copy" is one plain torch copy of the same state into
   buffers already in use: the unit of the goal (two such copies are what keeping identity needs).
 """
 
@@ -91,9 +91,10 @@ def big():
     return model, opt
 
 
-def _trim_heap():
+def _trim_heap(release_spare: bool = True):
     """Give free memory back to the OS, as in a process that has not just freed a model-sized block:
-    glibc's heap (malloc_trim) and pylrcore's spare snapshot mapping; None where there is no glibc."""
+    glibc's heap (malloc_trim) and, with ``release_spare``, pylrcore's spare snapshot mapping (the one
+    a released snapshot leaves, kept MADV_FREE for the next); None where there is no glibc."""
     from pylrcore._native import _core
 
     try:
@@ -101,11 +102,17 @@ def _trim_heap():
         trim = libc.malloc_trim
     except (OSError, AttributeError):
         return None
+    if not release_spare:
+        return lambda: (trim(0), None)[-1]
     return lambda: (trim(0), _core.Arena.release_spare(), None)[-1]
 
 
+# heap state -> what is given back before each round (None: nothing, rounds back to back)
+HEAPS = {"reused": None, "trimmed": True, "trimmed-spare-kept": False}
+
+
 @pytest.mark.benchmark(group="finder: fixed cost (snapshot + restore), 8.4M params + momentum")
-@pytest.mark.parametrize("heap", ["reused", "trimmed"])
+@pytest.mark.parametrize("heap", list(HEAPS))
 @pytest.mark.parametrize("impl", ["bare", "copy", "pylrcore", "torch-lr-finder"])
 def test_finder_fixed_cost(benchmark, impl, heap):
     """pylrcore: the snapshot range_test takes and its restore. torch-lr-finder: its state cache
@@ -115,12 +122,15 @@ def test_finder_fixed_cost(benchmark, impl, heap):
 
     heap="reused": rounds back to back, so torch-lr-finder's copies land in the memory its previous
     round freed (glibc keeps it) and pylrcore's snapshot in the mapping the previous one released (it
-    keeps one, see csrc/pylrcore/step/snapshot.hpp). heap="trimmed": both go back to the OS before each round
-    (untimed), as for a single range test in a process that has not just freed as much."""
+    keeps one, see csrc/pylrcore/step/snapshot.hpp). heap="trimmed": both go back to the OS before each
+    round (untimed): the first range test of a process, every byte of the snapshot in fresh pages.
+    heap="trimmed-spare-kept": glibc's heap goes back, pylrcore's one spare mapping stays (a later
+    range test in a process that freed its heap meanwhile; the kernel may still reclaim the spare
+    under memory pressure): pylrcore's cached memory is what separates it from "trimmed"."""
     if size(1, 0) == 0:
         pytest.skip("quick mode: the 8.4M model is only timed in full runs")
-    setup = _trim_heap() if heap == "trimmed" else None
-    if heap == "trimmed" and setup is None:
+    setup = None if HEAPS[heap] is None else _trim_heap(HEAPS[heap])
+    if HEAPS[heap] is not None and setup is None:
         pytest.skip("malloc_trim needs glibc")
     assert benchmark.pedantic(fixed_cost_round(impl), setup=setup, rounds=15, iterations=1, warmup_rounds=1)
 
@@ -167,15 +177,17 @@ def interleaved(rounds: int) -> None:
     import statistics
     import time
 
+    from pylrcore._native import _core
+
     torch.set_num_threads(1)
     impls = ["bare", "copy", "pylrcore", "torch-lr-finder"]
-    trim = _trim_heap()
-    for heap in ["reused", "trimmed"]:
+    for heap, release_spare in HEAPS.items():
+        trim = None if release_spare is None else _trim_heap(release_spare)
         runs = {impl: fixed_cost_round(impl) for impl in impls}
         times = {impl: [] for impl in impls}
         for _ in range(rounds + 1):
             for impl, run in runs.items():
-                if heap == "trimmed" and trim is not None:
+                if trim is not None:
                     trim()
                 start = time.perf_counter()
                 assert run()
@@ -188,7 +200,8 @@ def interleaved(rounds: int) -> None:
             print(f"  {impl:16s} {med[impl]:8.2f} ms  net {net[impl]:7.2f} ms  "
                   f"{net[impl] / net['copy']:5.2f}x a copy of the state")
         print(f"  pylrcore / torch-lr-finder: net {net['pylrcore'] / net['torch-lr-finder']:.2f}, "
-              f"gross {med['pylrcore'] / med['torch-lr-finder']:.2f}")
+              f"gross {med['pylrcore'] / med['torch-lr-finder']:.2f}; pylrcore's cached spare mapping after "
+              f"the run: {_core.Arena.spare_bytes() / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from bench_scan import QUICK, SHAPES  # noqa: E402
+from benchutil import interleaved_times  # noqa: E402
 from pylrcore.torch import Guard  # noqa: E402
 
 GROUP = "guard-resnet50-quick" if QUICK else "guard: per-step check, ResNet-50 fp32 grads (161 tensors, 102 MB)"
@@ -153,7 +154,6 @@ def test_guard_loss_only_hand_written_isfinite(benchmark) -> None:
 
 
 def interleaved(rounds: int) -> None:
-    import statistics
     import time
 
     methods: Dict[str, Callable[[], object]] = {
@@ -163,17 +163,13 @@ def interleaved(rounds: int) -> None:
         "clip_grad_norm_(error_if_nonfinite)": clip_grad_norm_alone,
         "plain read: flat.sum()": plain_read,
     }
-    times: Dict[str, List[float]] = {name: [] for name in methods}
-    for _ in range(rounds):
-        for name, fn in methods.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    medians, fastest = interleaved_times(methods, rounds)
     base = medians["pylrcore Guard.check (table reused)"]
-    print(f"{len(PARAMS)} tensors, {FLAT.numel():,} elements, {rounds} rounds, medians")
+    read, read_fastest = medians["plain read: flat.sum()"], fastest["plain read: flat.sum()"]
+    print(f"{len(PARAMS)} tensors, {FLAT.numel():,} elements, {rounds} rounds: median (fastest round)")
     for name, ms in medians.items():
-        print(f"{name:42s} {ms:9.3f} ms   {ms / base:6.2f}x Guard.check")
+        print(f"{name:42s} {ms:9.3f} ms   {ms / base:6.2f}x Guard.check   {ms / read:6.2f}x a read "
+              f"({fastest[name]:7.3f} ms, {fastest[name] / read_fastest:5.2f}x)")
     loss_guard = make_guard(check_grads=False)
     n = 200_000
     start = time.perf_counter()

@@ -182,16 +182,9 @@ METHODS = {
 
 
 def interleaved(rounds: int) -> None:
-    import statistics
-    import time
+    from benchutil import interleaved_medians
 
-    times: dict = {name: [] for name in METHODS}
-    for _ in range(rounds):
-        for name, fn in METHODS.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    medians = interleaved_medians(METHODS, rounds)
     base = medians["pylrcore.scan (finite+sumsq)"]
     print(f"{len(GRADS)} tensors, {FLAT.numel():,} elements, {FLAT.numel() * 4 / 1e6:.1f} MB, {rounds} rounds")
     for name, ms in medians.items():

@@ -37,15 +37,21 @@ def test_suggest_compat_modes(benchmark, method: str) -> None:
 
 # The compat modes against the peers' own code on the same recorded curve (what a finder library
 # that uses pylrcore as its backend replaces).
+def recorded(n: int, seed: int, kind: str) -> tuple:
+    """(lrs, losses) of n points as the peer records them: its EMA already applied."""
+    lrs = lr_ladder(n)
+    return lrs, pylrcore.ema(noisy_valley(lrs, seed=seed, noise=0.1), 0.98, kind=kind)
+
+
 N_PEER = size(100_000, 2_000)
-PEER_LRS = lr_ladder(N_PEER)
-PEER_HIST = pylrcore.ema(noisy_valley(PEER_LRS, seed=1, noise=0.1), 0.98, kind="lightning")
+PEER_LRS, PEER_HIST = recorded(N_PEER, 1, "lightning")
+N_VALLEY = size(2_000, 300)  # fastai's valley is O(n^2) in Python
+VALLEY_LRS, VALLEY_HIST = recorded(N_VALLEY, 2, "fastai")
 
 
 @pytest.mark.benchmark(group="lightning-suggestion-1e5")
 def test_lightning_compat_pylrcore(benchmark) -> None:
-    s = benchmark(pylrcore.suggest, PEER_LRS, PEER_HIST, "lightning")
-    assert s.ok
+    assert benchmark(pylrcore.suggest, PEER_LRS, PEER_HIST, "lightning").ok
 
 
 @pytest.mark.benchmark(group="lightning-suggestion-1e5")
@@ -61,15 +67,9 @@ def test_lightning_suggestion_peer(benchmark) -> None:
     assert lr == pylrcore.suggest(PEER_LRS, PEER_HIST, "lightning").lr
 
 
-N_VALLEY = size(2_000, 300)  # fastai's valley is O(n^2) in Python
-VALLEY_LRS = lr_ladder(N_VALLEY)
-VALLEY_HIST = pylrcore.ema(noisy_valley(VALLEY_LRS, seed=2, noise=0.1), 0.98, kind="fastai")
-
-
 @pytest.mark.benchmark(group="fastai-valley-2e3")
 def test_fastai_valley_compat_pylrcore(benchmark) -> None:
-    s = benchmark(pylrcore.suggest, VALLEY_LRS, VALLEY_HIST, "fastai_valley")
-    assert s.ok
+    assert benchmark(pylrcore.suggest, VALLEY_LRS, VALLEY_HIST, "fastai_valley").ok
 
 
 @pytest.mark.benchmark(group="fastai-valley-2e3")

@@ -1,7 +1,6 @@
 // The one pybind11 file: converts arguments, releases the GIL around native loops, and lets
 // std::invalid_argument surface as ValueError (pybind11's default mapping). The public, validated
 // API lives in the Python package; this module (`pylrcore._core`) is its low-level engine.
-#include <pybind11/native_enum.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -34,7 +33,7 @@ namespace {
 using Array = py::array_t<double, py::array::c_style | py::array::forcecast>;
 
 // One place for the shape check; dtype and contiguity are settled by the Python layer
-// (pylrcore/_arrays.py), which names the argument before anything reaches here.
+// (pylrcore/_checks.py), which names the argument before anything reaches here.
 Array as_1d(const py::handle& obj, const char* name) {
   Array a = Array::ensure(obj);
   if (!a) throw py::type_error(std::string(name) + " must be a 1-D array of floats");
@@ -62,15 +61,8 @@ double number_arg(const py::handle& obj, const char* name) {
 }
 
 void bind_smoothing(py::module_& m) {
-  py::enum_<EmaKind>(m, "EmaKind")
-      .value("plain", EmaKind::Plain)
-      .value("debiased", EmaKind::Debiased)
-      .value("lightning", EmaKind::Lightning)
-      .value("fastai", EmaKind::Fastai);
-  py::enum_<NonFinite>(m, "NonFinite")
-      .value("mark", NonFinite::Mark)
-      .value("hold", NonFinite::Hold)
-      .value("raise_", NonFinite::Raise);
+  glue::export_enum(m, "EmaKind", "enum.IntEnum", kEmaKindNames, "How the EMA is started and debiased");
+  glue::export_enum(m, "NonFinite", "enum.IntEnum", kNonFiniteNames, "What a non-finite loss gives");
 
   m.def(
       "ema",
@@ -94,10 +86,7 @@ void bind_smoothing(py::module_& m) {
            py::arg("nonfinite") = NonFinite::Mark)
       .def(
           "update",
-          [](Ema& self, const py::handle& loss) {
-            // the count of values seen is the index a "raise" policy names (as update_many does)
-            return self.update(number_arg(loss, "loss"), static_cast<std::size_t>(self.count() + self.state().nonfinite));
-          },
+          [](Ema& self, const py::handle& loss) { return self.update(number_arg(loss, "loss"), self.seen()); },
           py::arg("loss"))
       .def(
           "update_many",
@@ -107,7 +96,7 @@ void bind_smoothing(py::module_& m) {
             const double* xp = x.data();
             double* op = out.mutable_data();
             const std::size_t n = static_cast<std::size_t>(x.size());
-            const std::size_t first = static_cast<std::size_t>(self.count() + self.state().nonfinite);
+            const std::size_t first = self.seen();
             {
               py::gil_scoped_release nogil;
               self.update(xp, op, n, first);
@@ -164,56 +153,29 @@ void bind_suggest(py::module_& m) {
   m.attr("DIVERGE_FACTOR") = kDivergeFactor;
   m.def("divergence_threshold", &divergence_threshold, py::arg("best"), py::arg("factor"),
         "The smoothed loss above which a sweep has diverged: best + (factor - 1) |best| (divergence.hpp).");
+  glue::export_enum(m, "SuggestMethod", "enum.IntEnum", kMethodNames, "suggest()'s methods");
+  glue::export_enum(m, "SuggestStatus", "enum.IntEnum", kSuggestStatusNames, "Why suggest() found no lr (or ok)");
+  m.def("suggest_defaults", [] { return fields_to_dict(SuggestOptions{}); });
   m.def(
       "suggest",
-      [](const py::handle& lrs_obj, const py::handle& losses_obj, int method, double beta, double diverge_factor,
-         double zone_lo, double zone_hi, std::size_t min_points, std::int64_t lr_diff, double thresh, double adjust,
-         std::int64_t skip_start, std::int64_t skip_end, std::int64_t num_it) {
+      [](const py::handle& lrs_obj, const py::handle& losses_obj, const py::dict& options) {
         Array lrs = as_1d(lrs_obj, "lrs");
         Array losses = as_1d(losses_obj, "losses");
         if (lrs.size() != losses.size())
           throw py::value_error("lrs and losses must have the same length, got " + std::to_string(lrs.size()) +
                                 " and " + std::to_string(losses.size()));
-        SuggestOptions opt;
-        opt.method = static_cast<Method>(method);
-        opt.beta = beta;
-        opt.diverge_factor = diverge_factor;
-        opt.zone_lo = zone_lo;
-        opt.zone_hi = zone_hi;
-        opt.min_points = min_points;
-        opt.slide_lr_diff = lr_diff;
-        opt.slide_thresh = thresh;
-        opt.slide_adjust = adjust;
-        opt.skip_start = skip_start;
-        opt.skip_end = skip_end;
-        opt.num_it = num_it;
+        const SuggestOptions opt = fields_from_dict<SuggestOptions>(options, "suggest");
         Suggestion r;
         {
           py::gil_scoped_release nogil;
           r = suggest(lrs.data(), losses.data(), static_cast<std::size_t>(lrs.size()), opt);
         }
-        py::dict d;
-        d["status"] = static_cast<int>(r.status);
-        d["reason"] = r.reason;
-        d["low_confidence"] = r.low_confidence;
-        d["lr"] = r.lr;
-        d["index"] = r.index;
-        d["zone_lo_index"] = r.zone_lo_index;
-        d["zone_hi_index"] = r.zone_hi_index;
-        d["min_index"] = r.min_index;
-        d["cut_index"] = r.cut_index;
-        d["diverged_index"] = r.diverged_index;
-        d["first_nonfinite_index"] = r.first_nonfinite_index;
-        d["beta"] = r.beta_used;
-        d["noise"] = r.noise;
-        d["drop"] = r.drop;
+        py::dict d = fields_to_dict(r);
         d["smoothed"] = to_numpy(std::move(r.smoothed));
         d["slope"] = to_numpy(std::move(r.slope));
         return d;
       },
-      py::arg("lrs"), py::arg("losses"), py::arg("method"), py::arg("beta"), py::arg("diverge_factor"),
-      py::arg("zone_lo"), py::arg("zone_hi"), py::arg("min_points"), py::arg("lr_diff"), py::arg("thresh"),
-      py::arg("adjust"), py::arg("skip_start"), py::arg("skip_end"), py::arg("num_it"));
+      py::arg("lrs"), py::arg("losses"), py::arg("options"));
 }
 
 using FlagArray = py::array_t<std::uint32_t>;
@@ -221,14 +183,7 @@ using FlagArray = py::array_t<std::uint32_t>;
 py::object as_flag(std::uint32_t bits) { return py::cast(static_cast<DetectFlag>(bits)); }
 
 void bind_detect(py::module_& m) {
-  py::native_enum<DetectFlag>(m, "Flag", "enum.IntFlag", "States reported by the streaming detector")
-      .value("NONFINITE", kNonFinite)
-      .value("EXPLOSION", kExplosion)
-      .value("SPIKE", kSpike)
-      .value("PLATEAU", kPlateau)
-      .value("OSCILLATION", kOscillation)
-      .value("DECREASING", kDecreasing)
-      .finalize();
+  glue::export_enum(m, "Flag", "enum.IntFlag", kDetectFlagNames, "States reported by the streaming detector");
 
   // Flags are stored as integers and converted to Flag only when read: update() stays cheap.
   py::class_<Verdict>(m, "Verdict")
@@ -265,18 +220,11 @@ void bind_detect(py::module_& m) {
             FlagArray flags(n), onset(n);
             Array smoothed(n), best(n), zscore(n);
             const double* xp = x.data();
-            std::uint32_t *fp = flags.mutable_data(), *op = onset.mutable_data();
-            double *sp = smoothed.mutable_data(), *bp = best.mutable_data(), *zp = zscore.mutable_data();
+            const LoggedDetector::Columns out{flags.mutable_data(), onset.mutable_data(), smoothed.mutable_data(),
+                                              best.mutable_data(), zscore.mutable_data()};
             {
               py::gil_scoped_release nogil;
-              for (py::ssize_t i = 0; i < n; ++i) {
-                const Verdict v = self.update(xp[i]);
-                fp[i] = v.flags;
-                op[i] = v.onset;
-                sp[i] = v.smoothed;
-                bp[i] = v.best;
-                zp[i] = v.zscore;
-              }
+              self.update(xp, static_cast<std::size_t>(n), out);
             }
             return py::make_tuple(flags, onset, smoothed, best, zscore);
           },
@@ -308,6 +256,7 @@ void bind_detect(py::module_& m) {
 }
 
 void bind_diagnose(py::module_& m) {
+  glue::export_enum(m, "Symptom", "enum.IntEnum", kSymptomNames, "Diagnosis codes, in priority order");
   m.def("diagnose_defaults", [] { return fields_to_dict(DiagnoseConfig{}); });
   m.def(
       "diagnose",
@@ -335,12 +284,7 @@ void bind_diagnose(py::module_& m) {
 void bind_scan(py::module_& m) {
   // The element types a buffer table names (its dtype codes), under numpy's and torch's names:
   // pylrcore/_tensors.py maps dtypes to these, for the CPU scan and the CUDA kernels alike.
-  py::native_enum<DType>(m, "DType", "enum.IntEnum", "Element types of a buffer table")
-      .value("float32", DType::F32)
-      .value("float64", DType::F64)
-      .value("float16", DType::F16)
-      .value("bfloat16", DType::BF16)
-      .finalize();
+  glue::export_enum(m, "DType", "enum.IntEnum", kDTypeNames, "Element types of a buffer table");
   m.def(
       "scan",
       [](const std::vector<std::uintptr_t>& pointers, const std::vector<std::size_t>& counts,
@@ -388,8 +332,7 @@ void bind_schedule(py::module_& m) {
       .def_property_readonly("cycles_momentum", &Program::cycles_momentum)
       .def(
           "at",
-          [](const Program& prog, std::int64_t t, std::size_t group) {  // step checked in pylrcore/schedules.py
-            if (t < 0) throw py::value_error("step must be >= 0, got " + std::to_string(t));
+          [](const Program& prog, std::int64_t t, std::size_t group) {  // Program::at refuses t < 0
             const Affine f = prog.at(t, group);
             return py::make_tuple(f.a, f.c, f.m);
           },
@@ -450,55 +393,44 @@ void bind_schedule(py::module_& m) {
     return out;
   });
 
-  // group[key] = values[i] for a list of param-group dicts, in one call (the per-step write of a
-  // Scheduler with float lrs; a Python loop over 100 groups costs more than everything else).
-  static auto set_group_floats = [](const py::list& groups, PyObject* key, const py::array_t<double, py::array::c_style>& values,
-                                    bool skip_nan) {
-    if (static_cast<py::ssize_t>(groups.size()) > values.size()) throw py::value_error("one value per param group is needed");
-    const double* v = values.data();
-    for (std::size_t i = 0; i < groups.size(); ++i) {
-      if (skip_nan && std::isnan(v[i])) continue;
-      PyObject* group = PyList_GET_ITEM(groups.ptr(), static_cast<Py_ssize_t>(i));
-      if (!PyDict_Check(group)) throw py::type_error("param groups must be dicts");
-      PyObject* value = PyFloat_FromDouble(v[i]);
-      const int rc = value ? PyDict_SetItem(group, key, value) : -1;
-      Py_XDECREF(value);
-      if (rc != 0) throw py::error_already_set();
+  // The mode parameters' names, defined once in the core: family -> {parameter: names, by code}
+  m.def("schedule_choices", [] {
+    py::dict out;
+    for (const auto& [family, choices] : family_choices()) {
+      py::dict params;
+      for (const fam::Choice& c : choices) params[c.param] = py::tuple(py::cast(c.names));
+      out[family] = params;
     }
-  };
+    return out;
+  });
+
   m.def(
       "write_group_lrs",
       [](const py::list& groups, py::array_t<double, py::array::c_style> values) {
         static PyObject* key = PyUnicode_InternFromString("lr");
-        set_group_floats(groups, key, values, false);
+        glue::set_group_floats(groups, key, values, false);
       },
       py::arg("groups"), py::arg("values"));
   // The same for another key (the cycled "momentum" of SGD-like optimizers); a NaN leaves the group alone.
   m.def(
       "write_group_values",
       [](const py::list& groups, const py::str& key, py::array_t<double, py::array::c_style> values) {
-        set_group_floats(groups, key.ptr(), values, true);
+        glue::set_group_floats(groups, key.ptr(), values, true);
       },
       py::arg("groups"), py::arg("key"), py::arg("values"));
 
-  // Writes lrs into 0-d CPU tensors in place (float32 = 0, float64 = 1), by address: the tensor keeps
-  // its identity, so compiled/captured optimizer steps that read it see the new value. The caller
-  // (pylrcore/torch/scheduler.py) checks device, dtype, shape and keeps the tensors alive.
+  // Writes lrs into 0-d CPU tensors in place (dtype codes: float32 or float64), by address: the tensor
+  // keeps its identity, so compiled/captured optimizer steps that read it see the new value. The
+  // caller (pylrcore/torch/scheduler.py) checks device, dtype, shape and keeps the tensors alive.
   m.def(
       "write_scalars",
       [](const std::vector<std::uintptr_t>& addresses, const std::vector<int>& kinds,
          py::array_t<double, py::array::c_style> values) {
         if (addresses.size() != kinds.size() || static_cast<py::ssize_t>(addresses.size()) > values.size())
           throw py::value_error("addresses, kinds and values do not match");
-        const double* v = values.data();
-        for (std::size_t i = 0; i < addresses.size(); ++i) {
-          if (kinds[i] == 0)
-            *reinterpret_cast<float*>(addresses[i]) = static_cast<float>(v[i]);
-          else if (kinds[i] == 1)
-            *reinterpret_cast<double*>(addresses[i]) = v[i];
-          else
-            throw py::value_error("kinds must be 0 (float32) or 1 (float64)");
-        }
+        std::vector<DType> dtypes(kinds.size());
+        for (std::size_t i = 0; i < kinds.size(); ++i) dtypes[i] = static_cast<DType>(kinds[i]);
+        store_scalars(addresses.data(), dtypes.data(), values.data(), addresses.size());
       },
       py::arg("addresses"), py::arg("kinds"), py::arg("values"));
 }
@@ -540,22 +472,8 @@ void bind_plateau(py::module_& m) {
 }
 
 void bind_guard(py::module_& m) {
-  py::native_enum<GuardEvent>(m, "GuardEvent", "enum.IntFlag", "Events the training guard reports")
-      .value("LOSS_NONFINITE", kLossNonFinite)
-      .value("LOSS_SPIKE", kLossSpike)
-      .value("LOSS_EXPLOSION", kLossExplosion)
-      .value("GRAD_NONFINITE", kGradNonFinite)
-      .value("GRAD_SPIKE", kGradSpike)
-      .value("AMP_OVERFLOW", kAmpOverflow)
-      .value("SKIP_LIMIT", kSkipLimit)
-      .finalize();
-  py::native_enum<GuardAction>(m, "GuardAction", "enum.IntEnum", "Responses, in order of severity")
-      .value("RECORD", GuardAction::Record)
-      .value("SKIP", GuardAction::Skip)
-      .value("SCALE_LR", GuardAction::ScaleLR)
-      .value("ROLLBACK", GuardAction::Rollback)
-      .value("RAISE", GuardAction::Raise)
-      .finalize();
+  glue::export_enum(m, "GuardEvent", "enum.IntFlag", kGuardEventNames, "Events the training guard reports");
+  glue::export_enum(m, "GuardAction", "enum.IntEnum", kGuardActionNames, "Responses, in order of severity");
 
   // Plain fields only: the Python guard reads `action_code` and `events` every step.
   py::class_<GuardDecision>(m, "GuardDecision")

@@ -8,9 +8,12 @@
 // nested dict. Errors: an unknown key is a TypeError (like an unexpected keyword argument), a value
 // of the wrong type or range and a missing key of a state are ValueErrors that name the key.
 #pragma once
+#include <pybind11/native_enum.h>
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -18,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "pylrcore/common.hpp"
 #include "pylrcore/step/guard.hpp"
 
 namespace pylrcore::glue {
@@ -92,6 +96,33 @@ Fields fields_from_dict(const py::handle& values_obj, const std::string& what, F
     }
   }
   return fields;
+}
+
+// A code table of the core (Named entries) as a native Python enum (base: "enum.IntEnum" or
+// "enum.IntFlag").
+template <class E, std::size_t N>
+void export_enum(py::module_& m, const char* name, const char* base, const Named<E> (&table)[N], const char* doc) {
+  py::native_enum<E> e(m, name, base, doc);
+  for (const Named<E>& v : table) e.value(v.name, v.value);
+  e.finalize();
+}
+
+// group[key] = values[i] for a list of param-group dicts, in one call (the per-step write of a
+// Scheduler with float lrs; a Python loop over 100 groups costs more than everything else). With
+// skip_nan a NaN leaves its group alone.
+inline void set_group_floats(const py::list& groups, PyObject* key, const py::array_t<double, py::array::c_style>& values,
+                             bool skip_nan) {
+  if (static_cast<py::ssize_t>(groups.size()) > values.size()) throw py::value_error("one value per param group is needed");
+  const double* v = values.data();
+  for (std::size_t i = 0; i < groups.size(); ++i) {
+    if (skip_nan && std::isnan(v[i])) continue;
+    PyObject* group = PyList_GET_ITEM(groups.ptr(), static_cast<Py_ssize_t>(i));
+    if (!PyDict_Check(group)) throw py::type_error("param groups must be dicts");
+    PyObject* value = PyFloat_FromDouble(v[i]);
+    const int rc = value ? PyDict_SetItem(group, key, value) : -1;
+    Py_XDECREF(value);
+    if (rc != 0) throw py::error_already_set();
+  }
 }
 
 // ---- the guard's settings, shared by GuardCore (bindings.cpp) and DeviceGuard (bindings_cuda.cpp)

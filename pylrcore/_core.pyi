@@ -8,18 +8,16 @@ import numpy.typing as npt
 _F64 = npt.NDArray[np.float64]
 _ArrayLike = npt.ArrayLike
 
-class EmaKind:
-    plain: EmaKind
-    debiased: EmaKind
-    lightning: EmaKind
-    fastai: EmaKind
-    def __int__(self) -> int: ...
+class EmaKind(enum.IntEnum):
+    plain = 0
+    debiased = 1
+    lightning = 2
+    fastai = 3
 
-class NonFinite:
-    mark: NonFinite
-    hold: NonFinite
-    raise_: NonFinite
-    def __int__(self) -> int: ...
+class NonFinite(enum.IntEnum):
+    mark = 0
+    hold = 1
+    raise_ = 2
 
 def ema(losses: _ArrayLike, beta: float, kind: EmaKind, nonfinite: NonFinite) -> _F64: ...
 
@@ -48,22 +46,27 @@ def gradient(y: _ArrayLike, x: Optional[_ArrayLike] = None, edge_order: int = 1)
 DIVERGE_FACTOR: float
 def divergence_threshold(best: float, factor: float) -> float: ...
 
-def suggest(
-    lrs: _ArrayLike,
-    losses: _ArrayLike,
-    method: int,
-    beta: float,
-    diverge_factor: float,
-    zone_lo: float,
-    zone_hi: float,
-    min_points: int,
-    lr_diff: int,
-    thresh: float,
-    adjust: float,
-    skip_start: int,
-    skip_end: int,
-    num_it: int,
-) -> Dict[str, Any]: ...
+class SuggestMethod(enum.IntEnum):
+    steepest = 0
+    valley = 1
+    minimum = 2
+    slide = 3
+    capped = 4
+    torch_lr_finder = 10
+    lightning = 11
+    fastai_valley = 12
+    fastai_steep = 13
+    fastai_minimum = 14
+    fastai_slide = 15
+
+class SuggestStatus(enum.IntEnum):
+    ok = 0
+    too_few_points = 1
+    all_nonfinite = 2
+    never_decreased = 3
+
+def suggest_defaults() -> Dict[str, Any]: ...
+def suggest(lrs: _ArrayLike, losses: _ArrayLike, options: Dict[str, Any]) -> Dict[str, Any]: ...
 
 class Flag(enum.IntFlag):
     NONFINITE = 1
@@ -112,6 +115,15 @@ class Detector:
     def _get_state(self) -> Dict[str, Any]: ...
     def _set_state(self, state: Dict[str, Any], events: List[Tuple[int, int, float, float]], events_dropped: int) -> None: ...
 
+class Symptom(enum.IntEnum):
+    exploding = 0
+    oscillating = 1
+    unstable = 2
+    not_decreasing = 3
+    slow = 4
+    plateau = 5
+    healthy = 6
+
 def diagnose_defaults() -> Dict[str, float]: ...
 def diagnose(
     losses: _ArrayLike, config: Dict[str, Any]
@@ -142,6 +154,7 @@ class ScheduleProgram:
     ) -> None: ...
 
 def schedule_families() -> Dict[str, Tuple[int, int, bool, int]]: ...
+def schedule_choices() -> Dict[str, Dict[str, Tuple[str, ...]]]: ...
 def write_group_lrs(groups: List[Dict[str, Any]], values: _F64) -> None: ...
 def write_group_values(groups: List[Dict[str, Any]], key: str, values: _F64) -> None: ...
 def write_scalars(addresses: List[int], kinds: List[int], values: _F64) -> None: ...

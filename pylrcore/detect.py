@@ -45,7 +45,7 @@ from typing import Any, Dict, List
 import numpy as np
 import numpy.typing as npt
 
-from ._arrays import MAX_COUNT, FloatArray, as_curve, check_int
+from ._checks import MAX_COUNT, FloatArray, as_curve, as_settings, check_int
 from ._native import _core
 
 __all__ = ["Detector", "Event", "Flag", "Verdict", "Verdicts", "DEFAULTS"]
@@ -55,24 +55,6 @@ Verdict = _core.Verdict
 
 #: Default detector settings (read from the compiled core, where they are defined and documented).
 DEFAULTS: Dict[str, float] = dict(_core.detector_defaults())
-
-
-def as_settings(values: Dict[str, Any], defaults: Dict[str, Any], what: str) -> Dict[str, Any]:
-    """Check names and types of keyword settings (ints stay ints, the rest become floats).
-
-    Ranges, and how settings relate, are checked by the core, whose errors name the setting too.
-    """
-    out: Dict[str, Any] = {}
-    for name, value in values.items():
-        if name not in defaults:
-            raise TypeError(f"{what} got an unknown setting {name!r}; known: {', '.join(defaults)}")
-        if isinstance(defaults[name], int):
-            out[name] = check_int(value, name, minimum=-MAX_COUNT, maximum=MAX_COUNT)
-        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
-            out[name] = float(value)
-        else:
-            raise TypeError(f"{name} must be a real number (default {defaults[name]}), got {value!r}")
-    return out
 
 
 @dataclass(frozen=True)
@@ -144,21 +126,8 @@ class Detector:
         oscillation_amplitude: float = 0.01,
         max_events: int = 1000,
     ) -> None:
-        settings = dict(
-            beta=beta,
-            explode_factor=explode_factor,
-            spike_beta=spike_beta,
-            spike_var_beta=spike_var_beta,
-            spike_z=spike_z,
-            spike_clip=spike_clip,
-            warmup=warmup,
-            window=window,
-            plateau_rel=plateau_rel,
-            plateau_progress=plateau_progress,
-            decrease_rel=decrease_rel,
-            oscillation_alternation=oscillation_alternation,
-            oscillation_amplitude=oscillation_amplitude,
-        )
+        arguments = locals()
+        settings = {name: arguments[name] for name in DEFAULTS}  # every detector setting is an argument above
         self._native = _core.Detector(as_settings(settings, DEFAULTS, "Detector"), check_int(max_events, "max_events"))
         # The per-step hot path: the native bound method itself, so a call has no Python frame.
         self.update = self._native.update  # type: ignore[method-assign]

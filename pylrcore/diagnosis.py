@@ -33,9 +33,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from ._arrays import as_curve, check_positive
+from ._checks import as_curve, check_positive
 from ._native import _core
-from .detect import as_settings
+from ._checks import as_settings
 
 __all__ = ["diagnose", "Diagnosis", "Finding", "Symptom", "DEFAULTS"]
 
@@ -55,7 +55,8 @@ class Symptom(str, enum.Enum):
         return self.value
 
 
-_BY_CORE_CODE = list(Symptom)  # the core numbers symptoms 0..6 in this order
+# The core's codes (its Symptom table) -> these; the names agree, checked here.
+_BY_CORE_CODE = {int(c): Symptom(c.name) for c in _core.Symptom}
 
 #: Default thresholds: the detector's (see :data:`pylrcore.detect.DEFAULTS`) plus the diagnosis's own.
 DEFAULTS: Dict[str, float] = dict(_core.diagnose_defaults())

@@ -31,7 +31,7 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from ._arrays import check_int
+from ._checks import check_int
 from ._native import _core
 from ._tensors import gather_host, is_tensor
 
@@ -73,7 +73,8 @@ def scan(buffers: Any, *, sumsq: bool = True, threads: Optional[int] = None) -> 
     ``buffers``: a list (or any iterable, e.g. a generator of ``p.grad``) of numpy arrays and CPU
     torch tensors, or a single array/tensor. ``sumsq=False`` skips the squares (a cheaper integer
     test). ``threads``: None chooses from the input size (one thread per 8 MiB) and the CPUs
-    available; an integer >= 1 forces that many.
+    available, at most ``torch.get_num_threads()`` once torch is loaded (the scan then runs on
+    torch's OpenMP threads); an integer >= 1 forces that many.
 
     Raises TypeError for something that is not a float buffer (names ``buffers[i]`` and the fix),
     ValueError for a buffer that cannot be read in place (not contiguous, on a GPU, sparse).

@@ -34,7 +34,7 @@ import math
 import numbers
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-from ._arrays import MAX_COUNT, check_int
+from ._checks import MAX_COUNT, check_int
 from ._native import _core
 
 __all__ = ["Plateau", "MODES", "THRESHOLD_MODES"]

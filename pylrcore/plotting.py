@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .suggestion import Suggestion
+from .suggestion import Suggestion, SweepStop
 
 __all__ = ["plot_range_test", "plot_history"]
 
@@ -18,14 +18,15 @@ def plot_range_test(
     details: Suggestion,
     *,
     ema: Optional[np.ndarray] = None,
-    stop_reason: str = "",
+    stop: Optional[SweepStop] = None,
     path: Optional[str] = None,
     ax: Any = None,
 ) -> Any:
     """Draw on ``ax`` (a new figure if None); write a PNG to ``path`` when given; return the Axes.
 
     ``details`` is the :class:`~pylrcore.suggestion.Suggestion` for this curve; ``ema`` the causal
-    EMA a finder's stop rule used (drawn faintly next to the lag-free curve).
+    EMA a finder's stop rule used (drawn faintly next to the lag-free curve); ``stop`` the sweep's
+    early stop (:class:`~pylrcore.suggestion.SweepStop`), marked when the analysis saw no divergence.
     """
     try:
         import matplotlib
@@ -56,8 +57,8 @@ def plot_range_test(
     if end is not None:
         what = "diverged" if details.diverged_at is not None else "non-finite"
         ax.axvline(lrs[end], color="k", ls=":", label=f"loss {what} at lr {lrs[end]:.2g}")
-    elif stop_reason:
-        ax.axvline(lrs[-1], color="k", ls=":", label="stopped: " + stop_reason.split(" (")[0])
+    elif stop is not None:
+        ax.axvline(stop.lr, color="k", ls=":", label=f"stopped: {stop.short} at lr {stop.lr:.2g}")
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("loss")

@@ -37,7 +37,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ._arrays import FloatArray
+from ._checks import FloatArray
 from .diagnosis import Diagnosis, diagnose
 
 __all__ = ["QuadraticRun", "run", "compare", "format_table", "LEARNING_RATES"]

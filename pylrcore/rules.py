@@ -23,7 +23,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Dict, Tuple
 
-from ._arrays import check_int
+from ._checks import check_int
 
 __all__ = ["scale_lr_for_batch", "starting_lr", "StartingLR", "OPTIMIZERS", "SETTINGS", "BATCH_RULES"]
 

@@ -12,7 +12,7 @@ True
 Families (torch's parameter names where torch has the family): :func:`constant` (also torch's
 ``ConstantLR``), :func:`step`, :func:`multistep`, :func:`exponential`, :func:`linear`,
 :func:`polynomial`, :func:`cosine`, :func:`warm_restarts`, :func:`cyclic`, :func:`one_cycle`,
-:func:`swa`, :func:`inverse_sqrt`, :func:`wsd`; the peers' own shapes :func:`transformers`,
+:func:`swa`, :func:`inverse_sqrt`, :func:`inverse_time`, :func:`wsd`; the peers' own shapes :func:`transformers`,
 :func:`timm`, :func:`cosine_decay`, :func:`piecewise_constant`, :func:`piecewise_interpolate`;
 a user function :func:`lambda_` (LambdaLR, MultiplicativeLR). Composition: ``warmup(n) >> s``,
 ``a >> b`` (b starts when a's length is over), :func:`sequence` (explicit milestones; SequentialLR,
@@ -38,7 +38,8 @@ Text form (``Schedule.parse``, ``repr``): Python-like calls of the builders join
 It is parsed, never evaluated.
 
 Adding a family: one entry in ``_TABLE`` below (its parameters in the core's order, with defaults
-and checks, and its length) and one struct in ``csrc/pylrcore/schedules.hpp``.
+and checks, and its length) and one struct in ``csrc/pylrcore/schedules.hpp`` (the names of its
+modes included: ``_CHOICES``); see docs/schedules.md, "Adding a family".
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 import numpy as np
 import numpy.typing as npt
 
-from ._arrays import INT64_MAX, MAX_COUNT, check_int, check_real
+from ._checks import INT64_MAX, MAX_COUNT, check_int, check_real
 from ._native import _core
 
 __all__ = [
@@ -75,6 +76,7 @@ __all__ = [
     "timm",
     "timm_wsd",
     "cosine_decay",
+    "inverse_time",
     "piecewise_constant",
     "piecewise_interpolate",
     "warmup",
@@ -223,16 +225,17 @@ def _code(options: Sequence[str]) -> Callable[[Any, Dict[str, Any]], float]:
     return lambda v, q: float(list(options).index(v))
 
 
-_CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
-_ANNEAL = ("cos", "linear")
-_SHAPES = ("linear", "cosine", "1-sqrt")
-_WARMUP = ("linear", "cosine", "exponential")
-_HF = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant_with_warmup", "cosine_with_min_lr",
-       "cosine_warmup_with_min_lr")
-_TIMM = ("cosine", "tanh", "poly")
-_INTERP = ("linear", "cosine")
-_WSD_STABLE = ("constant", "rsqrt", "power")
-_WSD_DECAY = ("linear", "1-sqrt", "cosine", "power", "exp")
+# The mode parameters' names, by code: defined once, in the core (each family's `choices`).
+_CHOICES: Dict[str, Dict[str, Tuple[str, ...]]] = _core.schedule_choices()
+_CYCLIC_MODES = _CHOICES["cyclic"]["mode"]
+_ANNEAL = _CHOICES["swa"]["anneal_strategy"]
+_SHAPES = _CHOICES["wsd"]["decay_type"]
+_WARMUP = _CHOICES["warmup"]["kind"]
+_HF = _CHOICES["transformers"]["name"]
+_TIMM = _CHOICES["timm"]["kind"]
+_INTERP = _CHOICES["piecewise_interpolate"]["interpolate_type"]
+_WSD_STABLE = _CHOICES["timm_wsd"]["stable_fn"]
+_WSD_DECAY = _CHOICES["timm_wsd"]["decay_fn"]
 
 
 def _check_linear(q: Dict[str, Any]) -> None:  # torch LinearLR's bounds
@@ -387,6 +390,10 @@ _TABLE: Dict[str, _Family] = {f.name: f for f in [
                              _P("exponent", _pos, 1.0)),
             "optax ``cosine_decay_schedule``: ``(1 - alpha) * (0.5 (1 + cos(pi min(t, T)/T))) ** exponent + alpha``.",
             length=lambda q: q["decay_steps"]),
+    _Family("inverse_time", (_P("decay_steps", _count(1), positional=True), _P("decay_rate", _nonneg, positional=True),
+                             _P("staircase", _bool, False, core=lambda v, q: float(v)), _P("power", _pos, 1.0)),
+            "Inverse-time decay: ``(1 + decay_rate * t / decay_steps) ** -power``, the quotient floored with "
+            "``staircase`` (keras ``InverseTimeDecay``; ``power`` is Caffe's ``inv`` policy's)."),
     _Family("piecewise_constant", (_P("boundaries", _int_list("strictly increasing", True), slot="ints", positional=True),
                                    _P("scales", _real_list, slot="tail", positional=True)),
             "optax ``piecewise_constant_schedule``: the factor is multiplied by ``scales[k]`` from step "
@@ -748,6 +755,7 @@ transformers = _builder("transformers")
 timm = _builder("timm")
 timm_wsd = _builder("timm_wsd")
 cosine_decay = _builder("cosine_decay")
+inverse_time = _builder("inverse_time")
 piecewise_constant = _builder("piecewise_constant")
 piecewise_interpolate = _builder("piecewise_interpolate")
 warmup = _builder("warmup")

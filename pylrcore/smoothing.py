@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Union
 
-from ._arrays import MAX_COUNT, FloatArray, as_curve, check_beta, check_int
+from ._checks import MAX_COUNT, FloatArray, as_curve, check_beta, check_int
 from ._native import _core
 
 __all__ = ["ema", "EMA", "KINDS"]
@@ -36,7 +36,7 @@ KINDS = tuple(_KIND_ALIASES)
 _POLICIES = {"mark": _core.NonFinite.mark, "hold": _core.NonFinite.hold, "raise": _core.NonFinite.raise_}
 
 
-def _kind(kind: str) -> Any:
+def ema_kind_code(kind: str) -> Any:
     try:
         return _KIND_ALIASES[kind]
     except (KeyError, TypeError):
@@ -59,7 +59,7 @@ def ema(losses: Any, beta: float = 0.98, *, kind: str = "debiased", nonfinite: s
     [2.0, 3.0]
     """
     x = as_curve(losses, "losses")
-    return _core.ema(x, check_beta(beta), _kind(kind), _policy(nonfinite))
+    return _core.ema(x, check_beta(beta), ema_kind_code(kind), _policy(nonfinite))
 
 
 class EMA:
@@ -74,7 +74,7 @@ class EMA:
     """
 
     def __init__(self, beta: float = 0.98, *, kind: str = "debiased", nonfinite: str = "mark") -> None:
-        self._native = _core.Ema(check_beta(beta), _kind(kind), _policy(nonfinite))
+        self._native = _core.Ema(check_beta(beta), ema_kind_code(kind), _policy(nonfinite))
         self._kind_name = kind
         self._nonfinite_name = nonfinite
         # The per-step hot path: the native bound method itself, so a call has no Python frame.
@@ -141,7 +141,7 @@ class EMA:
             fields = (state["average"], state["beta_power"], state["count"], state["nonfinite_count"], state["last"])
         except (KeyError, TypeError):
             raise ValueError("state must be a dict returned by EMA.state_dict()") from None
-        if state.get("beta", self.beta) != self.beta or _kind(state.get("kind", self._kind_name)) != _kind(self._kind_name):
+        if state.get("beta", self.beta) != self.beta or ema_kind_code(state.get("kind", self._kind_name)) != ema_kind_code(self._kind_name):
             raise ValueError(
                 f"state was saved from EMA(beta={state.get('beta')}, kind={state.get('kind')!r}); "
                 f"this one has beta={self.beta}, kind={self._kind_name!r}"

@@ -42,10 +42,10 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from ._arrays import FloatArray, as_curve, as_lrs, check_beta, check_int, check_real, same_length
+from ._checks import FloatArray, as_curve, as_lrs, check_beta, check_int, check_real, same_length
 from ._native import _core
 
-__all__ = ["suggest", "Suggestion", "gradient", "METHODS", "COMPAT_METHODS", "DIVERGE_FACTOR", "DEFAULT_METHOD"]
+__all__ = ["suggest", "Suggestion", "SweepStop", "gradient", "METHODS", "COMPAT_METHODS", "DIVERGE_FACTOR", "DEFAULT_METHOD"]
 
 #: pylrcore's one divergence factor: a range test has diverged where its smoothed loss exceeds this
 #: many times its running minimum (4, as fastai and Lightning; torch-lr-finder stops at 5). The
@@ -64,20 +64,8 @@ COMPAT_METHODS = (
     "fastai_minimum",
     "fastai_slide",
 )
-_METHOD_CODES = {
-    "steepest": 0,
-    "valley": 1,
-    "minimum": 2,
-    "slide": 3,
-    "capped": 4,
-    "torch_lr_finder": 10,
-    "lightning": 11,
-    "fastai_valley": 12,
-    "fastai_steep": 13,
-    "fastai_minimum": 14,
-    "fastai_slide": 15,
-}
-_STATUS = {0: "ok", 1: "too_few_points", 2: "all_nonfinite", 3: "never_decreased"}
+_METHOD_CODES = {m.name: m for m in _core.SuggestMethod}  # codes and names defined once, in the core
+_STATUS = {int(s): s.name for s in _core.SuggestStatus}
 
 
 def _opt_index(i: int) -> Optional[int]:
@@ -209,22 +197,20 @@ def suggest(
     adjust = check_real(adjust_value, "adjust_value")
     if adjust <= 0:
         raise ValueError(f"adjust_value must be > 0 (the slide rule's lr multiplier, fastai's 1.0), got {adjust_value!r}")
-    raw = _core.suggest(
-        lr_arr,
-        loss_arr,
-        _METHOD_CODES[method],
-        beta_value,
-        diverge,
-        zone_lo,
-        zone_hi,
-        check_int(min_points, "min_points", minimum=3),
-        check_int(lr_diff, "lr_diff", minimum=1),
-        thresh_value,
-        adjust,
-        -1 if skip_start is None else check_int(skip_start, "skip_start"),
-        -1 if skip_end is None else check_int(skip_end, "skip_end"),
-        -1 if num_it is None else check_int(num_it, "num_it", minimum=1),
-    )
+    raw = _core.suggest(lr_arr, loss_arr, {
+        "method": _METHOD_CODES[method],
+        "beta": beta_value,
+        "diverge_factor": diverge,
+        "zone_lo": zone_lo,
+        "zone_hi": zone_hi,
+        "min_points": check_int(min_points, "min_points", minimum=3),
+        "slide_lr_diff": check_int(lr_diff, "lr_diff", minimum=1),
+        "slide_thresh": thresh_value,
+        "slide_adjust": adjust,
+        "skip_start": -1 if skip_start is None else check_int(skip_start, "skip_start"),
+        "skip_end": -1 if skip_end is None else check_int(skip_end, "skip_end"),
+        "num_it": -1 if num_it is None else check_int(num_it, "num_it", minimum=1),
+    })
     own = method in METHODS
     ok = raw["status"] == 0
     zone_idx = (int(raw["zone_lo_index"]), int(raw["zone_hi_index"])) if ok and own else None
@@ -274,3 +260,29 @@ def gradient(y: Any, x: Any = None, *, edge_order: int = 1) -> FloatArray:
     if not ((steps > 0).all() or (steps < 0).all()):
         raise ValueError("x must be strictly monotonic (no repeated coordinates)")
     return _core.gradient(y_arr, x_arr, order)
+
+
+@dataclass(frozen=True)
+class SweepStop:
+    """Why a range test stopped early, as values: ``kind`` ``"diverged"`` (the smoothed loss passed
+    ``threshold`` = the divergence predicate's bound for ``best`` and ``factor``) or ``"nonfinite"``
+    (the raw loss ``value`` was NaN/inf), at ``step`` and ``lr``. ``str()`` is ``stop_reason``."""
+
+    kind: str
+    step: int
+    lr: float
+    value: float
+    best: float
+    factor: float
+    threshold: float
+
+    @property
+    def short(self) -> str:
+        """Two or three words for a plot label or a verdict."""
+        return "loss diverged" if self.kind == "diverged" else f"non-finite loss ({self.value})"
+
+    def __str__(self) -> str:
+        if self.kind == "nonfinite":
+            return f"non-finite loss ({self.value}) at lr {self.lr:.3g}"
+        return (f"loss diverged (smoothed {self.value:.3g} > {self.factor:g} x best {self.best:.3g}) "
+                f"at lr {self.lr:.3g}")

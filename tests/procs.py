@@ -23,6 +23,19 @@ def scratch_dir() -> str:
     return tempfile.gettempdir()
 
 
+# The head of a run_ranks worker on torch.distributed: its arguments, a file rendezvous (no TCP port
+# to pick and release: another process could take it in between), the gloo group and a fixed seed.
+DDP_HEAD = r"""
+import json, os, sys
+import torch
+import torch.distributed as dist
+
+rank, world, rendezvous, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+torch.manual_seed(0)
+"""
+
+
 def run_ranks(worker_source: str, tmp_path: Path, world: int = 2, timeout: float = 240) -> List[Any]:
     """Run ``worker_source`` as ``world`` processes (argv: rank, world, rendezvous file, output
     file; one thread each) and return the JSON each rank wrote to its output file."""

@@ -1,6 +1,6 @@
 """Hostile arguments at the boundary (issue 11 items 6 and 16): every integer that reaches the core is
 bounded and named, bad values get a clear error, and everyday inputs (column slices, numpy scalars)
-are accepted. The shared checks live in pylrcore/_arrays.py."""
+are accepted. The shared checks live in pylrcore/_checks.py."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from procs import run_ranks
+from procs import DDP_HEAD, run_ranks
 
 torch = pytest.importorskip("torch")
 
@@ -17,16 +17,8 @@ pytestmark = pytest.mark.slow
 if not torch.distributed.is_available():
     pytest.skip("torch.distributed is not available", allow_module_level=True)
 
-WORKER = r"""
-import json, os, sys
-import torch
-import torch.distributed as dist
+WORKER = DDP_HEAD + r"""
 from pylrcore.torch import Guard
-
-rank, world, rendezvous, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-# A file rendezvous: no TCP port to pick and release (another process could take it in between).
-dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
-torch.manual_seed(0)
 net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
 model = torch.nn.parallel.DistributedDataParallel(net)
 opt = torch.optim.AdamW(model.parameters(), lr=1e-2)

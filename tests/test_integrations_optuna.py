@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from procs import pylrcore_env
+from tasks import linear_regression
 
 torch = pytest.importorskip("torch")
 optuna = pytest.importorskip("optuna")
@@ -30,17 +31,8 @@ def quiet_optuna():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def regression(seed=0):
-    torch.manual_seed(seed)
-    x = torch.randn(256, 8)
-    y = x @ torch.randn(8, 1)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
-    model = torch.nn.Linear(8, 1)
-    return model, torch.optim.SGD(model.parameters(), lr=1e-5), loader
-
-
 def test_suggest_lr_sets_the_lr_records_the_result_and_restores_the_model():
-    model, optimizer, loader = regression()
+    model, optimizer, loader = linear_regression()
     before = [p.detach().clone() for p in model.parameters()]
     trial = optuna.create_study().ask()
     lr = suggest_lr(trial, model, optimizer, torch.nn.MSELoss(), loader, end_lr=10, num_iter=60, multiplier=0.5)
@@ -54,14 +46,14 @@ def test_suggest_lr_sets_the_lr_records_the_result_and_restores_the_model():
 
 
 def test_suggest_lr_keeps_the_groups_lr_ratios():
-    model, _, loader = regression()
+    model, _, loader = linear_regression()
     optimizer = torch.optim.SGD([{"params": [model.weight], "lr": 1e-5}, {"params": [model.bias], "lr": 1e-4}])
     lr = suggest_lr(optuna.create_study().ask(), model, optimizer, torch.nn.MSELoss(), loader, end_lr=10, num_iter=40)
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([lr, 10 * lr], rel=1e-12)
 
 
 def test_suggest_lr_prunes_a_trial_whose_range_test_finds_nothing():
-    model, optimizer, loader = regression()
+    model, optimizer, loader = linear_regression()
     with torch.no_grad():
         model.weight.zero_()
     study = optuna.create_study()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tasks import linear_regression
 
 torch = pytest.importorskip("torch")
 ray = pytest.importorskip("ray")
@@ -33,17 +34,8 @@ pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent
 
 
-def regression(seed=0):
-    torch.manual_seed(seed)
-    x = torch.randn(256, 8)
-    y = x @ torch.randn(8, 1)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
-    model = torch.nn.Linear(8, 1)
-    return model, torch.optim.SGD(model.parameters(), lr=1e-5), loader
-
-
 def test_suggest_lr_sets_the_lr_and_the_next_result_carries_the_range_test():
-    model, optimizer, loader = regression()
+    model, optimizer, loader = linear_regression()
     before = [p.detach().clone() for p in model.parameters()]
     guard = TrialGuard()
     lr = suggest_lr(model, optimizer, torch.nn.MSELoss(), loader, end_lr=10, num_iter=60, multiplier=0.5, guard=guard)
@@ -59,7 +51,7 @@ def test_suggest_lr_sets_the_lr_and_the_next_result_carries_the_range_test():
 
 
 def test_no_lr_found_is_an_error_naming_the_diagnosis():
-    model, optimizer, loader = regression()
+    model, optimizer, loader = linear_regression()
     with torch.no_grad():
         model.weight.zero_()
     never_falls = lambda output, target: (output * 0).sum() + 1.0  # noqa: E731

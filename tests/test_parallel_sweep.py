@@ -43,17 +43,7 @@ def mlp(batchnorm: bool = False) -> Any:
 def alone(model: Any, make_opt: Any, lr: float, batches: List[Any], steps: int) -> List[float]:
     """The reference: this model trained by itself at lr, on the same batches."""
     model = copy.deepcopy(model)
-    opt = make_opt(model.parameters(), lr)
-    model.train()
-    out = []
-    for t in range(steps):
-        x, y = batches[t % len(batches)]
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        out.append(loss.item())
-    return out
+    return trained_alone(model, make_opt(model.parameters(), lr), batches, steps)
 
 
 @pytest.mark.parametrize("kind", list(OPTIMIZERS))
@@ -217,14 +207,7 @@ def test_replicas_continue_from_the_optimizers_state():
     ref_opt.load_state_dict(copy.deepcopy(opt.state_dict()))  # (load_state_dict shares the tensors)
     for group in ref_opt.param_groups:
         group["lr"] = 0.02
-    expected = []
-    for t in range(20):
-        x, y = batches[t % len(batches)]
-        ref_opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(reference(x), y)
-        loss.backward()
-        ref_opt.step()
-        expected.append(loss.item())
+    expected = trained_alone(reference, ref_opt, batches, 20)
     result = sweep(model, opt, torch.nn.CrossEntropyLoss(), batches, [0.02], steps=20, vectorize=False)
     assert result.losses[0].tolist() == expected
 

@@ -323,9 +323,9 @@ def test_a_huge_num_iter_builds_no_ladder():
 
 
 def test_ladder_values_do_not_depend_on_chunking():
-    from pylrcore.torch.finder import _Ladder
+    from pylrcore.torch.finder import Ladder
 
-    ladder = _Ladder(1e-7, 10.0, 10_000, "exp")
+    ladder = Ladder(1e-7, 10.0, 10_000, "exp")
     assert np.array_equal(np.fromiter(iter(ladder), float), ladder.first(10_000))
     assert ladder[9999] == pytest.approx(10.0, rel=1e-12) and ladder[0] == 1e-7
 

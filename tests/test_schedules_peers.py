@@ -7,6 +7,7 @@ are checked against formulas re-derived from its sources (cited at `timm_referen
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -373,6 +374,8 @@ NEW_FAMILIES = [
     S.timm("tanh", 7, cycle_limit=2**40),
     S.timm("poly", _BIG, k_decay=2.0),
     S.cosine_decay(_BIG, alpha=0.1, exponent=3.0),
+    S.inverse_time(2**40 + 7, 0.5, staircase=True, power=0.75),
+    S.inverse_time(7, 2.0),
     S.timm_wsd(_BIG, _BIG // 2, stable_fn="rsqrt", decay_fn="exp", warmup_t=1000, warmup_lr_init=1e-6),
     S.piecewise_constant([10, 2**61, _BIG], [0.5, 0.5, 4.0]),
     S.piecewise_interpolate("cosine", [0, 2**61, _BIG], [0.5, 0.1, 2.0]),
@@ -392,6 +395,26 @@ def test_new_families_at_steps_up_to_2_63(schedule):
     for i, t in enumerate(steps.tolist()):
         assert np.array_equal(schedule(t, base), got[i])  # the scalar path agrees with the block path
     assert np.isfinite(schedule.momentum(steps, base)[:, -1]).all() == schedule.cycles_momentum
+
+
+INVERSE_TIME_CASES = [(1000, 0.5, False), (7, 2.0, True), (1, 0.01, False), (100, 0.0, True)]
+
+
+@pytest.mark.parametrize("case", INVERSE_TIME_CASES, ids=str)
+@pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+def test_inverse_time_matches_keras_inverse_time_decay(case):
+    decay_steps, decay_rate, staircase = case
+    steps = np.arange(0, 20 * decay_steps + 3, max(1, decay_steps // 7), dtype=np.int64)
+    got = S.inverse_time(decay_steps, decay_rate, staircase=staircase)(steps, 0.1)
+    quotient = steps // decay_steps if staircase else steps / decay_steps
+    np.testing.assert_allclose(got, 0.1 / (1 + decay_rate * quotient), rtol=1e-15)  # keras' formula, in float64
+    np.testing.assert_allclose(S.inverse_time(decay_steps, decay_rate, power=0.5)(steps, 0.1),
+                               0.1 * (1 + decay_rate * steps / decay_steps) ** -0.5, rtol=1e-15)
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    peer = keras.optimizers.schedules.InverseTimeDecay(0.1, decay_steps, decay_rate, staircase=staircase)
+    want = np.array([float(keras.ops.convert_to_numpy(peer(int(t)))) for t in steps])
+    np.testing.assert_allclose(got, want, rtol=2e-7)  # keras computes in float32
 
 
 TIMM_CLASSES = {"cosine": "CosineLRScheduler", "tanh": "TanhLRScheduler", "poly": "PolyLRScheduler"}

@@ -30,19 +30,6 @@ std::vector<TensorRef> tensor_refs(const std::vector<std::uint64_t>& addresses, 
   return refs;
 }
 
-py::dict state_dict(const LossTrackState& s) {
-  py::dict d;
-  d["steps"] = s.steps;
-  d["finite"] = s.finite;
-  d["smoothed"] = s.smoothed;
-  d["best"] = s.best;
-  d["best_step"] = s.best_step;
-  d["diverged_step"] = s.diverged_step;
-  d["nonfinite_step"] = s.nonfinite_step;
-  d["stop_step"] = s.stop_step;
-  return d;
-}
-
 void bind_check(py::module_& m) {
   using cuda::CheckTable;
   py::class_<CheckTable>(m, "CheckTable", "Gradient table on one device; check() is one launch, no sync.")
@@ -111,7 +98,7 @@ void bind_loss_tracker(py::module_& m) {
            [](LossTracker& t) -> py::object {
              LossTrackState s{};
              if (!t.poll(s)) return py::none();
-             return state_dict(s);
+             return glue::fields_to_dict(s);
            })
       .def(
           "state",
@@ -121,7 +108,7 @@ void bind_loss_tracker(py::module_& m) {
               py::gil_scoped_release release;
               s = t.state(stream);
             }
-            return state_dict(s);
+            return glue::fields_to_dict(s);
           },
           py::arg("stream"))
       .def(
@@ -148,7 +135,7 @@ void bind_loss_tracker(py::module_& m) {
         std::vector<double> losses(xs.size()), smoothed(xs.size());
         for (double x : xs)
           track_loss(config, s, x, losses.data(), smoothed.data(), static_cast<std::int64_t>(xs.size()));
-        return std::make_tuple(state_dict(s), smoothed);
+        return std::make_tuple(glue::fields_to_dict(s), smoothed);
       },
       py::arg("losses"), py::arg("beta"), py::arg("kind"), py::arg("diverge_th"));
 }

@@ -50,8 +50,6 @@ __global__ void decide_kernel(GuardConfig config, GuardState* state, DecideInput
   }
 }
 
-__global__ void set_state_kernel(GuardState* state, GuardState value) { *state = value; }
-
 }  // namespace
 
 struct DeviceGuard::Impl {
@@ -71,26 +69,14 @@ DeviceGuard::DeviceGuard(int device, const GuardConfig& config, const GuardState
   Impl& t = *impl_;
   t.device = device;
   t.config = config;
-  DeviceScope scope(device);
-  try {
+  allocate(t, [&] {
     throw_if_failed(cudaMalloc(&t.state, sizeof(GuardState)), "cudaMalloc (device guard)");
     throw_if_failed(cudaMallocHost(&t.pinned, sizeof(GuardState)), "cudaMallocHost (device guard)");
     set_state(state, stream);
-  } catch (...) {
-    t.release();
-    throw;
-  }
+  });
 }
 
-DeviceGuard::~DeviceGuard() {
-  if (!impl_) return;
-  try {
-    DeviceScope scope(impl_->device);
-    impl_->release();
-  } catch (...) {
-    impl_->release();
-  }
-}
+DeviceGuard::~DeviceGuard() { release_on_device(impl_.get()); }
 
 void DeviceGuard::decide(const DecideInputs& in, const DecideOutputs& out, StreamHandle stream) {
   if ((in.check_info == 0) != (in.check_sumsq == 0)) fail("decide: check_info and check_sumsq go together");
@@ -106,8 +92,7 @@ void DeviceGuard::decide(const DecideInputs& in, const DecideOutputs& out, Strea
 void DeviceGuard::set_state(const GuardState& state, StreamHandle stream) {
   Impl& t = *impl_;
   DeviceScope scope(t.device);
-  set_state_kernel<<<1, 1, 0, as_stream(stream)>>>(t.state, state);
-  throw_if_launch_failed("set_state_kernel");
+  store_on_device(t.state, state, stream, "set_state");
 }
 
 GuardState DeviceGuard::state(StreamHandle stream) {

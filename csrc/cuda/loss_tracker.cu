@@ -17,9 +17,6 @@ __global__ void append_kernel(LossTrackConfig config, LossTrackState* state, con
   *state = s;
 }
 
-// A kernel rather than a copy from the host: nothing on the host must outlive the call.
-__global__ void reset_kernel(LossTrackState* state, LossTrackState fresh) { *state = fresh; }
-
 }  // namespace
 
 struct LossTracker::Impl {
@@ -50,8 +47,7 @@ LossTracker::LossTracker(int device, const LossTrackConfig& config, std::int64_t
   t.device = device;
   t.config = config;
   t.capacity = capacity;
-  DeviceScope scope(device);
-  try {
+  allocate(t, [&] {
     const std::size_t state_bytes = (sizeof(LossTrackState) + 15) / 16 * 16;
     throw_if_failed(cudaMalloc(&t.memory, state_bytes + 2 * 8 * static_cast<std::size_t>(capacity)),
                     "cudaMalloc (loss tracker)");
@@ -61,21 +57,10 @@ LossTracker::LossTracker(int device, const LossTrackConfig& config, std::int64_t
     throw_if_failed(cudaMallocHost(&t.pinned, sizeof(LossTrackState)), "cudaMallocHost (loss tracker)");
     throw_if_failed(cudaEventCreateWithFlags(&t.arrived, cudaEventDisableTiming), "cudaEventCreate");
     reset(stream);
-  } catch (...) {
-    t.release();
-    throw;
-  }
+  });
 }
 
-LossTracker::~LossTracker() {
-  if (!impl_) return;
-  try {
-    DeviceScope scope(impl_->device);
-    impl_->release();
-  } catch (...) {
-    impl_->release();
-  }
-}
+LossTracker::~LossTracker() { release_on_device(impl_.get()); }
 
 void LossTracker::append(std::uintptr_t loss, DType dtype, StreamHandle stream) {
   const int code = static_cast<int>(dtype);
@@ -92,8 +77,7 @@ void LossTracker::append(std::uintptr_t loss, DType dtype, StreamHandle stream) 
 void LossTracker::reset(StreamHandle stream) {
   Impl& t = *impl_;
   DeviceScope scope(t.device);
-  reset_kernel<<<1, 1, 0, as_stream(stream)>>>(t.state, fresh_loss_track_state());
-  throw_if_launch_failed("reset_kernel");
+  store_on_device(t.state, fresh_loss_track_state(), stream, "reset");
 }
 
 void LossTracker::request_snapshot(StreamHandle stream) {

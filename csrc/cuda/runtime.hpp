@@ -39,4 +39,41 @@ class DeviceScope {
   int previous_ = 0;
 };
 
+// Stores `value` at `dst` (device memory) in stream order. A kernel rather than a copy from the host:
+// nothing on the host must outlive the call.
+template <class T>
+__global__ void store_kernel(T* dst, T value) { *dst = value; }
+
+template <class T>
+void store_on_device(T* dst, const T& value, std::uintptr_t stream, const char* what) {
+  store_kernel<<<1, 1, 0, as_stream(stream)>>>(dst, value);
+  throw_if_launch_failed(what);
+}
+
+// The device-side objects (DeviceGuard, LossTracker) keep their buffers in an Impl with `device` and
+// a noexcept `release()`. allocate() runs `fill` and releases what it got if it throws; the
+// destructor's release_on_device frees with the device current, or without it if that fails
+// (a destructor must not throw).
+template <class Impl, class Fill>
+void allocate(Impl& impl, Fill&& fill) {
+  DeviceScope scope(impl.device);
+  try {
+    fill();
+  } catch (...) {
+    impl.release();
+    throw;
+  }
+}
+
+template <class Impl>
+void release_on_device(Impl* impl) noexcept {
+  if (!impl) return;
+  try {
+    DeviceScope scope(impl->device);
+    impl->release();
+  } catch (...) {
+    impl->release();
+  }
+}
+
 }  // namespace pylrcore::cuda

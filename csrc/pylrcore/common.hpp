@@ -44,6 +44,15 @@ inline std::int64_t sat_add(std::int64_t a, std::int64_t b) {
   return a + b;
 }
 
+// One entry of a code table: an enum value and the name Python knows it by. Each table is defined
+// once, next to its enum; the bindings export it as a native Python enum, which the Python layer
+// reads instead of repeating the numbers.
+template <class E>
+struct Named {
+  E value;
+  const char* name;
+};
+
 template <class T>
 struct View {
   const T* data = nullptr;

@@ -51,6 +51,10 @@ enum DetectFlag : std::uint32_t {
   kOscillation = 1u << 4,
   kDecreasing = 1u << 5,
 };
+inline constexpr Named<DetectFlag> kDetectFlagNames[] = {
+    {kNonFinite, "NONFINITE"},     {kExplosion, "EXPLOSION"},     {kSpike, "SPIKE"},
+    {kPlateau, "PLATEAU"},         {kOscillation, "OSCILLATION"}, {kDecreasing, "DECREASING"},
+};
 constexpr std::uint32_t kAllDetectFlags = (1u << 6) - 1;
 // States that describe the statistics rather than the current loss: carried over a non-finite step.
 constexpr std::uint32_t kPersistentFlags = kExplosion | kPlateau | kOscillation | kDecreasing;
@@ -443,6 +447,21 @@ class LoggedDetector {
     const Verdict v = core.update(loss);
     if (v.onset) record(loss, v);
     return v;
+  }
+  // update() for n losses, the verdicts stored as columns (each of n entries).
+  struct Columns {
+    std::uint32_t *flags, *onset;
+    double *smoothed, *best, *zscore;
+  };
+  void update(const double* losses, std::size_t n, const Columns& out) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const Verdict v = update(losses[i]);
+      out.flags[i] = v.flags;
+      out.onset[i] = v.onset;
+      out.smoothed[i] = v.smoothed;
+      out.best[i] = v.best;
+      out.zscore[i] = v.zscore;
+    }
   }
   void reset() {
     core.reset();

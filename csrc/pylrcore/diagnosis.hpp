@@ -64,6 +64,12 @@ enum class Symptom : int {
   Healthy = 6,
 };
 
+inline constexpr Named<Symptom> kSymptomNames[] = {
+    {Symptom::Exploding, "exploding"},          {Symptom::Oscillating, "oscillating"}, {Symptom::Unstable, "unstable"},
+    {Symptom::NotDecreasing, "not_decreasing"}, {Symptom::Slow, "slow"},               {Symptom::Plateau, "plateau"},
+    {Symptom::Healthy, "healthy"},
+};
+
 struct DiagnoseConfig {
   DetectorConfig detector{};          // the streaming signals (explosion, spikes, oscillation, smoothing)
   double chunk = 0.1;                 // fraction of the finite losses averaged for the middle and end levels

@@ -28,6 +28,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "pylrcore/common.hpp"
@@ -60,6 +61,7 @@ enum class Family : int {
   PiecewiseConstant = 16,
   PiecewiseInterpolate = 17,
   TimmWsd = 18,
+  InverseTime = 19,
   Warmup = 20,
   Sequence = 21,
   Product = 22,
@@ -136,46 +138,75 @@ inline void count_at_least(double v, double lo, const char* name) {
 }  // namespace sched
 
 // ---- the families ---------------------------------------------------------------------------------
-// Each: code, name, params (fixed count; `variadic` adds trailing values), check (every message names
-// the parameter), at (the value at step t), offset (whether it can give c != 0).
+// Each: Leaf<code, fixed parameter count>, name, check (every message names the parameter), at (the
+// value at step t); offset (whether it can give c != 0), cycles_momentum and variadic where they differ
+// from Leaf's.
 
 namespace fam {
 using namespace sched;
 
 inline double clamp_steps(std::int64_t t, double T) { return std::min(static_cast<double>(t), T); }
 
-struct Constant {  // factor, total_iters (0: for ever). torch ConstantLR: factor until total_iters, then 1
-  static constexpr Family code = Family::Constant;
+// A parameter that names one of a few variants (a mode): p[index] holds the position of the name.
+// The names are defined here only; the Python table reads them through schedule_choices().
+struct Choice {
+  const char* param;
+  std::size_t index;
+  std::vector<const char*> names;
+};
+
+inline void check_choices(const Node& n, const std::vector<Choice>& choices) {
+  for (const Choice& c : choices) {
+    const double v = n.p[c.index];
+    if (v >= 0 && v < static_cast<double>(c.names.size()) && v == std::floor(v)) continue;
+    std::string options;
+    for (std::size_t k = 0; k < c.names.size(); ++k) options += (k ? ", " : "") + std::string(c.names[k]);
+    fail(std::string(c.param) + " must be one of " + options);
+  }
+}
+
+inline const std::vector<const char*> kAnneal{"cos", "linear"};
+inline const std::vector<const char*> kShapes{"linear", "cosine", "1-sqrt"};
+// warmup's ramp (a composite, not a Leaf)
+inline const std::vector<Choice> kWarmupChoices{{"kind", 2, {"linear", "cosine", "exponential"}}};
+
+// What a family inherits unless it says otherwise: a fixed parameter count, relative values (c == 0),
+// the momentum left alone and no mode parameters.
+template <Family Code, int Params>
+struct Leaf {
+  static constexpr Family code = Code;
+  static constexpr int params = Params;
+  static constexpr bool variadic = false;  // true: trailing values after the fixed ones
+  static bool offset(const Node&) { return false; }
+  static bool cycles_momentum(const Node&) { return false; }
+  static std::vector<Choice> choices() { return {}; }
+};
+
+// factor, total_iters (0: for ever). torch ConstantLR: factor until total_iters, then 1
+struct Constant : Leaf<Family::Constant, 2> {
   static constexpr const char* name = "constant";
-  static constexpr int params = 2;
   static void check(const Node& n) {
     non_negative(n.p[0], "factor");
     count_at_least(n.p[1], 0, "total_iters");
   }
-  static bool offset(const Node&) { return false; }
   static Affine at(const Node& n, std::int64_t t) {
     return {n.p[1] == 0 || static_cast<double>(t) < n.p[1] ? n.p[0] : 1.0, 0.0};
   }
 };
 
-struct Step {  // step_size, gamma
-  static constexpr Family code = Family::Step;
+struct Step : Leaf<Family::Step, 2> {  // step_size, gamma
   static constexpr const char* name = "step";
-  static constexpr int params = 2;
   static void check(const Node& n) {
     count_at_least(n.p[0], 1, "step_size");
     non_negative(n.p[1], "gamma");
   }
-  static bool offset(const Node&) { return false; }
   static Affine at(const Node& n, std::int64_t t) {  // integer division: td / step_size rounds past 2^53
     return {bounded(std::pow(n.p[1], static_cast<double>(t / static_cast<std::int64_t>(n.p[0])))), 0.0};
   }
 };
 
-struct MultiStep {  // gamma; ints = milestones (sorted, repeats stack as in torch)
-  static constexpr Family code = Family::MultiStep;
+struct MultiStep : Leaf<Family::MultiStep, 1> {  // gamma; ints = milestones (sorted, repeats stack as in torch)
   static constexpr const char* name = "multistep";
-  static constexpr int params = 1;
   static void check(const Node& n) {
     non_negative(n.p[0], "gamma");
     for (std::size_t k = 0; k < n.ints.size(); ++k) {
@@ -183,23 +214,20 @@ struct MultiStep {  // gamma; ints = milestones (sorted, repeats stack as in tor
       if (k > 0 && n.ints[k] < n.ints[k - 1]) fail("milestones must be sorted in increasing order");
     }
   }
-  static bool offset(const Node&) { return false; }
   static Affine at(const Node& n, std::int64_t t) {  // torch: gamma ** bisect_right(milestones, t)
     const auto k = std::upper_bound(n.ints.begin(), n.ints.end(), t) - n.ints.begin();
     return {bounded(std::pow(n.p[0], static_cast<double>(k))), 0.0};
   }
 };
 
-struct Exponential {  // gamma, decay_steps, staircase, end_factor (NaN: none; optax's end_value clip)
-  static constexpr Family code = Family::Exponential;
+// gamma, decay_steps, staircase, end_factor (NaN: none; optax's end_value clip)
+struct Exponential : Leaf<Family::Exponential, 4> {
   static constexpr const char* name = "exponential";
-  static constexpr int params = 4;
   static void check(const Node& n) {
     non_negative(n.p[0], "gamma");
     positive(n.p[1], "decay_steps");
     if (!std::isnan(n.p[3])) non_negative(n.p[3], "end_factor");
   }
-  static bool offset(const Node&) { return false; }
   static Affine at(const Node& n, std::int64_t t) {
     double e = static_cast<double>(t) / n.p[1];
     if (n.p[2] != 0)  // staircase: the exact quotient where decay_steps is a count (as Python passes it)
@@ -211,42 +239,34 @@ struct Exponential {  // gamma, decay_steps, staircase, end_factor (NaN: none; o
   }
 };
 
-struct Linear {  // start_factor, end_factor, total_iters
-  static constexpr Family code = Family::Linear;
+struct Linear : Leaf<Family::Linear, 3> {  // start_factor, end_factor, total_iters
   static constexpr const char* name = "linear";
-  static constexpr int params = 3;
   static void check(const Node& n) {
     non_negative(n.p[0], "start_factor");
     non_negative(n.p[1], "end_factor");
     count_at_least(n.p[2], 1, "total_iters");
   }
-  static bool offset(const Node&) { return false; }
   static Affine at(const Node& n, std::int64_t t) {
     const double T = n.p[2];
     return {n.p[0] + (n.p[1] - n.p[0]) * clamp_steps(t, T) / T, 0.0};
   }
 };
 
-struct Polynomial {  // total_iters, power, end_factor
-  static constexpr Family code = Family::Polynomial;
+struct Polynomial : Leaf<Family::Polynomial, 3> {  // total_iters, power, end_factor
   static constexpr const char* name = "polynomial";
-  static constexpr int params = 3;
   static void check(const Node& n) {
     count_at_least(n.p[0], 1, "total_iters");
     positive(n.p[1], "power");
     non_negative(n.p[2], "end_factor");
   }
-  static bool offset(const Node&) { return false; }
   static Affine at(const Node& n, std::int64_t t) {
     const double T = n.p[0], end = n.p[2];
     return {end + (1.0 - end) * std::pow(1.0 - clamp_steps(t, T) / T, n.p[1]), 0.0};
   }
 };
 
-struct Cosine {  // T_max, eta_min. Held at eta_min past T_max (torch's recursion rises again)
-  static constexpr Family code = Family::Cosine;
+struct Cosine : Leaf<Family::Cosine, 2> {  // T_max, eta_min. Held at eta_min past T_max (torch's recursion rises again)
   static constexpr const char* name = "cosine";
-  static constexpr int params = 2;
   static void check(const Node& n) {
     count_at_least(n.p[0], 1, "T_max");
     non_negative(n.p[1], "eta_min");
@@ -258,10 +278,8 @@ struct Cosine {  // T_max, eta_min. Held at eta_min past T_max (torch's recursio
   }
 };
 
-struct WarmRestarts {  // T_0, T_mult, eta_min
-  static constexpr Family code = Family::WarmRestarts;
+struct WarmRestarts : Leaf<Family::WarmRestarts, 3> {  // T_0, T_mult, eta_min
   static constexpr const char* name = "warm_restarts";
-  static constexpr int params = 3;
   static void check(const Node& n) {
     count_at_least(n.p[0], 1, "T_0");
     count_at_least(n.p[1], 1, "T_mult");
@@ -303,10 +321,8 @@ inline void momentum_pair(const Node& n, std::size_t at, const char* family) {
 
 // max_lr, step_size_up, step_size_down, mode (0 triangular, 1 triangular2, 2 exp_range), gamma,
 // base_lr (NaN: the group's), cycle_momentum, base_momentum, max_momentum
-struct Cyclic {
-  static constexpr Family code = Family::Cyclic;
+struct Cyclic : Leaf<Family::Cyclic, 9> {
   static constexpr const char* name = "cyclic";
-  static constexpr int params = 9;
   static void check(const Node& n) {
     non_negative(n.p[0], "max_lr");
     if (!std::isnan(n.p[5])) {
@@ -315,13 +331,14 @@ struct Cyclic {
     }
     count_at_least(n.p[1], 1, "step_size_up");
     count_at_least(n.p[2], 1, "step_size_down");
-    if (!(n.p[3] == 0 || n.p[3] == 1 || n.p[3] == 2)) fail("mode must be triangular, triangular2 or exp_range");
     positive(n.p[4], "gamma");
     // exp_range scales the amplitude by gamma**t: above 1 it overflows to inf (and 0 * inf = NaN)
     if (n.p[4] > 1) fail("gamma must be <= 1 (exp_range multiplies the amplitude by gamma**t), got " + std::to_string(n.p[4]));
     momentum_pair(n, 6, "cyclic");
   }
   static bool offset(const Node&) { return true; }
+  static bool cycles_momentum(const Node& n) { return n.p[6] != 0; }
+  static std::vector<Choice> choices() { return {{"mode", 3, {"triangular", "triangular2", "exp_range"}}}; }
   static Affine at(const Node& n, std::int64_t t) {
     const double up = n.p[1], down = n.p[2], total = up + down, ratio = up / total;
     // The position in the cycle from exact integers (uint64: up + down <= 2^63): in doubles,
@@ -344,10 +361,8 @@ struct Cyclic {
 
 // total_steps, max_lr (NaN: the group's), pct_start, anneal (0 cos, 1 linear), div_factor,
 // final_div_factor, three_phase, cycle_momentum, base_momentum, max_momentum
-struct OneCycle {
-  static constexpr Family code = Family::OneCycle;
+struct OneCycle : Leaf<Family::OneCycle, 10> {
   static constexpr const char* name = "one_cycle";
-  static constexpr int params = 10;
   static void check(const Node& n) {
     if (!std::isnan(n.p[1])) positive(n.p[1], "max_lr");
     count_at_least(n.p[0], 2, "total_steps");
@@ -357,6 +372,8 @@ struct OneCycle {
     momentum_pair(n, 7, "one_cycle");
   }
   static bool offset(const Node& n) { return !std::isnan(n.p[1]); }
+  static bool cycles_momentum(const Node& n) { return n.p[7] != 0; }
+  static std::vector<Choice> choices() { return {{"anneal_strategy", 3, kAnneal}}; }
   static double anneal(bool cosine, double start, double end, double pct) {  // torch's two formulas
     if (cosine) return end + (start - end) / 2.0 * (std::cos(kPi * pct) + 1.0);
     return (end - start) * pct + start;
@@ -403,15 +420,12 @@ struct OneCycle {
   }
 };
 
-struct InverseSqrt {  // warmup_steps, timescale
-  static constexpr Family code = Family::InverseSqrt;
+struct InverseSqrt : Leaf<Family::InverseSqrt, 2> {  // warmup_steps, timescale
   static constexpr const char* name = "inverse_sqrt";
-  static constexpr int params = 2;
   static void check(const Node& n) {
     count_at_least(n.p[0], 0, "warmup_steps");
     positive(n.p[1], "timescale");
   }
-  static bool offset(const Node&) { return false; }
   static Affine at(const Node& n, std::int64_t t) {
     const double td = static_cast<double>(t), W = n.p[0], ts = n.p[1];
     if (td < W) return {td / std::max(1.0, W), 0.0};
@@ -427,20 +441,16 @@ inline double wsd_shape(int kind, double x, double cycles, bool rising) {
 
 // warmup_steps, stable_steps, decay_steps, decay_type, min_lr_ratio, warmup_type, num_cycles
 // (transformers get_wsd_schedule)
-struct Wsd {
-  static constexpr Family code = Family::Wsd;
+struct Wsd : Leaf<Family::Wsd, 7> {
   static constexpr const char* name = "wsd";
-  static constexpr int params = 7;
   static void check(const Node& n) {
     count_at_least(n.p[0], 0, "warmup_steps");
     count_at_least(n.p[1], 0, "stable_steps");
     count_at_least(n.p[2], 1, "decay_steps");
-    if (!(n.p[3] >= 0 && n.p[3] <= 2)) fail("decay_type must be linear, cosine or 1-sqrt");
     if (!(n.p[4] >= 0 && n.p[4] <= 1)) fail("min_lr_ratio must be in [0, 1]");
-    if (!(n.p[5] >= 0 && n.p[5] <= 2)) fail("warmup_type must be linear, cosine or 1-sqrt");
     non_negative(n.p[6], "num_cycles");
   }
-  static bool offset(const Node&) { return false; }
+  static std::vector<Choice> choices() { return {{"decay_type", 3, kShapes}, {"warmup_type", 5, kShapes}}; }
   static Affine at(const Node& n, std::int64_t t) {
     const double td = static_cast<double>(t), W = n.p[0], S = n.p[1], D = n.p[2], m = n.p[4];
     double f;
@@ -458,15 +468,13 @@ struct Wsd {
 };
 
 // swa_lr, anneal_epochs, anneal (0 cos, 1 linear). torch SWALR: from the group's lr to swa_lr.
-struct Swa {
-  static constexpr Family code = Family::Swa;
+struct Swa : Leaf<Family::Swa, 3> {
   static constexpr const char* name = "swa";
-  static constexpr int params = 3;
   static void check(const Node& n) {
     non_negative(n.p[0], "swa_lr");
     count_at_least(n.p[1], 0, "anneal_epochs");
-    if (!(n.p[2] == 0 || n.p[2] == 1)) fail("anneal_strategy must be cos or linear");
   }
+  static std::vector<Choice> choices() { return {{"anneal_strategy", 2, kAnneal}}; }
   static bool offset(const Node& n) { return n.p[0] > 0; }
   static Affine at(const Node& n, std::int64_t t) {
     // torch: step = max(1, t) when anneal_epochs == 0, so the swa lr applies from step 0
@@ -481,12 +489,9 @@ struct Swa {
 // 5 cosine_with_min_lr, 6 cosine_warmup_with_min_lr), num_warmup_steps, num_training_steps,
 // num_cycles, end (lr_end / lr or min_lr_rate), power, warmup_lr_rate (NaN: none).
 // transformers' get_scheduler lambdas (optimization.py), relative to each group's lr.
-struct Transformers {
-  static constexpr Family code = Family::Transformers;
+struct Transformers : Leaf<Family::Transformers, 7> {
   static constexpr const char* name = "transformers";
-  static constexpr int params = 7;
   static void check(const Node& n) {
-    if (!(n.p[0] >= 0 && n.p[0] <= 6 && n.p[0] == std::floor(n.p[0]))) fail("transformers: unknown schedule kind");
     count_at_least(n.p[1], 0, "num_warmup_steps");
     count_at_least(n.p[2], 0, "num_training_steps");
     non_negative(n.p[3], "num_cycles");
@@ -494,7 +499,11 @@ struct Transformers {
     positive(n.p[5], "power");
     if (!std::isnan(n.p[6])) non_negative(n.p[6], "warmup_lr_rate");
   }
-  static bool offset(const Node&) { return false; }
+  static std::vector<Choice> choices() {
+    return {{"name", 0,
+             {"linear", "cosine", "cosine_with_restarts", "polynomial", "constant_with_warmup", "cosine_with_min_lr",
+              "cosine_warmup_with_min_lr"}}};
+  }
   static Affine at(const Node& n, std::int64_t step) {
     const int kind = static_cast<int>(n.p[0]);
     const double t = static_cast<double>(step), W = n.p[1], T = n.p[2], cycles = n.p[3], end = n.p[4];
@@ -529,12 +538,9 @@ struct Transformers {
 // warmup_lr_init, warmup_prefix, k_decay, power, lb, ub. timm's CosineLRScheduler, TanhLRScheduler
 // and PolyLRScheduler (timm/scheduler/{cosine,tanh,poly}_lr.py, `_get_lr`), lr_min and
 // warmup_lr_init absolute.
-struct Timm {
-  static constexpr Family code = Family::Timm;
+struct Timm : Leaf<Family::Timm, 13> {
   static constexpr const char* name = "timm";
-  static constexpr int params = 13;
   static void check(const Node& n) {
-    if (!(n.p[0] == 0 || n.p[0] == 1 || n.p[0] == 2)) fail("timm: kind must be cosine, tanh or poly");
     count_at_least(n.p[1], 1, "t_initial");
     non_negative(n.p[2], "lr_min");
     positive(n.p[3], "cycle_mul");
@@ -547,6 +553,7 @@ struct Timm {
     positive(n.p[10], "power");
     if (!(n.p[11] < n.p[12])) fail("lb must be < ub");
   }
+  static std::vector<Choice> choices() { return {{"kind", 0, {"cosine", "tanh", "poly"}}}; }
   static bool offset(const Node& n) { return n.p[2] > 0 || (n.p[6] > 0 && n.p[7] > 0); }
   // The decayed value at t (t >= warmup_t) as lr = a*b + c.
   static Affine decayed(const Node& n, double t) {
@@ -589,16 +596,13 @@ struct Timm {
   }
 };
 
-struct CosineDecay {  // decay_steps, alpha, exponent (optax cosine_decay_schedule)
-  static constexpr Family code = Family::CosineDecay;
+struct CosineDecay : Leaf<Family::CosineDecay, 3> {  // decay_steps, alpha, exponent (optax cosine_decay_schedule)
   static constexpr const char* name = "cosine_decay";
-  static constexpr int params = 3;
   static void check(const Node& n) {
     count_at_least(n.p[0], 1, "decay_steps");
     non_negative(n.p[1], "alpha");
     positive(n.p[2], "exponent");
   }
-  static bool offset(const Node&) { return false; }
   static Affine at(const Node& n, std::int64_t t) {
     const double w = 0.5 * (1.0 + std::cos(kPi * clamp_steps(t, n.p[0]) / n.p[0]));
     return {(1.0 - n.p[1]) * std::pow(w, n.p[2]) + n.p[1], 0.0};
@@ -607,10 +611,8 @@ struct CosineDecay {  // decay_steps, alpha, exponent (optax cosine_decay_schedu
 
 // scales...; ints = boundaries (sorted, distinct): the factor is multiplied by scale_k from
 // boundary_k on (optax piecewise_constant_schedule)
-struct PiecewiseConstant {
-  static constexpr Family code = Family::PiecewiseConstant;
+struct PiecewiseConstant : Leaf<Family::PiecewiseConstant, 0> {
   static constexpr const char* name = "piecewise_constant";
-  static constexpr int params = 0;
   static constexpr bool variadic = true;
   static void check(const Node& n) {
     if (n.p.size() != n.ints.size()) fail("piecewise_constant needs one scale per boundary");
@@ -620,7 +622,6 @@ struct PiecewiseConstant {
       if (k > 0 && n.ints[k] <= n.ints[k - 1]) fail("boundaries must be strictly increasing");
     }
   }
-  static bool offset(const Node&) { return false; }
   static Affine at(const Node& n, std::int64_t t) {
     double v = 1.0;
     for (std::size_t k = 0; k < n.ints.size() && t >= n.ints[k]; ++k) v = bounded(v * n.p[k]);
@@ -631,13 +632,11 @@ struct PiecewiseConstant {
 // kind (0 linear, 1 cosine), scales...; ints = boundaries (sorted, distinct). Values are the running
 // products of the scales, interpolated inside each interval, held after the last boundary
 // (optax piecewise_interpolate_schedule).
-struct PiecewiseInterpolate {
-  static constexpr Family code = Family::PiecewiseInterpolate;
+struct PiecewiseInterpolate : Leaf<Family::PiecewiseInterpolate, 1> {
   static constexpr const char* name = "piecewise_interpolate";
-  static constexpr int params = 1;
   static constexpr bool variadic = true;
+  static std::vector<Choice> choices() { return {{"interpolate_type", 0, {"linear", "cosine"}}}; }
   static void check(const Node& n) {
-    if (!(n.p[0] == 0 || n.p[0] == 1)) fail("interpolate_type must be linear or cosine");
     if (n.p.size() != n.ints.size() + 1) fail("piecewise_interpolate needs one scale per boundary");
     for (std::size_t k = 1; k < n.p.size(); ++k) non_negative(n.p[k], "scales");
     for (std::size_t k = 0; k < n.ints.size(); ++k) {
@@ -645,7 +644,6 @@ struct PiecewiseInterpolate {
       if (k > 0 && n.ints[k] <= n.ints[k - 1]) fail("boundaries must be strictly increasing");
     }
   }
-  static bool offset(const Node&) { return false; }
   static Affine at(const Node& n, std::int64_t t) {
     double v = 1.0;
     std::int64_t lo = 0;
@@ -667,26 +665,24 @@ struct PiecewiseInterpolate {
 // stable_power, decay_fn (0 linear, 1 1-sqrt, 2 cosine, 3 power, 4 exp), decay_power, decay_ratio,
 // warmup_t, warmup_lr_init. timm's WSDLRScheduler (timm/scheduler/wsd_lr.py `_get_lr`, 1.0.31):
 // lr = lr_min + (base * stable(t_s) - lr_min) * decay(frac) after a linear warmup from warmup_lr_init.
-struct TimmWsd {
-  static constexpr Family code = Family::TimmWsd;
+struct TimmWsd : Leaf<Family::TimmWsd, 11> {
   static constexpr const char* name = "timm_wsd";
-  static constexpr int params = 11;
   static void check(const Node& n) {
     count_at_least(n.p[0], 1, "t_initial");
     count_at_least(n.p[1], 1, "decay_t");
     if (n.p[1] > n.p[0]) fail("decay_t must be <= t_initial");
     non_negative(n.p[2], "lr_min");
-    if (!(n.p[3] == 0 || n.p[3] == 1 || n.p[3] == 2)) fail("stable_fn must be constant, rsqrt or power");
     if (n.p[3] != 0) positive(n.p[4], "stable_timescale");
     positive(n.p[5], "stable_power");
-    if (!(n.p[6] >= 0 && n.p[6] <= 4 && n.p[6] == std::floor(n.p[6])))
-      fail("decay_fn must be linear, 1-sqrt, cosine, power or exp");
     positive(n.p[7], "decay_power");
     unit_open(n.p[8], "decay_ratio");
     count_at_least(n.p[9], 0, "warmup_t");
     non_negative(n.p[10], "warmup_lr_init");
   }
   static bool offset(const Node& n) { return n.p[2] > 0 || (n.p[9] > 0 && n.p[10] > 0); }
+  static std::vector<Choice> choices() {
+    return {{"stable_fn", 3, {"constant", "rsqrt", "power"}}, {"decay_fn", 6, {"linear", "1-sqrt", "cosine", "power", "exp"}}};
+  }
   static Affine at(const Node& n, std::int64_t step) {
     const double t = static_cast<double>(step), W = n.p[9];
     if (t < W) {
@@ -708,16 +704,29 @@ struct TimmWsd {
   }
 };
 
+// decay_steps, decay_rate, staircase, power: (1 + decay_rate * t / decay_steps) ** -power, the
+// quotient floored with staircase (keras InverseTimeDecay, power 1; Caffe's "inv" policy, steps 1)
+struct InverseTime : Leaf<Family::InverseTime, 4> {
+  static constexpr const char* name = "inverse_time";
+  static void check(const Node& n) {
+    count_at_least(n.p[0], 1, "decay_steps");
+    non_negative(n.p[1], "decay_rate");
+    if (!(n.p[2] == 0 || n.p[2] == 1)) fail("staircase must be 0 or 1");
+    positive(n.p[3], "power");
+  }
+  static Affine at(const Node& n, std::int64_t t) {
+    const double e = n.p[2] != 0 ? static_cast<double>(t / static_cast<std::int64_t>(n.p[0]))
+                                 : static_cast<double>(t) / n.p[0];
+    const double base = 1.0 + n.p[1] * e;
+    return {n.p[3] == 1.0 ? 1.0 / base : std::pow(base, -n.p[3]), 0.0};
+  }
+};
+
 template <class... F>
 struct List {};
 using Leaves = List<Constant, Step, MultiStep, Exponential, Linear, Polynomial, Cosine, WarmRestarts, Cyclic, OneCycle,
                     InverseSqrt, Wsd, Swa, Transformers, Timm, CosineDecay, PiecewiseConstant, PiecewiseInterpolate,
-                    TimmWsd>;
-
-template <class F>
-constexpr bool is_variadic(...) { return false; }
-template <class F>
-constexpr bool is_variadic(decltype(F::variadic)*) { return F::variadic; }
+                    TimmWsd, InverseTime>;
 
 // Calls fn(F{}) for the leaf family F with this code; false when the code is no leaf.
 template <class Fn, class... F>
@@ -739,7 +748,7 @@ struct FamilyInfo {
 };
 template <class... F>
 inline std::vector<FamilyInfo> leaf_infos(fam::List<F...>) {
-  return {FamilyInfo{F::name, static_cast<int>(F::code), F::params, fam::is_variadic<F>(nullptr), 0}...};
+  return {FamilyInfo{F::name, static_cast<int>(F::code), F::params, F::variadic, 0}...};
 }
 inline std::vector<FamilyInfo> family_table() {
   std::vector<FamilyInfo> out = leaf_infos(fam::Leaves{});
@@ -749,6 +758,19 @@ inline std::vector<FamilyInfo> family_table() {
   out.push_back({"scale", static_cast<int>(Family::Scale), 1, false, 1});
   out.push_back({"per_group", static_cast<int>(Family::PerGroup), 0, false, -1});
   out.push_back({"callable", static_cast<int>(Family::Callable), 1, false, 0});
+  return out;
+}
+
+// family name -> its mode parameters, for the families that have any
+template <class... F>
+inline std::vector<std::pair<const char*, std::vector<fam::Choice>>> leaf_choices(fam::List<F...>) {
+  return {{F::name, F::choices()}...};
+}
+inline std::vector<std::pair<const char*, std::vector<fam::Choice>>> family_choices() {
+  std::vector<std::pair<const char*, std::vector<fam::Choice>>> out;
+  for (auto& f : leaf_choices(fam::Leaves{}))
+    if (!f.second.empty()) out.push_back(std::move(f));
+  out.emplace_back("warmup", fam::kWarmupChoices);
   return out;
 }
 
@@ -971,16 +993,16 @@ class Program {
       if (c < 0 || static_cast<std::size_t>(c) >= i) fail("schedule node refers to a later or missing node");
     const bool leaf = fam::visit(n.family, [&](auto f) {
       using F = decltype(f);
-      expect(n, F::params, 0, F::name, fam::is_variadic<F>(nullptr));
+      expect(n, F::params, 0, F::name, F::variadic);
+      fam::check_choices(n, F::choices());
       F::check(n);
+      momentum_ = momentum_ || F::cycles_momentum(n);
     });
-    if (leaf) {
-      if (!std::isnan(fam_at_zero_momentum(n))) momentum_ = true;
-      return;
-    }
+    if (leaf) return;
     switch (n.family) {
       case Family::Warmup:  // steps, start_factor, kind (0 linear, 1 cosine, 2 exponential)
         expect(n, 3, 1, "warmup");
+        fam::check_choices(n, fam::kWarmupChoices);
         count_at_least(n.p[0], 1, "warmup steps");
         non_negative(n.p[1], "start_factor");
         if (n.p[1] > 1) fail("start_factor must be <= 1 (warmup ramps up to the schedule)");
@@ -1019,13 +1041,6 @@ class Program {
       default:
         fail("unknown schedule family " + std::to_string(static_cast<int>(n.family)));
     }
-  }
-
-  // Whether a leaf cycles momentum (cheap: its momentum switch is part of its parameters).
-  static double fam_at_zero_momentum(const Node& n) {
-    if (n.family == Family::Cyclic && n.p[6] != 0) return 1.0;
-    if (n.family == Family::OneCycle && n.p[7] != 0) return 1.0;
-    return kNoMomentum;
   }
 
   // Whether a node can produce c != 0 (an absolute floor/target).

@@ -28,7 +28,11 @@
 namespace pylrcore {
 
 enum class EmaKind : int { Plain = 0, Debiased = 1, Lightning = 2, Fastai = 3 };
+inline constexpr Named<EmaKind> kEmaKindNames[] = {
+    {EmaKind::Plain, "plain"}, {EmaKind::Debiased, "debiased"}, {EmaKind::Lightning, "lightning"}, {EmaKind::Fastai, "fastai"}};
 enum class NonFinite : int { Mark = 0, Hold = 1, Raise = 2 };
+inline constexpr Named<NonFinite> kNonFiniteNames[] = {
+    {NonFinite::Mark, "mark"}, {NonFinite::Hold, "hold"}, {NonFinite::Raise, "raise_"}};
 
 inline void check_beta(double beta, const char* name = "beta") {
   if (!(beta > 0.0 && beta < 1.0)) {
@@ -85,6 +89,8 @@ class Ema {
   NonFinite policy() const { return policy_; }
   const EmaState& state() const { return state_; }
   std::int64_t count() const { return state_.count; }
+  // Values seen so far, finite or not: the index of the next one (what a Raise policy names).
+  std::size_t seen() const { return static_cast<std::size_t>(state_.count + state_.nonfinite); }
 
   void set_state(const EmaState& st) {
     require(st.count >= 0 && st.nonfinite >= 0, "state: count and nonfinite must be >= 0");

@@ -56,6 +56,15 @@ enum class Method : int {
   FastaiSlide = 15,
 };
 
+inline constexpr Named<Method> kMethodNames[] = {
+    {Method::Steepest, "steepest"},          {Method::Valley, "valley"},
+    {Method::Minimum, "minimum"},            {Method::Slide, "slide"},
+    {Method::Capped, "capped"},              {Method::TorchLrFinder, "torch_lr_finder"},
+    {Method::Lightning, "lightning"},        {Method::FastaiValley, "fastai_valley"},
+    {Method::FastaiSteep, "fastai_steep"},   {Method::FastaiMinimum, "fastai_minimum"},
+    {Method::FastaiSlide, "fastai_slide"},
+};
+
 inline bool is_compat(Method m) { return static_cast<int>(m) >= 10; }
 
 enum class SuggestStatus : int {
@@ -63,6 +72,13 @@ enum class SuggestStatus : int {
   TooFewPoints = 1,    // not enough (finite) points for the rule
   AllNonFinite = 2,    // no finite loss at all
   NeverDecreased = 3,  // the smoothed loss never falls clearly below its starting level
+};
+
+inline constexpr Named<SuggestStatus> kSuggestStatusNames[] = {
+    {SuggestStatus::Ok, "ok"},
+    {SuggestStatus::TooFewPoints, "too_few_points"},
+    {SuggestStatus::AllNonFinite, "all_nonfinite"},
+    {SuggestStatus::NeverDecreased, "never_decreased"},
 };
 
 // A drop counts only when it exceeds kSignificantDrop x (1 + 1/sqrt(n - 2)) standard deviations of
@@ -96,6 +112,22 @@ struct SuggestOptions {
   std::int64_t num_it = -1;
 };
 
+template <class F>
+void for_each_field(SuggestOptions& o, F&& f) {
+  f("method", o.method);
+  f("beta", o.beta);
+  f("diverge_factor", o.diverge_factor);
+  f("zone_lo", o.zone_lo);
+  f("zone_hi", o.zone_hi);
+  f("min_points", o.min_points);
+  f("slide_lr_diff", o.slide_lr_diff);
+  f("slide_thresh", o.slide_thresh);
+  f("slide_adjust", o.slide_adjust);
+  f("skip_start", o.skip_start);
+  f("skip_end", o.skip_end);
+  f("num_it", o.num_it);
+}
+
 struct Suggestion {
   SuggestStatus status = SuggestStatus::Ok;
   std::string reason;  // empty when Ok with full confidence; why, when Ok with low confidence
@@ -116,6 +148,25 @@ struct Suggestion {
   std::vector<double> smoothed;  // zero-phase smoothed loss on [0, cut_index), NaN after
   std::vector<double> slope;     // d smoothed / d ln(lr) on [0, cut_index), NaN after
 };
+
+// The scalar fields (the curves, smoothed and slope, cross separately).
+template <class F>
+void for_each_field(Suggestion& r, F&& f) {
+  f("status", r.status);
+  f("reason", r.reason);
+  f("low_confidence", r.low_confidence);
+  f("lr", r.lr);
+  f("index", r.index);
+  f("zone_lo_index", r.zone_lo_index);
+  f("zone_hi_index", r.zone_hi_index);
+  f("min_index", r.min_index);
+  f("cut_index", r.cut_index);
+  f("diverged_index", r.diverged_index);
+  f("first_nonfinite_index", r.first_nonfinite_index);
+  f("beta", r.beta_used);
+  f("noise", r.noise);
+  f("drop", r.drop);
+}
 
 namespace detail {
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import __version__
 from ..suggestion import DEFAULT_METHOD, DIVERGE_FACTOR, METHODS
-from .._arrays import check_int
+from .._checks import check_int
 
 
 class _UsageError(ValueError):

@@ -10,6 +10,7 @@ all three at once, one parallel sweep), and the demo says which trained best.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -18,7 +19,8 @@ import numpy as np
 from ..diagnosis import diagnose
 from ..plotting import plot_range_test
 from ..smoothing import EMA
-from ..suggestion import DIVERGE_FACTOR, Suggestion, suggest
+from .._native import _core
+from ..suggestion import DIVERGE_FACTOR, Suggestion, SweepStop, suggest
 
 
 @dataclass
@@ -72,24 +74,26 @@ def range_test(
     batch: int = 64,
     diverge_th: float = DIVERGE_FACTOR,
     seed: int = 0,
-) -> Tuple[np.ndarray, np.ndarray, Optional[str]]:
+) -> Tuple[np.ndarray, np.ndarray, Optional[SweepStop]]:
+    """The range test on the numpy problem, with the finder's stop rule (the one divergence predicate)."""
     rng = np.random.default_rng(seed)
     params = problem.init(seed)
     smoothed = EMA(0.9, kind="debiased")
     lrs, losses, best = [], [], np.inf
-    stop: Optional[str] = None
+    stop: Optional[SweepStop] = None
     for i in range(num_iter):
         lr = start_lr * (end_lr / start_lr) ** (i / (num_iter - 1))
         loss, grads = problem.loss_and_grads(params, rng.integers(0, len(problem.y), batch))
         lrs.append(lr)
         losses.append(loss)
         if not np.isfinite(loss):
-            stop = f"non-finite loss at lr {lr:.3g}"
+            stop = SweepStop("nonfinite", i, lr, float(loss), best, diverge_th, math.nan)
             break
         s = smoothed.update(loss)
         best = min(best, s)
-        if s > diverge_th * best:
-            stop = f"loss diverged (smoothed {s:.3g} > {diverge_th:g} x best {best:.3g}) at lr {lr:.3g}"
+        threshold = _core.divergence_threshold(best, diverge_th)
+        if s > threshold:
+            stop = SweepStop("diverged", i, lr, s, best, diverge_th, threshold)
             break
         for p, g in zip(params, grads):
             p -= lr * g
@@ -109,10 +113,10 @@ def train(problem: Problem, lr: float, steps: int = 300, batch: int = 64, seed: 
     return loss, history
 
 
-def plot(s: Suggestion, path: str, stop_reason: str = "") -> bool:
+def plot(s: Suggestion, path: str, stop: Optional[SweepStop] = None) -> bool:
     """The range-test figure to ``path``; False when matplotlib is not installed."""
     try:
-        plot_range_test(s.lrs, s.losses, s, stop_reason=stop_reason, path=path)
+        plot_range_test(s.lrs, s.losses, s, stop=stop, path=path)
     except ImportError:
         return False
     return True
@@ -185,7 +189,7 @@ def run_numpy(png: Optional[str] = "lr_finder.png", check: bool = True) -> Sugge
     s = suggest(lrs, losses)
     print(f"range test: {len(lrs)} iterations, lr {lrs[0]:.2g} -> {lrs[-1]:.2g}" + (", stopped early" if stop else ""))
     print(s)
-    if png and plot(s, png, stop or ""):
+    if png and plot(s, png, stop):
         print(f"plot written to {png}")
     elif png:
         print("(install matplotlib to get the plot: pip install 'pylrcore[plot]')")

@@ -49,12 +49,12 @@ def event_logger(writer: Any = None, logger: Optional[logging.Logger] = None) ->
         from .tensorboard import GuardWriter
 
         return GuardWriter(writer)
-    from ..torch.guard import _describe_event
+    from ..torch.guard import describe_event
 
     target = logger or _log
 
     def log_event(event: Any) -> None:
-        target.warning("guard step %d: %s, lr %.3g -> %s", event.step, _describe_event(event), event.lr, event.action)
+        target.warning("guard step %d: %s, lr %.3g -> %s", event.step, describe_event(event), event.lr, event.action)
 
     return log_event
 

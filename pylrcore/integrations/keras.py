@@ -54,10 +54,10 @@ except ImportError:
         "backend; the CPU build is enough: pip install torch --index-url https://download.pytorch.org/whl/cpu"
     ) from None
 
-from .._arrays import check_int, check_real  # noqa: E402  (after the framework check: its error names the extra)
+from .._checks import check_int, check_real  # noqa: E402  (after the framework check: its error names the extra)
 from ..detect import DEFAULTS as DETECTOR_DEFAULTS, Detector, Flag  # noqa: E402
-from ..torch.finder import _CUT, FinderResult, LRFinder as _TorchFinder, SweepEvent, SweepStop, _diagnose_sweep, _Ladder, _SweepRecord  # noqa: E402
-from ..torch.guard import GuardEvent, _describe_event  # noqa: E402
+from ..torch.finder import CUT, FinderResult, LRFinder as _TorchFinder, SweepEvent, SweepStop, diagnose_sweep, Ladder, SweepRecord  # noqa: E402
+from ..torch.guard import GuardEvent, describe_event  # noqa: E402
 from ..schedules import Schedule  # noqa: E402
 from ..suggestion import COMPAT_METHODS, DEFAULT_METHOD, METHODS, suggest  # noqa: E402
 
@@ -249,7 +249,7 @@ def find(
     if not batches.arrays and (y is not None or sample_weight is not None):
         raise ValueError("with a PyDataset or an iterable of batches, y and sample_weight come from its batches: "
                          "pass y=None and sample_weight=None")
-    ladder = _Ladder(start, end, n, step_mode)
+    ladder = Ladder(start, end, n, step_mode)
 
     first = batches.next()
     if first is None:
@@ -271,19 +271,19 @@ def find(
     if method in COMPAT_METHODS:
         details = suggest(lrs, smoothed, method)
     else:
-        details = suggest(lrs, raw, method, diverge_factor=th if math.isfinite(th) else _CUT)
+        details = suggest(lrs, raw, method, diverge_factor=th if math.isfinite(th) else CUT)
     return FinderResult(
         lrs=lrs, losses=np.asarray(raw, dtype=np.float64), smoothed=np.asarray(smoothed, dtype=np.float64),
-        suggestion=details.lr, zone=details.zone, method=method, diagnosis=_diagnose_sweep(details, stop, lrs),
+        suggestion=details.lr, zone=details.zone, method=method, diagnosis=diagnose_sweep(details, stop, lrs),
         stopped_early=stop is not None, stop_reason="" if stop is None else str(stop), details=details, events=events,
         stop=stop,
     )
 
 
-def _sweep(model: Any, batches: _Batches, first: Tuple[Any, Any, Any], ladder: _Ladder, lr: _LearningRate,
+def _sweep(model: Any, batches: _Batches, first: Tuple[Any, Any, Any], ladder: Ladder, lr: _LearningRate,
            smooth_f: float, diverge_th: float) -> Tuple[List[float], List[float], Optional[SweepStop], List[SweepEvent]]:
-    """The torch finder's record and stop rule (pylrcore.torch.finder._SweepRecord) over Keras train steps."""
-    record = _SweepRecord(ladder, smooth_f, diverge_th)
+    """The torch finder's record and stop rule (pylrcore.torch.finder.SweepRecord) over Keras train steps."""
+    record = SweepRecord(ladder, smooth_f, diverge_th)
     batch: Optional[Tuple[Any, Any, Any]] = first
     for i, rate in enumerate(ladder):
         if batch is None:
@@ -516,4 +516,4 @@ class GuardCallback(keras.callbacks.Callback):  # type: ignore[misc,name-defined
 
     def summary(self) -> str:
         """One line per event, as the torch guard describes them."""
-        return "\n".join(f"step {e.step}: {_describe_event(e)}, lr {e.lr:.3g} -> {e.action}" for e in self.events)
+        return "\n".join(f"step {e.step}: {describe_event(e)}, lr {e.lr:.3g} -> {e.action}" for e in self.events)

@@ -29,8 +29,8 @@ from . import require
 _optuna = require(("optuna",), "optuna", "pylrcore.integrations.optuna")
 
 from ..detect import Detector, Flag  # noqa: E402  (after the framework check: its error names the extra)
-from .._arrays import check_int, check_positive  # noqa: E402
-from ..torch.finder import FinderResult, LRFinder  # noqa: E402
+from ..torch.finder import FinderResult  # noqa: E402
+from ._trial import curve_sample, range_test  # noqa: E402
 
 __all__ = ["suggest_lr", "DivergencePruner", "ATTR_PREFIX"]
 
@@ -63,12 +63,9 @@ def suggest_lr(
     trial is pruned (``optuna.TrialPruned`` with the diagnosis). A loss that is NaN at the very first
     step is a problem with the model or data, not the lr: the finder's ValueError propagates.
     """
-    multiplier = check_positive(multiplier, "multiplier")
-    curve_points = check_int(curve_points, "curve_points")
-    range_test_options.setdefault("progress", False)
-    result = LRFinder(model, optimizer, criterion).range_test(train_loader, **range_test_options)
-    lr = None if result.lr is None else result.lr * float(multiplier)  # the confirmed lr with confirm=
-    for name, value in _attributes(result, lr, float(multiplier), curve_points).items():
+    result, lr, multiplier, curve_points = range_test(model, optimizer, criterion, train_loader, multiplier,
+                                                     curve_points, range_test_options)
+    for name, value in _attributes(result, lr, multiplier, curve_points).items():
         trial.set_user_attr(ATTR_PREFIX + name, value)
     if lr is None:
         raise _optuna.TrialPruned(f"the LR range test found no lr: {result.diagnosis}")
@@ -78,7 +75,6 @@ def suggest_lr(
 
 def _attributes(result: FinderResult, lr: Optional[float], multiplier: float, points: int) -> Dict[str, Any]:
     """JSON-safe values (every Optuna storage serialises user attributes as JSON)."""
-    keep = np.unique(np.linspace(0, len(result.lrs) - 1, min(points, len(result.lrs))).round().astype(int))
     saved = result.to_dict()  # JSON-safe already (non-finite losses are None)
     return {
         "suggestion": saved["suggestion"],
@@ -87,7 +83,7 @@ def _attributes(result: FinderResult, lr: Optional[float], multiplier: float, po
         "zone": saved["zone"],
         "diagnosis": saved["diagnosis"],
         "stop_reason": saved["stop_reason"],
-        "curve": {"lrs": [saved["lrs"][i] for i in keep], "losses": [saved["losses"][i] for i in keep]},
+        "curve": curve_sample(result, saved, points),
     }
 
 

@@ -25,16 +25,16 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Dict, Optional, Tuple
 
-import numpy as np
 import torch
 
 from . import require
 
 tune = require(("ray.tune",), "ray", "pylrcore.integrations.ray")
 
-from .._arrays import check_int, check_positive, check_real  # noqa: E402  (after the framework check)
+from .._checks import check_real  # noqa: E402  (after the framework check)
 from ..detect import Detector, Flag  # noqa: E402
-from ..torch.finder import FinderResult, LRFinder  # noqa: E402
+from ..torch.finder import FinderResult  # noqa: E402
+from ._trial import curve_sample, range_test  # noqa: E402
 
 __all__ = ["suggest_lr", "report", "search_space", "DivergenceStopper", "TrialGuard", "RangeTestFailed",
            "ATTR_PREFIX", "GUARD_PREFIX"]
@@ -90,7 +90,6 @@ class TrialGuard:
 
     def record(self, result: FinderResult, lr: Optional[float], multiplier: float, points: int) -> None:
         saved = result.to_dict()  # JSON-safe: non-finite losses are None
-        keep = np.unique(np.linspace(0, len(result.lrs) - 1, min(points, len(result.lrs))).round().astype(int))
         zone = saved["zone"] or [None, None]
         self.range_test = {
             ATTR_PREFIX + "suggestion": saved["suggestion"], ATTR_PREFIX + "lr": lr,
@@ -98,7 +97,7 @@ class TrialGuard:
             ATTR_PREFIX + "zone_high": zone[1], ATTR_PREFIX + "diagnosis": saved["diagnosis"],
             ATTR_PREFIX + "stop_reason": saved["stop_reason"],
         }
-        self._curve = {"lrs": [saved["lrs"][i] for i in keep], "losses": [saved["losses"][i] for i in keep]}
+        self._curve = curve_sample(result, saved, points)
 
     def metrics(self, loss: Any) -> Dict[str, Any]:
         """The guard's metrics after ``loss`` (this step's training loss), plus the range test's."""
@@ -151,13 +150,10 @@ def suggest_lr(
     the first. When the test finds no lr, :class:`RangeTestFailed` is raised (Optuna's integration
     prunes there; Tune has no pruned state for a trial that never reported).
     """
-    multiplier = check_positive(multiplier, "multiplier")
-    curve_points = check_int(curve_points, "curve_points")
-    range_test_options.setdefault("progress", False)
+    result, lr, multiplier, curve_points = range_test(model, optimizer, criterion, train_loader, multiplier,
+                                                     curve_points, range_test_options)
     guard = guard if guard is not None else trial_guard()
-    result = LRFinder(model, optimizer, criterion).range_test(train_loader, **range_test_options)
-    lr = None if result.lr is None else result.lr * float(multiplier)  # the confirmed lr with confirm=
-    guard.record(result, lr, float(multiplier), curve_points)
+    guard.record(result, lr, multiplier, curve_points)
     if lr is None:
         raise RangeTestFailed(result.diagnosis)
     result.apply(optimizer, lr)

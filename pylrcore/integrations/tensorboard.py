@@ -17,7 +17,7 @@ from . import require
 
 require(("tensorboard",), "tensorboard", "pylrcore.integrations.tensorboard")
 
-from ..torch.guard import GuardEvent, _describe_event  # noqa: E402
+from ..torch.guard import GuardEvent, describe_event  # noqa: E402
 
 __all__ = ["GuardWriter", "log_range_test"]
 
@@ -36,7 +36,7 @@ class GuardWriter:
         step = event.step + self.step_offset
         self.writer.add_scalar(f"{self.prefix}/{event.kind}", event.value, step)
         self.writer.add_text(f"{self.prefix}/events",
-                             f"step {step}: {_describe_event(event)}, lr {event.lr:.3g} -> {event.action}", step)
+                             f"step {step}: {describe_event(event)}, lr {event.lr:.3g} -> {event.action}", step)
 
 
 def log_range_test(writer: Any, result: Any, *, tag: str = "lr_finder", step: int = 0) -> None:

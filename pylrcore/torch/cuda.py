@@ -42,10 +42,10 @@ from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from .._arrays import check_int, check_real
+from .._checks import check_int, check_real
 from .._tensors import describe_tensor
 from ..nonfinite import ScanResult
-from ..smoothing import _kind
+from ..smoothing import ema_kind_code
 from ..suggestion import DIVERGE_FACTOR
 
 if TYPE_CHECKING:
@@ -227,7 +227,7 @@ def _check_ema(beta: Any, kind: Any, diverge_th: Any) -> Tuple[float, int, float
     b = check_real(beta, "beta")
     if not 0.0 <= b < 1.0:
         raise ValueError(f"beta must be in [0, 1) (0: no smoothing; torch-lr-finder's smooth_f is 1 - beta), got {beta!r}")
-    code = int(_kind(kind))  # smoothing's names and codes
+    code = int(ema_kind_code(kind))  # smoothing's names and codes
     th = check_real(diverge_th, "diverge_th")  # finite
     if not th > 1.0:
         raise ValueError(f"diverge_th must be a finite number > 1, got {diverge_th!r}")

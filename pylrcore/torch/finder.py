@@ -39,18 +39,18 @@ import numpy as np
 import torch
 
 from .. import schedules as S
-from .._arrays import check_int, check_real
+from .._checks import check_int, check_real
 from ._snapshot import Snapshot, interrupt_shield
 from .._native import _core
 from ..detect import Detector, Event, Flag
 from ..plotting import plot_history, plot_range_test
 from ..smoothing import EMA
-from ..suggestion import DEFAULT_METHOD, DIVERGE_FACTOR, METHODS, COMPAT_METHODS, Suggestion, suggest
+from ..suggestion import DEFAULT_METHOD, DIVERGE_FACTOR, METHODS, COMPAT_METHODS, Suggestion, SweepStop, suggest
 
 __all__ = ["LRFinder", "FinderResult", "SweepEvent", "SweepStop", "DataLoaderIter", "TrainDataLoaderIter", "ValDataLoaderIter"]
 
 _MAX_ITER = 2**31 - 1
-_CUT = DIVERGE_FACTOR  # the divergence factor of the suggestion and events when the sweep never stops early
+CUT = DIVERGE_FACTOR  # the divergence factor of the suggestion and events when the sweep never stops early
 
 #: :meth:`LRFinder.confirm`'s defaults, the confirmation design measured best on the suggestion-quality
 #: benchmark (bench/suggest_quality/confirm_designs.py): 6 copies at the suggestion x 1/10 .. 4.6 in
@@ -181,7 +181,7 @@ class FinderResult:
         """Loss vs lr (log x): raw and smoothed, the suggestion, the usable range shaded, and where the
         loss diverged. Returns the matplotlib Axes; writes a PNG to ``path`` when given."""
         return plot_range_test(self.lrs, self.losses, self.details, ema=self.smoothed,
-                               stop_reason=self.stop_reason, path=path, ax=ax)
+                               stop=self.stop, path=path, ax=ax)
 
 
 def _json_float(v: float) -> Optional[float]:
@@ -209,7 +209,7 @@ def _set_lrs(optimizer: torch.optim.Optimizer, lr: float, ratios: Sequence[float
 # ---- data ----------------------------------------------------------------------------------------
 
 
-class _Ladder:
+class Ladder:
     """The sweep's lrs, made a chunk at a time (a huge ``num_iter`` costs nothing until it is run):
     ``start * (end/start) ** (i / (n-1))`` for ``step_mode="exp"``, a straight line for ``"linear"``,
     evaluated by pylrcore's schedules."""
@@ -316,7 +316,7 @@ class ValDataLoaderIter(DataLoaderIter):
         return super().__next__()
 
 
-class _Cycle:
+class Cycle:
     """Iterates a loader, starting it again when it ends (a short loader still gives num_iter batches)."""
 
     def __init__(self, loader: Any, name: str) -> None:
@@ -336,7 +336,7 @@ class _Cycle:
                 raise ValueError(f"{self.name} is empty: it yielded no batch") from None
 
 
-def _loss_from(output: Any, batch: Any, criterion: Optional[Callable[..., torch.Tensor]]) -> torch.Tensor:
+def loss_from(output: Any, batch: Any, criterion: Optional[Callable[..., torch.Tensor]]) -> torch.Tensor:
     if criterion is None:  # models that compute their own loss (Hugging Face style)
         loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", output)
         if not torch.is_tensor(loss) or (loss is output and loss.numel() != 1):
@@ -508,7 +508,7 @@ class LRFinder:
         sync = sync_every if sync_every is not None else (10 if self.device.type == "cuda" else 1)
         if isinstance(sync, bool) or not isinstance(sync, int) or sync < 1:
             raise ValueError(f"sync_every must be an integer >= 1, got {sync_every!r}")
-        ladder = _Ladder(start, end, n, step_mode)
+        ladder = Ladder(start, end, n, step_mode)
         ratios = _ratios(self.optimizer)
         scaler = grad_scaler if grad_scaler is not None else self.grad_scaler
         autocast = self._autocast(amp)
@@ -535,7 +535,7 @@ class LRFinder:
             details = suggest(lrs, smoothed, method)
         else:
             # Without an early stop (diverge_th=inf) the suggestion still cuts a blown-up tail.
-            details = suggest(lrs, raw, method, diverge_factor=diverge_th if math.isfinite(diverge_th) else _CUT)
+            details = suggest(lrs, raw, method, diverge_factor=diverge_th if math.isfinite(diverge_th) else CUT)
         self.history = {"lr": lrs.tolist(), "loss": list(smoothed)}
         self.best_loss = float(np.nanmin(smoothed)) if smoothed and not np.isnan(smoothed).all() else None
         self.result = FinderResult(
@@ -545,7 +545,7 @@ class LRFinder:
             suggestion=details.lr,
             zone=details.zone,
             method=method,
-            diagnosis=_diagnose_sweep(details, stop, lrs),
+            diagnosis=diagnose_sweep(details, stop, lrs),
             stopped_early=stop is not None,
             stop_reason="" if stop is None else str(stop),
             details=details,
@@ -642,13 +642,13 @@ class LRFinder:
             raise ValueError(f"method must be one of {', '.join(map(repr, METHODS + COMPAT_METHODS))}; got {method!r}")
         return start, end, num_iter
 
-    def _sweep(self, train_loader: Any, val_loader: Any, lr_ladder: _Ladder, ratios: List[float], smooth_f: float,
+    def _sweep(self, train_loader: Any, val_loader: Any, lr_ladder: Ladder, ratios: List[float], smooth_f: float,
                diverge_th: float, accumulation: int, train_step: Any, amp: Any, scaler: Any,
                clip: Optional[float], sync: int, progress: Optional[bool], non_blocking: bool = True
                ) -> Tuple[List[float], List[float], Optional[SweepStop], List[SweepEvent]]:
         model, opt = self.model, self.optimizer
-        batches = _Cycle(train_loader, "train_loader")
-        record = _SweepRecord(lr_ladder, smooth_f, diverge_th)
+        batches = Cycle(train_loader, "train_loader")
+        record = SweepRecord(lr_ladder, smooth_f, diverge_th)
         pending: List[torch.Tensor] = []
         values: List[float]
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -660,7 +660,7 @@ class LRFinder:
         def compute(batch: Any) -> Any:
             if train_step is not None:
                 return train_step(model, batch)
-            return _loss_from(_forward(model, batch), batch, self.criterion)
+            return loss_from(_forward(model, batch), batch, self.criterion)
 
         model.train()  # once: model.train() walks every module (~20 us on a small net); _validate sets it back
         try:
@@ -727,7 +727,7 @@ class LRFinder:
         with torch.no_grad():
             for batch in val_loader:
                 batch = _to_device(batch, self.device, non_blocking)
-                loss = train_step(model, batch) if train_step is not None else _loss_from(
+                loss = train_step(model, batch) if train_step is not None else loss_from(
                     _forward(model, batch), batch, self.criterion)
                 size = len(batch[0]) if isinstance(batch, (list, tuple)) else 1
                 total = total + loss.detach().float() * size
@@ -743,33 +743,7 @@ class LRFinder:
 _EVENT_KINDS = Flag.SPIKE | Flag.NONFINITE | Flag.EXPLOSION
 
 
-@dataclass(frozen=True)
-class SweepStop:
-    """Why a range test stopped early, as values: ``kind`` ``"diverged"`` (the smoothed loss passed
-    ``threshold`` = the divergence predicate's bound for ``best`` and ``factor``) or ``"nonfinite"``
-    (the raw loss ``value`` was NaN/inf), at ``step`` and ``lr``. ``str()`` is ``stop_reason``."""
-
-    kind: str
-    step: int
-    lr: float
-    value: float
-    best: float
-    factor: float
-    threshold: float
-
-    @property
-    def short(self) -> str:
-        """Two or three words for a plot label or a verdict."""
-        return "loss diverged" if self.kind == "diverged" else f"non-finite loss ({self.value})"
-
-    def __str__(self) -> str:
-        if self.kind == "nonfinite":
-            return f"non-finite loss ({self.value}) at lr {self.lr:.3g}"
-        return (f"loss diverged (smoothed {self.value:.3g} > {self.factor:g} x best {self.best:.3g}) "
-                f"at lr {self.lr:.3g}")
-
-
-class _SweepRecord:
+class SweepRecord:
     """The range test's record and stop rule, one loss at a time: the raw and smoothed curves (a
     plain EMA, torch-lr-finder's; the first smoothed point is the raw loss), the streaming detector,
     and the stop on a non-finite loss or a smoothed loss above ``diverge_th`` x its best. Shared by
@@ -824,7 +798,7 @@ def _sweep_detector(smooth_f: float, diverge_th: float) -> Detector:
     On synthetic sweeps with one 2-3x spike it finds 54 of 72 (the defaults 39), and none on 90
     spike-free ones with 2-10% Gaussian noise or on 16 healthy real sweeps."""
     beta = 1.0 - smooth_f if smooth_f > 0 else 1e-9  # smooth_f = 0: no smoothing
-    factor = diverge_th if math.isfinite(diverge_th) else _CUT  # its explosion event, even without a stop
+    factor = diverge_th if math.isfinite(diverge_th) else CUT  # its explosion event, even without a stop
     return Detector(warmup=10, spike_beta=0.7, spike_var_beta=0.9, beta=beta, explode_factor=factor)
 
 
@@ -841,7 +815,7 @@ def _progress(total: int, wanted: Optional[bool]) -> Any:
     return tqdm(total=total, desc="LR range test", leave=False)
 
 
-def _diagnose_sweep(s: Suggestion, stop: Optional[SweepStop], lrs: np.ndarray) -> str:
+def diagnose_sweep(s: Suggestion, stop: Optional[SweepStop], lrs: np.ndarray) -> str:
     """The range test's verdict in the users' terms. It is shown next to ``str(s)``, which already
     names the lr where the loss diverged: the verdict refers to it rather than naming a second lr
     (the sweep's own stop comes later, its EMA lags)."""

@@ -52,10 +52,10 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from .._arrays import check_int, check_real
+from .._checks import check_int, check_real
 from .._native import _core
 from ..detect import DEFAULTS as DETECTOR_DEFAULTS
-from ..detect import as_settings
+from .._checks import as_settings
 from ..diagnosis import Diagnosis, diagnose
 from ._snapshot import Snapshot, run_to_completion
 from .._tensors import dense, describe_host, torch_codes
@@ -63,9 +63,16 @@ from .._tensors import dense, describe_host, torch_codes
 __all__ = ["Guard", "GuardEvent", "TrainingDiverged", "KINDS", "ACTIONS", "DEFAULT_POLICY"]
 
 #: Event kinds, in the order of the core's bits (csrc/pylrcore/step/guard.hpp).
-KINDS = ("nonfinite_loss", "loss_spike", "explosion", "nonfinite_grad", "grad_spike", "amp_overflow", "skip_limit")
+# The event kinds and actions are the core's tables (_core.GuardEvent, _core.GuardAction, in
+# step/guard.hpp), in the core's order: a kind's position is its event bit, an action's its code.
+_KIND_NAMES = {
+    "LOSS_NONFINITE": "nonfinite_loss", "LOSS_SPIKE": "loss_spike", "LOSS_EXPLOSION": "explosion",
+    "GRAD_NONFINITE": "nonfinite_grad", "GRAD_SPIKE": "grad_spike", "AMP_OVERFLOW": "amp_overflow",
+    "SKIP_LIMIT": "skip_limit",
+}
+KINDS = tuple(_KIND_NAMES[str(e.name)] for e in sorted(_core.GuardEvent, key=int))
 #: Responses, from the mildest.
-ACTIONS = ("record", "skip", "scale_lr", "rollback", "raise")
+ACTIONS = tuple(str(a.name).lower() for a in sorted(_core.GuardAction, key=int))
 #: What happens when ``policy`` does not say otherwise.
 DEFAULT_POLICY: Dict[str, str] = {
     "nonfinite_loss": "skip",
@@ -572,7 +579,7 @@ class Guard:
             diagnosis: Optional[Diagnosis] = diagnose(np.asarray(self.losses, dtype=np.float64))
         except ValueError:  # too short a history to diagnose
             diagnosis = None
-        what = _describe_event(event)
+        what = describe_event(event)
         message = f"{prefix + ': ' if prefix else ''}{what} at step {event.step} (lr {event.lr:.3g})"
         if diagnosis is not None and diagnosis.code != "healthy":
             message += f". {diagnosis.message}"
@@ -763,20 +770,20 @@ _PLURALS = {
 }
 
 
-def _describe_event(e: GuardEvent) -> str:
-    if e.kind == "nonfinite_loss":
-        return f"non-finite loss ({e.value})"
-    if e.kind == "loss_spike":
-        return f"loss spike (loss {e.loss:.4g}, z = {e.value:.1f} > {e.threshold:g})"
-    if e.kind == "explosion":
-        return f"loss explosion (recent loss level {e.value:.4g} above {e.threshold:.4g})"
-    if e.kind == "nonfinite_grad":
-        return f"{int(e.value)} non-finite gradient element(s)"
-    if e.kind == "grad_spike":
-        return f"gradient-norm spike (norm {e.grad_norm:.4g}, z = {e.value:.1f} > {e.threshold:g})"
-    if e.kind == "skip_limit":
-        return f"{int(e.value)} consecutive steps not applied (limit {int(e.threshold)})"
-    return f"AMP overflow ({int(e.value)} non-finite gradient elements, skipped by the GradScaler)"
+# One line per event kind, for logs, exceptions and the integrations' reports.
+_DESCRIPTIONS: Dict[str, Callable[[GuardEvent], str]] = {
+    "nonfinite_loss": lambda e: f"non-finite loss ({e.value})",
+    "loss_spike": lambda e: f"loss spike (loss {e.loss:.4g}, z = {e.value:.1f} > {e.threshold:g})",
+    "explosion": lambda e: f"loss explosion (recent loss level {e.value:.4g} above {e.threshold:.4g})",
+    "nonfinite_grad": lambda e: f"{int(e.value)} non-finite gradient element(s)",
+    "grad_spike": lambda e: f"gradient-norm spike (norm {e.grad_norm:.4g}, z = {e.value:.1f} > {e.threshold:g})",
+    "amp_overflow": lambda e: f"AMP overflow ({int(e.value)} non-finite gradient elements, skipped by the GradScaler)",
+    "skip_limit": lambda e: f"{int(e.value)} consecutive steps not applied (limit {int(e.threshold)})",
+}
+
+
+def describe_event(e: GuardEvent) -> str:
+    return _DESCRIPTIONS[e.kind](e)
 
 
 def _summarise(guard: Guard) -> str:

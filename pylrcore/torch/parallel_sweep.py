@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .._arrays import check_int, check_real
+from .._checks import check_int, check_real
 from ._snapshot import Snapshot, interrupt_shield
 from ..smoothing import EMA
 from ..diagnosis import Diagnosis, diagnose
@@ -206,7 +206,7 @@ def _loss_function(model: torch.nn.Module, criterion: Any, train_step: Any) -> C
     place of the model's own (torch.func.functional_call), for one replica or, under vmap, all."""
     from torch.func import functional_call
 
-    from .finder import _loss_from
+    from .finder import loss_from
 
     if train_step is not None:
         wrapper = _StepModule(model, train_step)
@@ -225,7 +225,7 @@ def _loss_function(model: torch.nn.Module, criterion: Any, train_step: Any) -> C
             out = functional_call(model, (params, buffers), (batch[0],))
         else:
             out = functional_call(model, (params, buffers), (batch,))
-        return _loss_from(out, batch, criterion)
+        return loss_from(out, batch, criterion)
 
     return loss
 
@@ -288,7 +288,7 @@ def sweep(
         raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
     if steps > 10**8:
         raise ValueError(f"steps must be at most 10**8, got {steps}")
-    from .finder import _Cycle
+    from .finder import Cycle
 
     dist = torch.distributed
     distributed = dist.is_available() and dist.is_initialized()
@@ -299,7 +299,7 @@ def sweep(
         try:
             saved.detach_grads()
             model.train()
-            local = _train(model, optimizer, criterion, train_step, _Cycle(train_loader, "train_loader"),
+            local = _train(model, optimizer, criterion, train_step, Cycle(train_loader, "train_loader"),
                            val_loader, [lr_values[i] for i in mine], steps, vectorize, tolerance) if mine else None
         finally:
             saved.restore()

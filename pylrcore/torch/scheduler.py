@@ -35,14 +35,15 @@ import numpy as np
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from .._arrays import MAX_COUNT, check_int, check_positive
+from .._checks import MAX_COUNT, check_int, check_positive
 from .._native import _core
 from ..plateau import Plateau
 from ..schedules import Schedule
 
 __all__ = ["Scheduler", "attach"]
 
-_SCALAR_KINDS = {torch.float32: 0, torch.float64: 1}
+# the 0-d lr tensors the core writes in place, by their dtype codes (_core.DType, defined once in C++)
+_SCALAR_KINDS = {torch.float32: int(_core.DType.float32), torch.float64: int(_core.DType.float64)}
 
 
 class Scheduler(LRScheduler):
@@ -300,17 +301,19 @@ class Scheduler(LRScheduler):
         pass
 
     # -- checkpoints --
-    _TRANSIENT = (
-        "optimizer", "_program", "_base", "_min", "_values", "_float_groups", "_native", "_native_tensors",
-        "_filled", "_addresses", "_kinds", "_native_values", "_hook", "schedule", "plateau", "_float_dicts",
-        "_all_float", "_groups_list", "_group_count", "_momentum", "_use_beta1", "_scheduled_groups",
-    )
-
     def state_dict(self) -> Dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
-        state["base_lrs"] = [float(b) for b in self.base_lrs]
-        state["_scales"] = [float(v) for v in self._scales]
-        state["schedule"] = self.schedule.to_dict()
+        """What resumes this scheduler exactly, as plain values: the step (``last_epoch``, torch's
+        ``_step_count`` and ``_is_initial``), the scheduled groups' ``base_lrs``, the per-group lr
+        scales (``_scales``: plateau reductions and :meth:`scale`), the schedule (``to_dict``) and,
+        with a plateau, its settings and state. Everything else is rebuilt from the optimizer."""
+        state: Dict[str, Any] = {
+            "last_epoch": self.last_epoch,
+            "_step_count": self._step_count,
+            "_is_initial": getattr(self, "_is_initial", False),
+            "base_lrs": [float(b) for b in self.base_lrs],
+            "_scales": [float(v) for v in self._scales],
+            "schedule": self.schedule.to_dict(),
+        }
         if self.plateau is not None:
             state["plateau"] = {"config": self.plateau.to_dict(), "state": self.plateau.state_dict()}
         return state

@@ -167,3 +167,20 @@ TEST(schedule_per_group_and_callable) {
   CHECK_CLOSE(fn.at(3).a, 0.25, 1e-15);
   CHECK_THROWS(Program({leaf(Family::Callable, {1})}), std::invalid_argument);
 }
+
+TEST(schedule_inverse_time_keras_and_caffe_forms) {
+  // keras InverseTimeDecay(lr, 10, 0.5): lr / (1 + 0.5 t / 10); staircase floors t / 10
+  const Program smooth({leaf(Family::InverseTime, {10, 0.5, 0, 1})}), stairs({leaf(Family::InverseTime, {10, 0.5, 1, 1})});
+  CHECK(smooth.at(0).a == 1.0);
+  CHECK_CLOSE(smooth.at(15).a, 1.0 / 1.75, 1e-15);
+  CHECK_CLOSE(stairs.at(15).a, 1.0 / 1.5, 1e-15);
+  // Caffe's inv policy: (1 + gamma t) ** -power
+  CHECK_CLOSE(Program({leaf(Family::InverseTime, {1, 1e-4, 0, 0.75})}).at(5000).a, std::pow(1.5, -0.75), 1e-15);
+  bool refused = false;
+  try {
+    Program({leaf(Family::InverseTime, {0, 0.5, 0, 1})});
+  } catch (const std::invalid_argument& e) {
+    refused = std::string(e.what()).find("decay_steps") != std::string::npos;
+  }
+  CHECK(refused);
+}

@@ -12,12 +12,16 @@
 #include <cstdint>
 #include <cstring>
 
+#include "pylrcore/common.hpp"
 #include "pylrcore/hd.hpp"
 
 namespace pylrcore {
 
 // Codes shared with the Python layer (pylrcore/nonfinite.py, pylrcore/torch/cuda.py); do not renumber.
 enum class DType : int { F32 = 0, F64 = 1, F16 = 2, BF16 = 3 };
+// numpy's and torch's names for them
+inline constexpr Named<DType> kDTypeNames[] = {
+    {DType::F32, "float32"}, {DType::F64, "float64"}, {DType::F16, "float16"}, {DType::BF16, "bfloat16"}};
 
 PYLRCORE_HD inline std::size_t dtype_size(DType dtype) {
   switch (dtype) {
@@ -82,24 +86,21 @@ PYLRCORE_HD inline float bfloat16_to_float(std::uint16_t h) {
 
 // Per format: the raw bits type, the magnitude mask, the all-ones exponent, and the exact widening.
 // A value is non-finite exactly when (bits & kMagnitude) >= kExponent.
-struct F32 {
-  using Bits = std::uint32_t;
-  static constexpr Bits kMagnitude = 0x7fffffffu, kExponent = 0x7f800000u;
+template <class B, B Magnitude, B Exponent>
+struct Format {
+  using Bits = B;
+  static constexpr Bits kMagnitude = Magnitude, kExponent = Exponent;
+};
+struct F32 : Format<std::uint32_t, 0x7fffffffu, 0x7f800000u> {
   PYLRCORE_HD static double widen(Bits b) { return static_cast<double>(float_from_bits(b)); }
 };
-struct F64 {
-  using Bits = std::uint64_t;
-  static constexpr Bits kMagnitude = 0x7fffffffffffffffull, kExponent = 0x7ff0000000000000ull;
+struct F64 : Format<std::uint64_t, 0x7fffffffffffffffull, 0x7ff0000000000000ull> {
   PYLRCORE_HD static double widen(Bits b) { return double_from_bits(b); }
 };
-struct F16 {
-  using Bits = std::uint16_t;
-  static constexpr Bits kMagnitude = 0x7fffu, kExponent = 0x7c00u;
+struct F16 : Format<std::uint16_t, 0x7fffu, 0x7c00u> {
   PYLRCORE_HD static double widen(Bits b) { return static_cast<double>(half_to_float(b)); }
 };
-struct BF16 {
-  using Bits = std::uint16_t;
-  static constexpr Bits kMagnitude = 0x7fffu, kExponent = 0x7f80u;
+struct BF16 : Format<std::uint16_t, 0x7fffu, 0x7f80u> {
   PYLRCORE_HD static double widen(Bits b) { return static_cast<double>(bfloat16_to_float(b)); }
 };
 
@@ -121,4 +122,18 @@ PYLRCORE_HD inline double widen_at(const void* p, DType dtype) {
 }
 
 }  // namespace float_bits
+
+// Writes values[i] into the float32 or float64 scalar at addresses[i] (host memory, aligned, alive:
+// the caller's guarantee), for i < n. Other dtypes are refused before anything is written.
+inline void store_scalars(const std::uintptr_t* addresses, const DType* dtypes, const double* values, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i)
+    if (dtypes[i] != DType::F32 && dtypes[i] != DType::F64) fail("scalars must be float32 or float64");
+  for (std::size_t i = 0; i < n; ++i) {
+    if (dtypes[i] == DType::F32)
+      *reinterpret_cast<float*>(addresses[i]) = static_cast<float>(values[i]);
+    else
+      *reinterpret_cast<double*>(addresses[i]) = values[i];
+  }
+}
+
 }  // namespace pylrcore

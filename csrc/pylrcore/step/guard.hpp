@@ -62,10 +62,20 @@ enum GuardEvent : std::uint32_t {
   kAmpOverflow = 1u << 5,
   kSkipLimit = 1u << 6,
 };
+inline constexpr Named<GuardEvent> kGuardEventNames[] = {
+    {kLossNonFinite, "LOSS_NONFINITE"}, {kLossSpike, "LOSS_SPIKE"},     {kLossExplosion, "LOSS_EXPLOSION"},
+    {kGradNonFinite, "GRAD_NONFINITE"}, {kGradSpike, "GRAD_SPIKE"},     {kAmpOverflow, "AMP_OVERFLOW"},
+    {kSkipLimit, "SKIP_LIMIT"},
+};
 constexpr int kGuardEventKinds = 7;
 constexpr std::uint32_t kAllGuardEvents = (1u << kGuardEventKinds) - 1;
 
 enum class GuardAction : std::int32_t { Record = 0, Skip = 1, ScaleLR = 2, Rollback = 3, Raise = 4 };
+// in order of severity
+inline constexpr Named<GuardAction> kGuardActionNames[] = {
+    {GuardAction::Record, "RECORD"},     {GuardAction::Skip, "SKIP"},   {GuardAction::ScaleLR, "SCALE_LR"},
+    {GuardAction::Rollback, "ROLLBACK"}, {GuardAction::Raise, "RAISE"},
+};
 
 // The run of steps not applied, and the stop when it is too long: a step not applied, or skipped by
 // the GradScaler, extends the run (one applied step ends it); past `max_skips` in a row the step gets

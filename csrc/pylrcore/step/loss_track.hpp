@@ -32,6 +32,13 @@ struct LossTrackConfig {
   double diverge_th = kDivergeFactor;  // pylrcore's one factor (torch-lr-finder 5, fastai 4)
 };
 
+template <class F>
+void for_each_field(LossTrackConfig& c, F&& f) {
+  f("beta", c.beta);
+  f("kind", c.kind);
+  f("diverge_th", c.diverge_th);
+}
+
 inline void validate(const LossTrackConfig& c) {
   if (!(c.beta >= 0.0 && c.beta < 1.0)) {
     std::ostringstream s;
@@ -60,6 +67,19 @@ struct LossTrackState {
   std::int64_t nonfinite_step;  // first non-finite loss, or -1
   std::int64_t stop_step;       // the first of the two, or -1
 };
+
+// What the host reads (the EMA's own average and beta_power stay internal).
+template <class F>
+void for_each_field(LossTrackState& s, F&& f) {
+  f("steps", s.steps);
+  f("finite", s.finite);
+  f("smoothed", s.smoothed);
+  f("best", s.best);
+  f("best_step", s.best_step);
+  f("diverged_step", s.diverged_step);
+  f("nonfinite_step", s.nonfinite_step);
+  f("stop_step", s.stop_step);
+}
 
 inline LossTrackState fresh_loss_track_state() {
   LossTrackState s{};

@@ -48,6 +48,7 @@
 #include <vector>
 
 #if defined(__linux__)
+#include <dlfcn.h>
 #include <sched.h>
 #endif
 #if defined(__unix__) || defined(__APPLE__)
@@ -393,6 +394,61 @@ class HelperPool {
   long pid_ = 0;
 };
 
+// The process's OpenMP runtime, when one is loaded (torch's libgomp: PyTorch's CPU ops run on it).
+// In a training step the scan comes right after torch's ops, whose OpenMP workers keep spinning on
+// the other cores for a while after each op; a thread of our own that wakes then has to wait for a
+// core, and the calling thread reads most of the bytes alone. Run on that runtime's team instead,
+// the scan gets the workers that are spinning anyway, and as many as the user gave torch
+// (torch.set_num_threads sets the runtime's thread count). Found with dlopen(RTLD_NOLOAD): only a
+// runtime the process has already loaded is used, and its handle is kept (never unloaded). No
+// runtime, or a forked child (its team's threads stayed in the parent): the HelperPool below.
+// PYLRCORE_NO_PROCESS_OPENMP compiles this out.
+// The trade-off, measured on a 2-vCPU VM: with the other core free or spinning for torch, the scan
+// no longer waits for a thread of its own to get a core; with the VM loaded 3-4x over, a team member
+// that is descheduled holds the region's closing barrier (as it does torch's own ops), where the
+// HelperPool's caller waits only for segments that were claimed (bench/README.md, bench_guard).
+#if defined(PYLRCORE_HAVE_GETPID)
+inline const long kLoadedInProcess = static_cast<long>(getpid());  // set when the library loads
+#endif
+struct ProcessOpenMP {
+  using Parallel = void (*)(void (*)(void*), void*, unsigned, unsigned);  // GOMP_parallel's ABI
+  using Count = int (*)();
+  Parallel parallel = nullptr;
+  Count max_threads = nullptr;
+  Count in_parallel = nullptr;
+
+  // Looked up until found (torch may be imported after pylrcore); only large scans ask.
+  static const ProcessOpenMP* find() noexcept {
+#if defined(__linux__) && defined(PYLRCORE_HAVE_GETPID) && !defined(PYLRCORE_NO_PROCESS_OPENMP) && \
+    !defined(__SANITIZE_THREAD__)
+    if (static_cast<long>(getpid()) != kLoadedInProcess) return nullptr;  // forked
+    static std::atomic<const ProcessOpenMP*> found{nullptr};
+    const ProcessOpenMP* known = found.load(std::memory_order_acquire);
+    if (known != nullptr) return known;
+    for (const char* name : {"libgomp.so.1", "libiomp5.so", "libomp.so"}) {
+      void* lib = dlopen(name, RTLD_LAZY | RTLD_NOLOAD);
+      if (lib == nullptr) continue;
+      auto* omp = new ProcessOpenMP;  // kept for the process, like the runtime itself
+      omp->parallel = reinterpret_cast<Parallel>(dlsym(lib, "GOMP_parallel"));
+      omp->max_threads = reinterpret_cast<Count>(dlsym(lib, "omp_get_max_threads"));
+      omp->in_parallel = reinterpret_cast<Count>(dlsym(lib, "omp_in_parallel"));
+      if (omp->parallel == nullptr || omp->max_threads == nullptr || omp->in_parallel == nullptr) {
+        delete omp;
+        dlclose(lib);
+        continue;
+      }
+      const ProcessOpenMP* expected = nullptr;
+      if (!found.compare_exchange_strong(expected, omp, std::memory_order_acq_rel)) {
+        delete omp;  // another thread found it first; both handles keep the runtime loaded
+        return expected;
+      }
+      return omp;
+    }
+#endif
+    return nullptr;
+  }
+};
+
 inline unsigned available_cpus() {
 #if defined(__linux__)
   cpu_set_t set;
@@ -431,9 +487,10 @@ inline void validate(const Buffer* buffers, std::size_t n) {
 }  // namespace scan_detail
 
 // Scans `n` buffers. threads = 0 picks a count from the input size (one thread per 8 MiB, so one
-// thread below 16 MiB) and the CPUs this process may run on; threads >= 1 uses that many (at most
-// one per segment). The result does not depend on the thread count. Throws std::invalid_argument
-// on malformed buffers.
+// thread below 16 MiB) and the CPUs this process may run on, at most the thread count of the
+// process's OpenMP runtime if one is loaded (whose team then runs it: ProcessOpenMP); threads >= 1
+// uses that many threads of the HelperPool (at most one per segment). The result does not depend on
+// the thread count. Throws std::invalid_argument on malformed buffers.
 inline ScanResult scan(const Buffer* buffers, std::size_t n, bool want_sumsq, unsigned threads = 0) {
   using namespace scan_detail;
   validate(buffers, n);
@@ -472,9 +529,21 @@ inline ScanResult scan(const Buffer* buffers, std::size_t n, bool want_sumsq, un
       work->segments.push_back(Segment{i, begin, std::min(per, buffers[i].count - begin)});
   }
   work->results.resize(work->segments.size());
-  HelperPool::instance().offer(work, workers - 1);
-  work->claim_until_empty();
-  work->wait_until_done();
+  const ProcessOpenMP* omp = threads == 0 ? ProcessOpenMP::find() : nullptr;
+  if (omp != nullptr && omp->in_parallel() == 0) {
+    // The runtime's thread count is the user's setting (torch.set_num_threads); it returns when its
+    // whole team is done, so every claimed segment is finished here.
+    const std::size_t team = std::min<std::size_t>(workers, static_cast<std::size_t>(std::max(1, omp->max_threads())));
+    if (team > 1)
+      omp->parallel([](void* w) { static_cast<SharedWork*>(w)->claim_until_empty(); }, work.get(),
+                    static_cast<unsigned>(team), 0);
+    else
+      work->claim_until_empty();
+  } else {
+    HelperPool::instance().offer(work, workers - 1);
+    work->claim_until_empty();
+    work->wait_until_done();
+  }
 
   Accumulator acc;
   for (std::size_t k = 0; k < work->segments.size(); ++k) acc.add(work->segments[k], work->results[k]);

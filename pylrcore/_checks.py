@@ -7,8 +7,9 @@ They are converted to contiguous float64 (integer and float16/32 inputs convert 
 from __future__ import annotations
 
 import math
+import numbers
 import operator
-from typing import Any
+from typing import Any, Dict
 
 import numpy as np
 import numpy.typing as npt
@@ -140,4 +141,22 @@ def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
     if not (ok and np.isfinite(out)):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return out
+
+
+def as_settings(values: Dict[str, Any], defaults: Dict[str, Any], what: str) -> Dict[str, Any]:
+    """Check names and types of keyword settings (ints stay ints, the rest become floats).
+
+    Ranges, and how settings relate, are checked by the core, whose errors name the setting too.
+    """
+    out: Dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in defaults:
+            raise TypeError(f"{what} got an unknown setting {name!r}; known: {', '.join(defaults)}")
+        if isinstance(defaults[name], int):
+            out[name] = check_int(value, name, minimum=-MAX_COUNT, maximum=MAX_COUNT)
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+            out[name] = float(value)
+        else:
+            raise TypeError(f"{name} must be a real number (default {defaults[name]}), got {value!r}")
     return out
