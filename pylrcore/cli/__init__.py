@@ -374,7 +374,7 @@ def _run_find(args: argparse.Namespace) -> int:
             f"{args.target} must return (model, optimizer, criterion, train_loader), got {type(made).__name__}"
             + (f" of length {len(made)}" if isinstance(made, (tuple, list)) else "")
         )
-    from ..torch.finder import LRFinder
+    from ..torch.finder import CONFIRM_TOLERANCE, LRFinder
 
     model, optimizer, criterion, loader = made
     # --diverge-factor has the same default as `pylrcore suggest`: both commands read a curve alike.
@@ -388,7 +388,9 @@ def _run_find(args: argparse.Namespace) -> int:
               + ("" if sweep.vectorized else f" ({sweep.note})"))
         for lr, score, stopped in zip(sweep.lrs, sweep.scores, sweep.diverged_at):
             print(f"  lr {lr:9.3g}: final loss {score:.4g}" + (" (diverged)" if stopped is not None else ""))
-        print(f"  -> train with lr {result.lr:.3g}")
+        lowest = sweep.lrs[int(np.argmin(sweep.scores))] if np.isfinite(sweep.scores).any() else None
+        print(f"  -> train with lr {result.lr:.3g}" + ("" if lowest is None or lowest == result.lr else
+                                                     f" (the smallest lr within {CONFIRM_TOLERANCE:.0%} of the lowest loss, at {lowest:.3g})"))
     print(f"diagnosis: {result.diagnosis}")
     for event in result.printable_events():
         print(f"event: {event}")
