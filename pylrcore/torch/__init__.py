@@ -14,10 +14,37 @@ training loop:
 same objects, imported lazily so that ``import pylrcore`` does not import torch.
 """
 
-from .finder import FinderResult, LRFinder, SweepEvent
-from .guard import Guard, GuardEvent, TrainingDiverged
-from .parallel_sweep import SweepResult, sweep
-from .scheduler import Scheduler, attach
+from typing import TYPE_CHECKING, List
+
+if TYPE_CHECKING:
+    from .finder import FinderResult, LRFinder, SweepEvent
+    from .guard import Guard, GuardEvent, TrainingDiverged
+    from .parallel_sweep import SweepResult, sweep
+    from .scheduler import Scheduler, attach
+
+# Each name's module, imported on first use: ``import pylrcore.torch.cuda`` (which works on raw
+# device pointers) must not import torch, and ``pylrcore.torch`` need not load the finder to give
+# the guard.
+_HOMES = {
+    "LRFinder": "finder", "FinderResult": "finder", "SweepEvent": "finder",
+    "Guard": "guard", "GuardEvent": "guard", "TrainingDiverged": "guard",
+    "sweep": "parallel_sweep", "SweepResult": "parallel_sweep",
+    "Scheduler": "scheduler", "attach": "scheduler",
+}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'pylrcore.torch' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_HOMES))
+
 
 __all__ = [
     "LRFinder",
