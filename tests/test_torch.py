@@ -347,3 +347,19 @@ def test_the_torch_classes_are_reachable_from_the_top_level_without_importing_to
     from procs import pylrcore_env, scratch_dir
 
     subprocess.run([sys.executable, "-c", code], check=True, cwd=scratch_dir(), env=pylrcore_env())
+
+
+def test_the_torch_tier_exports_its_names_once() -> None:
+    # pylrcore.torch imports each module on first use; the top-level lazy names are the same objects.
+    import pylrcore
+    import pylrcore.torch as tier
+    from pylrcore.torch import finder, guard, parallel_sweep, scheduler
+
+    assert set(tier.__all__) <= set(dir(tier))
+    for name in tier.__all__:
+        assert getattr(tier, name) is getattr({"finder": finder, "guard": guard, "parallel_sweep": parallel_sweep,
+                                               "scheduler": scheduler}[tier._HOMES[name]], name)
+    for name in ("LRFinder", "Guard", "Scheduler", "sweep"):
+        assert getattr(pylrcore, name) is getattr(tier, name)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        tier.nothing  # noqa: B018
