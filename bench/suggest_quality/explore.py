@@ -1,6 +1,6 @@
 """Candidate rules, scored cheaply on the cached range tests and grids (no training).
 
-    python bench/suggest_quality/explore.py [--split dev|held|all]
+    python bench/suggest_quality/explore.py [--split dev|held|all|all20|new|all30] [--bracketed]
 
 A candidate's loss at its pick is read off the grid: log(loss) interpolated linearly in log(lr)
 between the two grid lrs around it (4 per decade); next to a diverged grid point the nearer point
@@ -194,13 +194,13 @@ def score(stores: List[Store], contenders: Dict[str, Callable]) -> Dict[str, Dic
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--split", choices=("dev", "held", "all", "all20", "new"), default="dev")
+    ap.add_argument("--split", choices=("dev", "held", "all", "all20", "new", "all30"), default="dev")
     ap.add_argument("--bracketed", action="store_true",
                     help="only tasks whose best grid lr is inside the grid (not at its top or bottom)")
     ap.add_argument("--by-task", nargs="*", default=[], help="also print these rules' regret per task")
     args = ap.parse_args()
     tasks = {"dev": DEV, "held": HELD_OUT, "all": DEV + HELD_OUT, "all20": DEV + HELD_OUT + FRESH,
-             "new": NEW}[args.split]
+             "new": NEW, "all30": DEV + HELD_OUT + FRESH + NEW}[args.split]
     stores = [Store(t) for t in tasks]
     stores = [s for s in stores if all(s.curve(k) for k in PROTOCOL["range_seeds"])
               and all(s.mean_loss(lr) is not None for lr in PROTOCOL["grid"])]
