@@ -70,11 +70,12 @@ Fields fields_from_dict(const py::handle& values_obj, const std::string& what, F
   std::size_t used = 0;
   for_each_field(fields, [&](const char* name, auto& value) {
     using V = std::decay_t<decltype(value)>;
-    if (!values.contains(name)) {
+    PyObject* found = PyDict_GetItemString(values.ptr(), name);  // one lookup (borrowed), no error set
+    if (found == nullptr) {
       if (keys == Keys::All) throw py::value_error(what + ": missing '" + name + "'");
       return;
     }
-    const py::object item = values[name];
+    const py::object item = py::reinterpret_borrow<py::object>(found);
     if constexpr (has_fields<V>::value) {
       value = fields_from_dict<V>(item, what + "['" + name + "']", value, keys);
     } else {
