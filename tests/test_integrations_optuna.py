@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from procs import pylrcore_env
-from tasks import linear_regression
+from toy_tasks import linear_regression
 
 torch = pytest.importorskip("torch")
 optuna = pytest.importorskip("optuna")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tasks import linear_regression
+from toy_tasks import linear_regression
 
 torch = pytest.importorskip("torch")
 ray = pytest.importorskip("ray")
