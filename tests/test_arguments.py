@@ -5,6 +5,7 @@ are accepted. The shared checks live in pylrcore/_checks.py."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -99,3 +100,14 @@ def test_schedule_at_names_bad_steps() -> None:
         with pytest.raises(error, match="step must be"):
             s.at(bad)
     assert s.at(np.int64(5)) == s.at(5)
+
+
+@pytest.mark.parametrize("code", [99, -1, True, "capped", 2**70, 1.0])
+def test_native_enum_settings_are_checked_against_the_core_table(code: Any) -> None:
+    # Enum settings cross the bindings as ints (or IntEnum members) checked against the core's code
+    # table: an unknown code names the setting and every valid name, never a crash or a silent default.
+    from pylrcore import _core
+
+    with pytest.raises(ValueError, match="'method' must be one of steepest, valley, minimum, slide, capped"):
+        _core.suggest([1e-3, 1e-2, 1e-1, 1.0], [1.0, 0.9, 0.5, 0.4], {"method": code})
+    assert _core.suggest([1e-3, 1e-2, 1e-1, 1.0], [1.0, 0.9, 0.5, 0.4], {"method": int(_core.SuggestMethod.minimum)})["status"] >= 0
