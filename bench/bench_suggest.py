@@ -3,7 +3,6 @@ pylrcore vs the same rule written with numpy/scipy (tests/numpy_reference.py).""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from benchutil import size
 from curves import lr_ladder, noisy_valley

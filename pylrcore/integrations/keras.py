@@ -56,7 +56,7 @@ except ImportError:
 
 from .._checks import check_int, check_real  # noqa: E402  (after the framework check: its error names the extra)
 from ..detect import DEFAULTS as DETECTOR_DEFAULTS, Detector, Flag  # noqa: E402
-from ..torch.finder import CUT, FinderResult, LRFinder as _TorchFinder, SweepEvent, SweepStop, diagnose_sweep, Ladder, SweepRecord  # noqa: E402
+from ..torch.finder import cut_factor, FinderResult, LRFinder as _TorchFinder, SweepEvent, SweepStop, diagnose_sweep, Ladder, SweepRecord  # noqa: E402
 from ..torch.guard import GuardEvent, describe_event  # noqa: E402
 from ..schedules import Schedule  # noqa: E402
 from ..suggestion import COMPAT_METHODS, DEFAULT_METHOD, METHODS, suggest  # noqa: E402
@@ -271,7 +271,7 @@ def find(
     if method in COMPAT_METHODS:
         details = suggest(lrs, smoothed, method)
     else:
-        details = suggest(lrs, raw, method, diverge_factor=th if math.isfinite(th) else CUT)
+        details = suggest(lrs, raw, method, diverge_factor=cut_factor(th))
     return FinderResult(
         lrs=lrs, losses=np.asarray(raw, dtype=np.float64), smoothed=np.asarray(smoothed, dtype=np.float64),
         suggestion=details.lr, zone=details.zone, method=method, diagnosis=diagnose_sweep(details, stop, lrs),

@@ -50,7 +50,13 @@ from ..suggestion import DEFAULT_METHOD, DIVERGE_FACTOR, METHODS, COMPAT_METHODS
 __all__ = ["LRFinder", "FinderResult", "SweepEvent", "SweepStop", "DataLoaderIter", "TrainDataLoaderIter", "ValDataLoaderIter"]
 
 _MAX_ITER = 2**31 - 1
-CUT = DIVERGE_FACTOR  # the divergence factor of the suggestion and events when the sweep never stops early
+
+
+def cut_factor(diverge_th: float) -> float:
+    """The divergence factor of the suggestion's cut and the explosion event: the sweep's own
+    ``diverge_th``, or :data:`~pylrcore.DIVERGE_FACTOR` when the sweep never stops early (inf)."""
+    return diverge_th if math.isfinite(diverge_th) else DIVERGE_FACTOR
+
 
 #: :meth:`LRFinder.confirm`'s defaults, the confirmation design measured best on the suggestion-quality
 #: benchmark (bench/suggest_quality/confirm_designs.py): 6 copies at the suggestion x 1/10 .. 4.6 in
@@ -535,7 +541,7 @@ class LRFinder:
             details = suggest(lrs, smoothed, method)
         else:
             # Without an early stop (diverge_th=inf) the suggestion still cuts a blown-up tail.
-            details = suggest(lrs, raw, method, diverge_factor=diverge_th if math.isfinite(diverge_th) else CUT)
+            details = suggest(lrs, raw, method, diverge_factor=cut_factor(diverge_th))
         self.history = {"lr": lrs.tolist(), "loss": list(smoothed)}
         self.best_loss = float(np.nanmin(smoothed)) if smoothed and not np.isnan(smoothed).all() else None
         self.result = FinderResult(
@@ -798,8 +804,8 @@ def _sweep_detector(smooth_f: float, diverge_th: float) -> Detector:
     On synthetic sweeps with one 2-3x spike it finds 54 of 72 (the defaults 39), and none on 90
     spike-free ones with 2-10% Gaussian noise or on 16 healthy real sweeps."""
     beta = 1.0 - smooth_f if smooth_f > 0 else 1e-9  # smooth_f = 0: no smoothing
-    factor = diverge_th if math.isfinite(diverge_th) else CUT  # its explosion event, even without a stop
-    return Detector(warmup=10, spike_beta=0.7, spike_var_beta=0.9, beta=beta, explode_factor=factor)
+    # its explosion event, even without a stop
+    return Detector(warmup=10, spike_beta=0.7, spike_var_beta=0.9, beta=beta, explode_factor=cut_factor(diverge_th))
 
 
 def _progress(total: int, wanted: Optional[bool]) -> Any:
