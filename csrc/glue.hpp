@@ -39,7 +39,7 @@ template <class T>
 struct has_fields<T, std::void_t<decltype(for_each_field(std::declval<T&>(), AnyField{}))>> : std::true_type {};
 
 template <class Fields>
-py::dict fields_to_dict(Fields fields);
+py::dict fields_to_dict(const Fields& fields);
 
 template <class V>
 py::object to_python(V& value) {
@@ -49,10 +49,12 @@ py::object to_python(V& value) {
     return py::cast(value);
 }
 
+// By reference: a Suggestion carries two curves, which a copy would duplicate per call. The fields
+// are only read (for_each_field takes a mutable reference because parsing writes through it).
 template <class Fields>
-py::dict fields_to_dict(Fields fields) {
+py::dict fields_to_dict(const Fields& fields) {
   py::dict out;
-  for_each_field(fields, [&](const char* name, auto& value) { out[name] = to_python(value); });
+  for_each_field(const_cast<Fields&>(fields), [&](const char* name, auto& value) { out[name] = to_python(value); });
   return out;
 }
 

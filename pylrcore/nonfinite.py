@@ -73,8 +73,9 @@ def scan(buffers: Any, *, sumsq: bool = True, threads: Optional[int] = None) -> 
     ``buffers``: a list (or any iterable, e.g. a generator of ``p.grad``) of numpy arrays and CPU
     torch tensors, or a single array/tensor. ``sumsq=False`` skips the squares (a cheaper integer
     test). ``threads``: None chooses from the input size (one thread per 8 MiB) and the CPUs
-    available, at most ``torch.get_num_threads()`` once torch is loaded (the scan then runs on
-    torch's OpenMP threads); an integer >= 1 forces that many.
+    available, at most ``torch.get_num_threads()`` once torch is loaded (with the environment variable
+    ``PYLRCORE_SCAN_OPENMP=1`` the scan then runs on torch's OpenMP team instead of threads of its own;
+    off by default: see bench/README.md); an integer >= 1 forces that many.
 
     Raises TypeError for something that is not a float buffer (names ``buffers[i]`` and the fix),
     ValueError for a buffer that cannot be read in place (not contiguous, on a GPU, sparse).

@@ -566,3 +566,15 @@ def test_nested_repr_parses_back_to_the_same_schedule(schedule):
     assert again == schedule
     steps = np.arange(40)
     np.testing.assert_array_equal(again(steps, 0.1), schedule(steps, 0.1))
+
+
+def test_per_group_at_names_a_group_it_has_no_schedule_for() -> None:
+    # at(step, group) on a per_group schedule reads that group's schedule: a group beyond the list
+    # is a clear error (it used to read past the list in the core and crash the process).
+    s = S.per_group([S.constant(), S.cosine(10)])
+    assert s.at(3, group=1) == S.cosine(10).at(3)
+    with pytest.raises(ValueError, match=r"group must be < 2 \(per_group has one schedule per param group\), got 5"):
+        s.at(3, group=5)
+    assert (S.warmup(5) >> s).at(8, group=1) == (S.warmup(5) >> S.cosine(10)).at(8)
+    with pytest.raises(ValueError, match="group must be < 2"):
+        (S.warmup(5) >> s).at(8, group=2)

@@ -55,8 +55,6 @@ inline constexpr Named<DetectFlag> kDetectFlagNames[] = {
     {kNonFinite, "NONFINITE"},     {kExplosion, "EXPLOSION"},     {kSpike, "SPIKE"},
     {kPlateau, "PLATEAU"},         {kOscillation, "OSCILLATION"}, {kDecreasing, "DECREASING"},
 };
-// The table of DetectFlag, found by argument-dependent lookup (the bindings check codes against it).
-inline constexpr const auto& named_table(DetectFlag) { return kDetectFlagNames; }
 constexpr std::uint32_t kAllDetectFlags = (1u << 6) - 1;
 // States that describe the statistics rather than the current loss: carried over a non-finite step.
 constexpr std::uint32_t kPersistentFlags = kExplosion | kPlateau | kOscillation | kDecreasing;

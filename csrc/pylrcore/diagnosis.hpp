@@ -69,8 +69,6 @@ inline constexpr Named<Symptom> kSymptomNames[] = {
     {Symptom::NotDecreasing, "not_decreasing"}, {Symptom::Slow, "slow"},               {Symptom::Plateau, "plateau"},
     {Symptom::Healthy, "healthy"},
 };
-// The table of Symptom, found by argument-dependent lookup (the bindings check codes against it).
-inline constexpr const auto& named_table(Symptom) { return kSymptomNames; }
 
 struct DiagnoseConfig {
   DetectorConfig detector{};          // the streaming signals (explosion, spikes, oscillation, smoothing)

@@ -794,6 +794,11 @@ class Program {
 
   Affine at(std::int64_t t, std::size_t group = 0) const {
     if (t < 0) fail("step must be >= 0, got " + std::to_string(t));
+    if (per_group_)  // eval() indexes a per_group node's schedules by group
+      for (const Node& n : nodes_)
+        if (n.family == Family::PerGroup && group >= n.children.size())
+          fail("group must be < " + std::to_string(n.children.size()) + " (per_group has one schedule per param group), got " +
+               std::to_string(group));
     return eval(nodes_.size() - 1, t, group);
   }
 

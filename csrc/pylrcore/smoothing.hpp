@@ -76,10 +76,6 @@ struct EmaState {
   std::int64_t nonfinite = 0;  // non-finite values seen (and skipped)
   double last = std::numeric_limits<double>::quiet_NaN();  // last smoothed output that was finite
 };
-// The table of NonFinite, found by argument-dependent lookup (the bindings check codes against it).
-inline constexpr const auto& named_table(NonFinite) { return kNonFiniteNames; }
-// The table of EmaKind, found by argument-dependent lookup (the bindings check codes against it).
-inline constexpr const auto& named_table(EmaKind) { return kEmaKindNames; }
 
 class Ema {
  public:

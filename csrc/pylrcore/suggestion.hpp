@@ -64,7 +64,8 @@ inline constexpr Named<Method> kMethodNames[] = {
     {Method::FastaiSteep, "fastai_steep"},   {Method::FastaiMinimum, "fastai_minimum"},
     {Method::FastaiSlide, "fastai_slide"},
 };
-// The table of Method, found by argument-dependent lookup (the bindings check codes against it).
+// Method's table, found by argument-dependent lookup: glue::enum_from_python checks a settings code
+// against it (an enum used as a settings field gets one of these).
 inline constexpr const auto& named_table(Method) { return kMethodNames; }
 
 inline bool is_compat(Method m) { return static_cast<int>(m) >= 10; }
@@ -82,8 +83,6 @@ inline constexpr Named<SuggestStatus> kSuggestStatusNames[] = {
     {SuggestStatus::AllNonFinite, "all_nonfinite"},
     {SuggestStatus::NeverDecreased, "never_decreased"},
 };
-// The table of SuggestStatus, found by argument-dependent lookup (the bindings check codes against it).
-inline constexpr const auto& named_table(SuggestStatus) { return kSuggestStatusNames; }
 
 // A drop counts only when it exceeds kSignificantDrop x (1 + 1/sqrt(n - 2)) standard deviations of
 // the noise left on the significance test's smoothed curve (n analysed points). On flat white-noise

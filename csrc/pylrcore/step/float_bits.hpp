@@ -91,8 +91,6 @@ struct Format {
   using Bits = B;
   static constexpr Bits kMagnitude = Magnitude, kExponent = Exponent;
 };
-// The table of DType, found by argument-dependent lookup (the bindings check codes against it).
-inline constexpr const auto& named_table(DType) { return kDTypeNames; }
 struct F32 : Format<std::uint32_t, 0x7fffffffu, 0x7f800000u> {
   PYLRCORE_HD static double widen(Bits b) { return static_cast<double>(float_from_bits(b)); }
 };

@@ -67,8 +67,6 @@ inline constexpr Named<GuardEvent> kGuardEventNames[] = {
     {kGradNonFinite, "GRAD_NONFINITE"}, {kGradSpike, "GRAD_SPIKE"},     {kAmpOverflow, "AMP_OVERFLOW"},
     {kSkipLimit, "SKIP_LIMIT"},
 };
-// The table of GuardEvent, found by argument-dependent lookup (the bindings check codes against it).
-inline constexpr const auto& named_table(GuardEvent) { return kGuardEventNames; }
 constexpr int kGuardEventKinds = 7;
 constexpr std::uint32_t kAllGuardEvents = (1u << kGuardEventKinds) - 1;
 
@@ -78,8 +76,6 @@ inline constexpr Named<GuardAction> kGuardActionNames[] = {
     {GuardAction::Record, "RECORD"},     {GuardAction::Skip, "SKIP"},   {GuardAction::ScaleLR, "SCALE_LR"},
     {GuardAction::Rollback, "ROLLBACK"}, {GuardAction::Raise, "RAISE"},
 };
-// The table of GuardAction, found by argument-dependent lookup (the bindings check codes against it).
-inline constexpr const auto& named_table(GuardAction) { return kGuardActionNames; }
 
 // The run of steps not applied, and the stop when it is too long: a step not applied, or skipped by
 // the GradScaler, extends the run (one applied step ends it); past `max_skips` in a row the step gets

@@ -37,6 +37,7 @@
 #include <condition_variable>
 #include <cmath>
 #include <cstddef>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -402,7 +403,12 @@ class HelperPool {
 // (torch.set_num_threads sets the runtime's thread count). Found with dlopen(RTLD_NOLOAD): only a
 // runtime the process has already loaded is used, and its handle is kept (never unloaded). No
 // runtime, or a forked child (its team's threads stayed in the parent): the HelperPool below.
-// PYLRCORE_NO_PROCESS_OPENMP compiles this out.
+// Opt-in (environment PYLRCORE_SCAN_OPENMP=1, read once): calling into a runtime we did not start
+// is unsafe in a child forked after the parent used it and before pylrcore was imported there
+// (libgomp's team threads stayed in the parent: the region never starts), may pick a runtime other
+// than torch's when several are loaded, and gets a per-calling-thread team; on a quiet machine it
+// measured no better than the HelperPool (Guard.check / read 1.00-1.85x vs 0.99-1.67x, bench/README).
+// PYLRCORE_NO_PROCESS_OPENMP compiles it out.
 // The trade-off, measured on a 2-vCPU VM: with the other core free or spinning for torch, the scan
 // no longer waits for a thread of its own to get a core; with the VM loaded 3-4x over, a team member
 // that is descheduled holds the region's closing barrier (as it does torch's own ops), where the
@@ -421,6 +427,11 @@ struct ProcessOpenMP {
   static const ProcessOpenMP* find() noexcept {
 #if defined(__linux__) && defined(PYLRCORE_HAVE_GETPID) && !defined(PYLRCORE_NO_PROCESS_OPENMP) && \
     !defined(__SANITIZE_THREAD__)
+    static const bool wanted = [] {
+      const char* v = std::getenv("PYLRCORE_SCAN_OPENMP");
+      return v != nullptr && v[0] != '\0' && !(v[0] == '0' && v[1] == '\0');
+    }();
+    if (!wanted) return nullptr;
     if (static_cast<long>(getpid()) != kLoadedInProcess) return nullptr;  // forked
     static std::atomic<const ProcessOpenMP*> found{nullptr};
     const ProcessOpenMP* known = found.load(std::memory_order_acquire);
