@@ -444,7 +444,7 @@ void bind_plateau(py::module_& m) {
              return Plateau(fields_from_dict<PlateauConfig>(config, "Plateau"), std::move(min_lrs));
            }),
            py::arg("config"), py::arg("min_lrs"))
-      .def("step", &Plateau::step, py::arg("metric"))
+      .def("step", &Plateau::step, py::arg("metric"), py::arg("schedule_lrs") = std::vector<double>{})
       .def("reset", &Plateau::reset)
       .def("is_better", &Plateau::is_better, py::arg("a"), py::arg("best"))
       .def("set_base_lrs", &Plateau::set_base_lrs, py::arg("base_lrs"))
@@ -454,7 +454,7 @@ void bind_plateau(py::module_& m) {
       .def_property_readonly("base_lrs", &Plateau::base_lrs)
       .def_property_readonly("current_lrs", &Plateau::lrs)
       .def_property_readonly("min_lrs", &Plateau::min_lrs)
-      .def_property_readonly("scale", [](const Plateau& p) { return p.state().scale; })
+      .def_property_readonly("scales", &Plateau::scales)
       .def_property_readonly("best", [](const Plateau& p) { return p.state().best; })
       .def_property_readonly("num_bad_epochs", [](const Plateau& p) { return p.state().num_bad_epochs; })
       .def_property_readonly("cooldown_counter", [](const Plateau& p) { return p.state().cooldown_counter; })
@@ -464,11 +464,12 @@ void bind_plateau(py::module_& m) {
       .def("_config", [](const Plateau& p) { return fields_to_dict(p.config()); })
       .def("_get_state", [](const Plateau& p) { return fields_to_dict(p.state()); })
       .def("_set_state",
-           [](Plateau& p, const py::dict& state, std::vector<double> base_lrs, std::vector<double> lrs) {
+           [](Plateau& p, const py::dict& state, std::vector<double> base_lrs, std::vector<double> lrs,
+              std::vector<double> scales) {
              p.set_state(fields_from_dict<PlateauState>(state, "state", p.state()), std::move(base_lrs),
-                         std::move(lrs));
+                         std::move(lrs), std::move(scales));
            },
-           py::arg("state"), py::arg("base_lrs"), py::arg("lrs"));
+           py::arg("state"), py::arg("base_lrs"), py::arg("lrs"), py::arg("scales"));
 }
 
 void bind_guard(py::module_& m) {

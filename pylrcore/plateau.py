@@ -15,9 +15,12 @@ A reduction can be used in two ways:
 
 (a) **alone, as torch does it**: :meth:`Plateau.lrs` tracks each group's lr from its base lr; at a
     reduction ``new = max(old*factor, min_lr_g)``, applied only if ``old - new > eps``.
-(b) **as a multiplier on another schedule**: :attr:`Plateau.scale` starts at 1 and is multiplied by
-    ``factor`` at every reduction (``eps`` plays no part); the lr of group ``g`` at step ``t`` is
-    ``lr_g = max(schedule_g(t) * scale, min_lr_g)`` (:meth:`Plateau.scaled_lrs`).
+(b) **as a multiplier on another schedule**: each group's scale (:attr:`Plateau.scales`) starts at 1
+    and is multiplied by ``factor`` at a reduction; the lr of group ``g`` at step ``t`` is
+    ``lr_g = max(schedule_g(t) * scale_g, min_lr_g)`` (:meth:`Plateau.scaled_lrs`). Pass the
+    schedule's current lrs to ``step(metric, schedule_lrs)`` and torch's eps rule applies to each
+    group's lr: a group whose lr would change by no more than ``eps`` keeps its scale. These are the
+    only per-group lr scales in pylrcore; :class:`pylrcore.Scheduler` reads them.
 
 >>> p = Plateau(patience=1, factor=0.5)
 >>> [p.step(m) for m in [3.0, 3.0, 3.0, 2.0]]
@@ -43,7 +46,7 @@ MODES = ("min", "max")
 THRESHOLD_MODES = ("rel", "abs")
 
 _CONFIG_KEYS = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lr", "eps")
-_STATE_KEYS = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch", "num_reductions", "scale")
+_STATE_KEYS = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch", "num_reductions")
 
 
 def _real(value: Any, name: str, hint: str) -> float:
@@ -206,9 +209,17 @@ class Plateau:
         return cls(**config)
 
     # -- stepping ------------------------------------------------------------------------------
-    def step(self, metric: Any) -> bool:
-        """Record one epoch's metric; True if the lr was reduced at this step."""
-        return bool(self._core.step(_metric(metric)))
+    def step(self, metric: Any, schedule_lrs: Optional[Sequence[float]] = None) -> bool:
+        """Record one epoch's metric; True if the lr was reduced at this step.
+
+        ``schedule_lrs`` (use (b)): the other schedule's lrs now, one per param group; a reduction
+        then leaves a group's scale alone where it would change the group's lr by no more than
+        ``eps``. Without them every group's scale takes the factor.
+        """
+        value = _metric(metric)
+        if schedule_lrs is None:
+            return bool(self._core.step(value))
+        return bool(self._core.step(value, _lr_list(schedule_lrs, "schedule_lrs")))
 
     def reset(self) -> None:
         """Back to the start: best, counters, scale; tracked lrs back to their base lrs."""
@@ -257,16 +268,23 @@ class Plateau:
     # -- use (b): a multiplier on another schedule ---------------------------------------------
     @property
     def scale(self) -> float:
-        """``factor ** num_reductions`` (formed by repeated multiplication); 1 before any reduction."""
-        return float(self._core.scale)
+        """The scale every group shares: ``factor ** num_reductions`` (formed by repeated
+        multiplication) unless the eps rule kept some group's; then read :attr:`scales`."""
+        scales = self._core.scales
+        if any(v != scales[0] for v in scales):
+            raise ValueError(f"the groups' scales differ (the eps rule kept some): {list(scales)}; read .scales")
+        return float(scales[0])
 
     @property
     def scales(self) -> List[float]:
-        """The scale of each param group (all equal); a single entry while :attr:`num_groups` is None."""
-        return [self.scale] * (self.num_groups or 1)
+        """The scale of each param group; a single shared entry while the number of groups is unknown
+        (a number ``min_lr`` and no ``schedule_lrs`` given to :meth:`step` yet)."""
+        scales = list(self._core.scales)
+        groups = self.num_groups
+        return scales * groups if len(scales) == 1 and groups else scales
 
     def scaled_lrs(self, schedule_lrs: Sequence[float]) -> List[float]:
-        """``max(schedule_lr_g * scale, min_lr_g)`` for each group's lr from another schedule."""
+        """``max(schedule_lr_g * scale_g, min_lr_g)`` for each group's lr from another schedule."""
         lrs = _lr_list(schedule_lrs, "schedule_lrs")
         if self._min_lr_is_list and len(lrs) != len(self._core.min_lrs):
             raise ValueError(
@@ -280,13 +298,16 @@ class Plateau:
         """Configuration and state; :meth:`load_state_dict` resumes exactly where this left off."""
         state: Dict[str, Any] = {"config": self.to_dict()}
         state.update(self._core._get_state())
+        state["scales"] = list(self._core.scales)
         tracking = bool(self._core.tracking)
         state["base_lrs"] = list(self._core.base_lrs) if tracking else None
         state["lrs"] = list(self._core.current_lrs) if tracking else None
         return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        if not isinstance(state, dict) or any(k not in state for k in ("config", *_STATE_KEYS, "base_lrs", "lrs")):
+        if isinstance(state, dict) and "scale" in state and "scales" not in state:
+            state = {**state, "scales": [state["scale"]]}  # saved before the scales were per group
+        if not isinstance(state, dict) or any(k not in state for k in ("config", *_STATE_KEYS, "scales", "base_lrs", "lrs")):
             raise ValueError("state must be a dict returned by Plateau.state_dict()")
         if state["config"] != self.to_dict():
             raise ValueError(
@@ -304,6 +325,7 @@ class Plateau:
             core_state,
             [] if base is None else _lr_list(base, "base_lrs"),
             [] if lrs is None else _lr_list(lrs, "lrs"),
+            _lr_list(state["scales"], "scales"),
         )
 
     def __getstate__(self) -> Dict[str, Any]:
@@ -318,5 +340,5 @@ class Plateau:
         return (
             f"Plateau({args}; last_epoch={self.last_epoch}, best={self.best!r}, "
             f"num_bad_epochs={self.num_bad_epochs}, cooldown_counter={self.cooldown_counter}, "
-            f"num_reductions={self.num_reductions}, scale={self.scale!r})"
+            f"num_reductions={self.num_reductions}, scales={self.scales!r})"
         )

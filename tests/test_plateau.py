@@ -218,7 +218,7 @@ def test_base_lrs_may_be_bound_late_and_rebound() -> None:
 
 
 def test_multiplier_use_scales_another_schedule() -> None:
-    p = Plateau(patience=0, factor=0.5, min_lr=[0.0, 0.2], eps=1.0)  # eps plays no part in use (b)
+    p = Plateau(patience=0, factor=0.5, min_lr=[0.0, 0.2], eps=1.0)  # no schedule lrs given: eps plays no part
     assert p.scales == [1.0, 1.0]
     p.step(1.0)
     for _ in range(3):
@@ -230,6 +230,29 @@ def test_multiplier_use_scales_another_schedule() -> None:
     assert q.scales == [1.0] and q.scaled_lrs([0.5, 0.001, 2.0]) == [0.5, 0.01, 2.0]
     with pytest.raises(ValueError, match="schedule_lrs"):
         p.scaled_lrs([1.0])
+
+
+def test_given_the_schedule_lrs_each_group_scale_follows_torchs_eps_rule() -> None:
+    p = Plateau(patience=0, factor=0.5, eps=1e-3)
+    p.step(1.0, [1.0, 1e-3])
+    assert p.step(2.0, [1.0, 1e-3])  # group 1 would move by 5e-4 <= eps: it keeps its scale
+    assert p.scales == [0.5, 1.0] and p.scaled_lrs([1.0, 1e-3]) == [0.5, 1e-3]
+    with pytest.raises(ValueError, match="groups' scales differ"):
+        p.scale
+    with pytest.raises(ValueError, match="schedule_lrs has 3 entries"):
+        p.step(2.0, [1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r"schedule_lrs\[1\]"):
+        p.step(2.0, [1.0, float("nan")])
+    assert p.last_epoch == 2  # the refused steps changed nothing
+    restored = Plateau(patience=0, factor=0.5, eps=1e-3)
+    restored.load_state_dict(p.state_dict())
+    assert restored.scales == [0.5, 1.0] and restored.step(3.0, [1.0, 1e-3]) == p.step(3.0, [1.0, 1e-3])
+    assert restored.scales == p.scales == [0.25, 1.0]
+    # a checkpoint saved while the scale was one number loads as one shared scale
+    legacy = {k: v for k, v in Plateau(patience=0).state_dict().items() if k != "scales"}
+    old = Plateau(patience=0)
+    old.load_state_dict({**legacy, "scale": 0.25})
+    assert old.scales == [0.25]
 
 
 def test_nan_metric_is_a_bad_epoch_never_a_new_best() -> None:

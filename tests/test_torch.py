@@ -171,6 +171,31 @@ def test_plateau_alone_matches_reduce_lr_on_plateau():
     assert lrs(a)[1] == 1e-4 or lrs(a)[1] < BASE[1]
 
 
+def test_the_plateau_owns_the_per_group_scales_and_eps_keeps_a_tiny_groups_lr():
+    # group 0 starts at 1e-4: with eps=1e-4 torch's ReduceLROnPlateau never moves it; the others halve
+    a, b = make_opt(), make_opt()
+    ours = Scheduler(a, S.constant(), plateau=Plateau(factor=0.5, patience=0, eps=1e-4))
+    ref = lr_scheduler.ReduceLROnPlateau(b, factor=0.5, patience=0, eps=1e-4)
+    for m in [1.0, 2.0, 2.0, 2.0]:
+        a.step(), b.step()
+        ours.step(m), ref.step(m)
+        assert lrs(a) == pytest.approx(lrs(b), rel=1e-12)
+    assert ours.plateau.scales == [1.0, 0.125, 0.125] and ours.plateau.num_reductions == 3
+    ours.scale(0.1)  # the guard's rescaling multiplies on top, and is saved beside the plateau's
+    assert lrs(a) == pytest.approx([1e-5, 3e-3 * 0.0125, 0.05 * 0.0125], rel=1e-12)
+    state = ours.state_dict()
+    assert state["_lr_factor"] == pytest.approx(0.1) and "_scales" not in state
+    again = Scheduler(make_opt(), S.constant(), plateau=Plateau(factor=0.5, patience=0, eps=1e-4))
+    again.load_state_dict(state)
+    assert lrs(again.optimizer) == lrs(a) and again.plateau.scales == ours.plateau.scales
+    # a checkpoint from before the plateau owned the scales: its per-group list loads into the plateau
+    legacy = {k: v for k, v in state.items() if k != "_lr_factor"}
+    legacy["_scales"] = [1.0, 0.125, 0.125]
+    old = Scheduler(make_opt(), S.constant(), plateau=Plateau(factor=0.5, patience=0, eps=1e-4))
+    old.load_state_dict(legacy)
+    assert lrs(old.optimizer) == pytest.approx(lrs(b), rel=1e-12)
+
+
 def test_plateau_scales_a_schedule():
     opt = make_opt()
     sched = Scheduler(opt, S.cosine(100), plateau=Plateau(factor=0.1, patience=0))

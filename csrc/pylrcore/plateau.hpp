@@ -15,9 +15,11 @@
 //  (a) alone, reproducing torch: each tracked group lr becomes new = max(old*factor, min_lr_g), and
 //      the change is applied only if old - new > eps. Once a change is skipped for a group, every later
 //      one is too (same old, same new), so replaying k reductions from the base lrs stops early.
-//  (b) as a multiplier on another schedule: scale s (1 at the start, the same for every group) is
-//      multiplied by factor at every reduction; the caller computes lr_g = max(schedule_g(t)*s, min_lr_g).
-//      eps plays no part in (b).
+//  (b) as a multiplier on another schedule: each group's scale s_g (1 at the start) is multiplied by
+//      factor at a reduction; the caller computes lr_g = max(schedule_g(t)*s_g, min_lr_g). Given the
+//      schedule's lrs at that step, torch's eps rule applies to lr_g: a group whose lr would change by
+//      no more than eps keeps its scale. These scales are the only per-group lr scale in pylrcore (the
+//      torch Scheduler reads them), so the eps rule is applied here and nowhere else.
 // Misuse throws std::invalid_argument naming the setting (ValueError in Python).
 #pragma once
 #include <cmath>
@@ -74,14 +76,14 @@ inline void check_min_lrs(const std::vector<double>& min_lrs) {
       fail(describe_element("min_lr", i, min_lrs[i]) + " must be a finite number >= 0 (a lower bound on the lr)");
 }
 
-// Everything needed to resume exactly (the tracked lrs of use (a) are kept separately).
+// Everything needed to resume exactly (the tracked lrs of use (a) and the scales of use (b) are
+// per-group lists, kept beside it).
 struct PlateauState {
   double best = std::numeric_limits<double>::infinity();  // +inf (min) or -inf (max) before the first step
   std::int64_t num_bad_epochs = 0;
   std::int64_t cooldown_counter = 0;
   std::int64_t last_epoch = 0;      // steps taken (torch's last_epoch)
   std::int64_t num_reductions = 0;  // reductions so far
-  double scale = 1.0;               // factor multiplied num_reductions times, in order
 };
 
 template <class F>
@@ -91,7 +93,6 @@ void for_each_field(PlateauState& s, F&& f) {
   f("cooldown_counter", s.cooldown_counter);
   f("last_epoch", s.last_epoch);
   f("num_reductions", s.num_reductions);
-  f("scale", s.scale);
 }
 
 class Plateau {
@@ -123,6 +124,7 @@ class Plateau {
     state_ = PlateauState{};
     state_.best = worst();
     lrs_ = base_lrs_;
+    scales_.assign(min_lrs_.size(), 1.0);  // one shared scale until the groups are known
   }
 
   bool is_better(double a, double best) const {
@@ -132,8 +134,11 @@ class Plateau {
   }
   bool in_cooldown() const { return state_.cooldown_counter > 0; }
 
-  // One epoch's metric; returns whether a reduction happened at this step.
-  bool step(double metric) {
+  // One epoch's metric; returns whether a reduction happened at this step. schedule_lrs (use (b),
+  // may be empty): the other schedule's lrs now, one per group, so that a reduction follows the eps
+  // rule per group; without them every scale takes the factor.
+  bool step(double metric, const std::vector<double>& schedule_lrs = {}) {
+    if (!schedule_lrs.empty()) check_schedule_lrs(schedule_lrs);  // before any state changes
     ++state_.last_epoch;
     if (is_better(metric, state_.best)) {
       state_.best = metric;
@@ -146,7 +151,7 @@ class Plateau {
       state_.num_bad_epochs = 0;
     }
     if (state_.num_bad_epochs > config_.patience) {
-      reduce();
+      reduce(schedule_lrs);
       state_.cooldown_counter = config_.cooldown;
       state_.num_bad_epochs = 0;
       return true;
@@ -183,19 +188,34 @@ class Plateau {
   const std::vector<double>& base_lrs() const { return base_lrs_; }
   const std::vector<double>& lrs() const { return lrs_; }
 
-  // Use (b): lr_g = max(schedule_lr * scale, min_lr_g).
+  // Use (b): lr_g = max(schedule_lr * scale_g, min_lr_g).
   double scaled_lr(double schedule_lr, std::size_t group) const {
     const double floor = min_lr(group);
-    const double product = schedule_lr * state_.scale;
+    const double product = schedule_lr * scale(group);
     return floor > product ? floor : product;
   }
+  double scale(std::size_t group) const {
+    if (scales_.size() == 1) return scales_[0];
+    if (group >= scales_.size()) {
+      std::ostringstream m;
+      m << "group " << group << " has no scale (the plateau knows " << scales_.size() << " groups)";
+      fail(m.str());
+    }
+    return scales_[group];
+  }
+  // One entry shared by every group, or one per group once the groups are known.
+  const std::vector<double>& scales() const { return scales_; }
 
-  // Restore a checkpoint; lrs (possibly empty when base_lrs is) are the tracked lrs at that point.
-  void set_state(const PlateauState& s, std::vector<double> base_lrs, std::vector<double> lrs) {
+  // Restore a checkpoint; lrs (possibly empty when base_lrs is) are the tracked lrs at that point,
+  // scales the use-(b) scales (one shared entry, or one per group).
+  void set_state(const PlateauState& s, std::vector<double> base_lrs, std::vector<double> lrs,
+                 std::vector<double> scales) {
     require(s.num_bad_epochs >= 0 && s.cooldown_counter >= 0 && s.last_epoch >= 0 && s.num_reductions >= 0,
             "state: num_bad_epochs, cooldown_counter, last_epoch and num_reductions must be >= 0");
     require(s.cooldown_counter <= config_.cooldown, "state: cooldown_counter must be <= cooldown");
-    require(s.scale > 0.0 ? s.scale <= 1.0 : s.scale == 0.0, "state: scale must be in [0, 1]");
+    require(!scales.empty() && (scales.size() == 1 || min_lrs_.size() == 1 || scales.size() == min_lrs_.size()),
+            "state: scales must hold one entry, or one per param group");
+    for (double v : scales) require(v >= 0.0 && v <= 1.0, "state: scales must be in [0, 1]");
     require(!std::isnan(s.best), "state: best must not be NaN");
     require(base_lrs.size() == lrs.size(), "state: base_lrs and lrs must have the same length");
     if (!base_lrs.empty()) check_groups(base_lrs.size(), "state: base_lrs");
@@ -205,6 +225,7 @@ class Plateau {
     state_ = s;
     base_lrs_ = std::move(base_lrs);
     lrs_ = std::move(lrs);
+    scales_ = std::move(scales);
   }
 
  private:
@@ -220,10 +241,30 @@ class Plateau {
       fail(s.str());
     }
   }
-  void reduce() {
+  void check_schedule_lrs(const std::vector<double>& schedule_lrs) const {
+    check_groups(schedule_lrs.size(), "schedule_lrs");
+    if (scales_.size() != 1 && scales_.size() != schedule_lrs.size()) {
+      std::ostringstream m;
+      m << "schedule_lrs has " << schedule_lrs.size() << " entries but the plateau scales " << scales_.size()
+        << " param groups; pass one entry per group";
+      fail(m.str());
+    }
+    for (std::size_t i = 0; i < schedule_lrs.size(); ++i)
+      if (!(schedule_lrs[i] >= 0.0 && std::isfinite(schedule_lrs[i])))
+        fail(describe_element("schedule_lrs", i, schedule_lrs[i]) + " must be a finite number >= 0");
+  }
+  void reduce(const std::vector<double>& schedule_lrs) {
     ++state_.num_reductions;
-    state_.scale *= config_.factor;
     for (std::size_t g = 0; g < lrs_.size(); ++g) lrs_[g] = reduce_lr(lrs_[g], g);
+    if (schedule_lrs.empty()) {
+      for (double& s : scales_) s *= config_.factor;
+      return;
+    }
+    if (scales_.size() == 1) scales_.assign(schedule_lrs.size(), scales_[0]);  // the groups are known now
+    for (std::size_t g = 0; g < scales_.size(); ++g) {
+      const double now = scaled_lr(schedule_lrs[g], g);
+      if (reduce_lr(now, g) != now) scales_[g] *= config_.factor;  // torch's eps rule, on the lr it sets
+    }
   }
 
   PlateauConfig config_;
@@ -231,6 +272,7 @@ class Plateau {
   PlateauState state_{};
   std::vector<double> base_lrs_;  // empty: not tracking lrs (use (b) only)
   std::vector<double> lrs_;
+  std::vector<double> scales_;  // use (b)
 };
 
 }  // namespace pylrcore

@@ -79,7 +79,8 @@ class Scheduler(LRScheduler):
         self.plateau = plateau
         self._program = schedule._compile()
         self._values = np.zeros(len(optimizer.param_groups))
-        self._scales = np.ones(len(optimizer.param_groups))  # plateau reductions, per group
+        self._lr_factor = 1.0  # scale(): the guard's rescaling, on top of the plateau's per-group scales
+        self._scales = np.ones(len(optimizer.param_groups))  # what the core multiplies by (_refresh_scales)
         self._hook: Optional[Any] = None
         super().__init__(optimizer, last_epoch)  # sets initial_lr/base_lrs, then the initial step()
 
@@ -108,8 +109,7 @@ class Scheduler(LRScheduler):
         min_lr = 0.0 if self.plateau is None else self.plateau.min_lr
         mins = np.broadcast_to(np.asarray(min_lr, dtype=np.float64), self._base.shape)
         self._min = np.ascontiguousarray(mins)
-        if len(self._scales) != len(groups):
-            self._scales = np.ones(len(groups))
+        self._refresh_scales()
         self._values = np.zeros(len(groups))
         self._momentum: Optional[np.ndarray] = None
         if self._program.cycles_momentum:  # one-cycle / cyclic: momentum or beta1 follows, as in torch
@@ -141,6 +141,20 @@ class Scheduler(LRScheduler):
         self._addresses = [t.data_ptr() for t in self._native_tensors]
         self._kinds = [_SCALAR_KINDS[t.dtype] for t in self._native_tensors]
         self._native_values = np.zeros(len(self._native))
+
+    def _refresh_scales(self) -> None:
+        """The per-group multipliers the core applies: the plateau's scales (their only owner) times
+        the factor of :meth:`scale`."""
+        count = len(self._base)
+        scales = self.plateau.scales if self.plateau is not None else [1.0]
+        if len(scales) == 1:
+            scales = scales * count
+        if len(scales) != count:
+            raise ValueError(
+                f"the plateau scales {len(scales)} param groups but the scheduler drives {count}; "
+                "give the Plateau a min_lr list with one entry per scheduled group"
+            )
+        self._scales = np.asarray(scales, dtype=np.float64) * self._lr_factor
 
     def _ensure_layout(self) -> None:
         """Per-group arrays up to date with the optimizer's groups (built on first use)."""
@@ -234,18 +248,14 @@ class Scheduler(LRScheduler):
         """Report a metric to the plateau (without advancing the schedule); True if it reduced the lr."""
         if self.plateau is None:
             raise ValueError("this Scheduler has no plateau: pass plateau=pylrcore.Plateau(...) to use metrics")
-        reduced = self.plateau.step(metric)
+        self._ensure_layout()
+        unscaled = np.zeros_like(self._base)
+        self._program.step_values(max(self.last_epoch, 0), self._base, np.zeros_like(self._base),
+                                  np.ones_like(self._base) * self._lr_factor, unscaled)
+        # The plateau owns the per-group scales and applies torch's eps rule to the lrs they give.
+        reduced = self.plateau.step(metric, unscaled.tolist())
         if reduced:
-            self._ensure_layout()
-            unscaled = np.zeros_like(self._base)
-            self._program.step_values(max(self.last_epoch, 0), self._base, np.zeros_like(self._base),
-                                      np.ones_like(self._base), unscaled)
-            # The plateau core's rule (reduce_lr: factor, min_lr, eps) decides for each group whether
-            # its lr changes; where it does, the group's scale takes the factor.
-            current = np.maximum(self._min, unscaled * self._scales).tolist()
-            reduce_lr = self.plateau._core.reduce_lr
-            changed = [reduce_lr(lr, g) != lr for g, lr in enumerate(current)]
-            self._scales = np.where(changed, self._scales * self.plateau.factor, self._scales)
+            self._refresh_scales()
             self._write()  # the new scale applies at once, as ReduceLROnPlateau's does
             self._reduce_unscheduled_groups()
         return reduced
@@ -274,7 +284,8 @@ class Scheduler(LRScheduler):
         overwrite it. Used by the training guard's ``scale_lr`` response."""
         value = check_positive(factor, "factor")
         self._ensure_layout()
-        self._scales = self._scales * value
+        self._lr_factor *= value
+        self._refresh_scales()
         self._write()  # applies at once, like a plateau reduction
 
     def get_lr(self) -> List[Union[float, torch.Tensor]]:  # the LRScheduler contract: lrs at last_epoch
@@ -303,15 +314,15 @@ class Scheduler(LRScheduler):
     # -- checkpoints --
     def state_dict(self) -> Dict[str, Any]:
         """What resumes this scheduler exactly, as plain values: the step (``last_epoch``, torch's
-        ``_step_count`` and ``_is_initial``), the scheduled groups' ``base_lrs``, the per-group lr
-        scales (``_scales``: plateau reductions and :meth:`scale`), the schedule (``to_dict``) and,
-        with a plateau, its settings and state. Everything else is rebuilt from the optimizer."""
+        ``_step_count`` and ``_is_initial``), the scheduled groups' ``base_lrs``, the factor of
+        :meth:`scale` (``_lr_factor``), the schedule (``to_dict``) and, with a plateau, its settings
+        and state (the per-group scales among them). Everything else is rebuilt from the optimizer."""
         state: Dict[str, Any] = {
             "last_epoch": self.last_epoch,
             "_step_count": self._step_count,
             "_is_initial": getattr(self, "_is_initial", False),
             "base_lrs": [float(b) for b in self.base_lrs],
-            "_scales": [float(v) for v in self._scales],
+            "_lr_factor": float(self._lr_factor),
             "schedule": self.schedule.to_dict(),
         }
         if self.plateau is not None:
@@ -321,7 +332,7 @@ class Scheduler(LRScheduler):
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict from Scheduler.state_dict(), got {type(state_dict).__name__}")
-        known = set(self.state_dict()) | {"plateau"}  # a saved plateau builds one here
+        known = set(self.state_dict()) | {"plateau", "_scales"}  # a saved plateau builds one here
         unknown = sorted(map(str, set(state_dict) - known))
         missing = sorted({"last_epoch", "base_lrs", "schedule"} - set(state_dict))
         if unknown or missing:
@@ -350,8 +361,14 @@ class Scheduler(LRScheduler):
             if self.plateau is None:
                 self.plateau = Plateau.from_dict(plateau["config"])
             self.plateau.load_state_dict(plateau["state"])
+        legacy = state.pop("_scales", None)  # saved before the plateau owned the per-group scales
+        state["_lr_factor"] = check_positive(state.get("_lr_factor", 1.0), "state_dict['_lr_factor']")
         self.__dict__.update(state)
-        self._scales = np.asarray(state.get("_scales", np.ones(len(self.optimizer.param_groups))), dtype=np.float64)
+        if legacy is not None:
+            if self.plateau is not None:
+                self.plateau.load_state_dict({**self.plateau.state_dict(), "scales": list(legacy)})
+            else:  # without a plateau only scale() made them: one factor for every group
+                self._lr_factor = check_positive(legacy[0], "state_dict['_scales'][0]")
         if hasattr(self, "_base"):
             del self._base  # rebuilt from the loaded base_lrs at the next write
         self._write()  # the optimizer gets the lrs of the restored step

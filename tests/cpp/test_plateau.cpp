@@ -25,7 +25,7 @@ TEST(plateau_patience_zero_reduces_on_first_bad_epoch) {
   CHECK(p.step(2.0));   // one bad epoch > patience 0
   CHECK(p.lrs()[0] == 0.5);
   CHECK(p.lrs()[1] == 0.05);
-  CHECK(p.state().scale == 0.5);
+  CHECK(p.scales() == std::vector<double>{0.5});  // use (b): one shared scale, no schedule lrs given
   CHECK(!p.step(0.5));  // better: no reduction
   CHECK(p.state().num_reductions == 1);
   CHECK(p.state().last_epoch == 3);
@@ -94,7 +94,7 @@ TEST(plateau_late_base_lrs_replay_and_state_round_trip) {
   b.set_base_lrs({0.3, 0.7});  // replays b's reductions
   CHECK(a.lrs() == b.lrs());
   Plateau c(config(1, 1), {1e-4});
-  c.set_state(a.state(), a.base_lrs(), a.lrs());
+  c.set_state(a.state(), a.base_lrs(), a.lrs(), a.scales());
   for (double m : metrics) {
     CHECK(a.step(m) == c.step(m));
     CHECK(a.lrs() == c.lrs());
@@ -119,5 +119,26 @@ TEST(plateau_rejects_bad_settings) {
   CHECK_THROWS(p.set_base_lrs({1.0, std::nan("")}), std::invalid_argument);
   PlateauState bad;
   bad.num_bad_epochs = -1;
-  CHECK_THROWS(p.set_state(bad, {}, {}), std::invalid_argument);
+  CHECK_THROWS(p.set_state(bad, {}, {}, {1.0}), std::invalid_argument);
+}
+
+TEST(plateau_scales_follow_the_eps_rule_per_group_when_given_the_schedule_lrs) {
+  PlateauConfig c = config(0);
+  c.factor = 0.5;
+  c.eps = 1e-3;
+  Plateau p(c, {0.0});
+  CHECK(p.scales().size() == 1);  // groups unknown: one shared scale
+  CHECK(!p.step(1.0, {1.0, 1e-3}));
+  CHECK(p.step(2.0, {1.0, 1e-3}));  // group 1's lr would move by 5e-4 <= eps: its scale stays
+  CHECK((p.scales() == std::vector<double>{0.5, 1.0}));
+  CHECK(p.scaled_lr(1.0, 0) == 0.5);
+  CHECK(p.scaled_lr(1e-3, 1) == 1e-3);
+  CHECK_THROWS(p.step(2.0, {1.0}), std::invalid_argument);  // two groups known now
+  CHECK(p.state().last_epoch == 2);  // the refused step changed nothing
+  CHECK_THROWS(p.step(2.0, {1.0, -1.0}), std::invalid_argument);
+  CHECK_THROWS(p.scale(2), std::invalid_argument);
+  Plateau q(c, {0.0});
+  CHECK_THROWS(q.set_state(p.state(), {}, {}, {1.5}), std::invalid_argument);
+  q.set_state(p.state(), {}, {}, p.scales());
+  CHECK(q.scales() == p.scales());
 }
