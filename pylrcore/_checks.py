@@ -49,30 +49,6 @@ def as_curve(values: Any, name: str, *, min_size: int = 1) -> FloatArray:
     return np.ascontiguousarray(arr, dtype=np.float64)
 
 
-def as_lrs(values: Any, name: str = "lrs", *, min_size: int = 1, strict: bool = True) -> FloatArray:
-    """Learning rates: finite, positive, strictly increasing (as recorded by a range test); with
-    ``strict=False`` non-decreasing (an lr recorded twice)."""
-    arr = as_curve(values, name, min_size=min_size)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ValueError(f"{name}[{i}] = {arr[i]} is not finite; learning rates must be finite positive numbers")
-    if (arr <= 0).any():
-        i = int(np.argmax(arr <= 0))
-        raise ValueError(f"{name}[{i}] = {arr[i]} is not positive; learning rates must be > 0")
-    if arr.size > 1:
-        steps = np.diff(arr)
-        wrong = steps <= 0 if strict else steps < 0
-        if wrong.any():
-            i = int(np.argmax(wrong))
-            order = "strictly increasing" if strict else "non-decreasing"
-            raise ValueError(
-                f"{name} must be {order}, but {name}[{i + 1}] = {arr[i + 1]} {'<=' if strict else '<'} "
-                f"{name}[{i}] = {arr[i]}; pass the lrs in the order the range test recorded them"
-            )
-    return arr
-
-
 def same_length(a: np.ndarray, a_name: str, b: np.ndarray, b_name: str) -> None:
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"{a_name} and {b_name} must have the same length, got {a.shape[0]} and {b.shape[0]}")

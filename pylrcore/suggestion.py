@@ -42,7 +42,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from ._checks import FloatArray, as_curve, as_lrs, check_beta, check_int, check_real, same_length
+from ._checks import FloatArray, as_curve, check_beta, check_int, check_real, same_length
 from ._native import _core
 
 __all__ = ["suggest", "Suggestion", "SweepStop", "gradient", "METHODS", "COMPAT_METHODS", "DIVERGE_FACTOR", "DEFAULT_METHOD"]
@@ -177,8 +177,9 @@ def suggest(
     """
     if method not in _METHOD_CODES:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS + COMPAT_METHODS))}; got {method!r}")
-    # The compatibility modes take what their peer takes: an lr recorded twice included.
-    lr_arr = as_lrs(lrs, "lrs", strict=method in METHODS)
+    # The core checks the lrs (finite, > 0, increasing; the compatibility modes take an lr recorded
+    # twice, as their peers do) in the same pass that reads them.
+    lr_arr = as_curve(lrs, "lrs")
     loss_arr = as_curve(losses, "losses")
     same_length(lr_arr, "lrs", loss_arr, "losses")
     beta_value = -1.0 if beta is None else check_beta(beta)

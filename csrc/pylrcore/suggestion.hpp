@@ -366,15 +366,17 @@ inline std::string count_reason(const char* what, std::size_t have, std::size_t 
 
 // pylrcore's own methods need strictly increasing lrs (slopes per ln lr); the compatibility modes take
 // what their peer takes: non-decreasing (a finder that records an lr twice still gets its answer).
+// The only check of a range test's lrs: suggest() in Python leaves it to this one pass.
 inline void check_curve(const double* lrs, std::size_t n, bool strict = true) {
   require(n > 0, "lrs and losses are empty; record at least a few points of the range test");
   for (std::size_t i = 0; i < n; ++i) {
-    if (!(std::isfinite(lrs[i]) && lrs[i] > 0))
-      fail(describe_element("lrs", i, lrs[i]) + ": learning rates must be finite and > 0");
+    if (!std::isfinite(lrs[i]))
+      fail(describe_element("lrs", i, lrs[i]) + " is not finite; learning rates must be finite positive numbers");
+    if (!(lrs[i] > 0)) fail(describe_element("lrs", i, lrs[i]) + " is not positive; learning rates must be > 0");
     if (i > 0 && (strict ? !(lrs[i] > lrs[i - 1]) : lrs[i] < lrs[i - 1]))
-      fail(describe_element("lrs", i, lrs[i]) + (strict ? " is not greater than " : " is less than ") +
-           describe_element("lrs", i - 1, lrs[i - 1]) +
-           (strict ? ": lrs must be strictly increasing" : ": lrs must be non-decreasing"));
+      fail(std::string(strict ? "lrs must be strictly increasing" : "lrs must be non-decreasing") + ", but " +
+           describe_element("lrs", i, lrs[i]) + (strict ? " <= " : " < ") + describe_element("lrs", i - 1, lrs[i - 1]) +
+           "; pass the lrs in the order the range test recorded them");
   }
 }
 
