@@ -111,13 +111,10 @@ void bind_smoothing(py::module_& m) {
       .def_property_readonly("nonfinite", &Ema::policy)
       .def_property_readonly("count", &Ema::count)
       .def_property_readonly("nonfinite_count", [](const Ema& e) { return e.state().nonfinite; })
-      .def("get_state",
-           [](const Ema& e) {
-             const EmaState& s = e.state();
-             return py::make_tuple(s.average, s.beta_power, s.count, s.nonfinite, s.last);
-           })
-      .def("set_state", [](Ema& e, double average, double beta_power, std::int64_t count, std::int64_t nonfinite,
-                           double last) { e.set_state(EmaState{average, beta_power, count, nonfinite, last}); });
+      .def("_get_state", [](const Ema& e) { return fields_to_dict(e.state()); })
+      .def("_set_state", [](Ema& e, const py::dict& state) {
+        e.set_state(fields_from_dict<EmaState>(state, "state", EmaState{}, glue::Keys::All));
+      });
 }
 
 void bind_gradient(py::module_& m) {

@@ -33,6 +33,8 @@ _KIND_ALIASES = {
     "lightning": _core.EmaKind.lightning,
 }
 KINDS = tuple(_KIND_ALIASES)
+#: What :meth:`EMA.state_dict` holds besides the settings (the core's EmaState fields).
+_STATE_KEYS = ("average", "beta_power", "count", "nonfinite_count", "last")
 _POLICIES = {"mark": _core.NonFinite.mark, "hold": _core.NonFinite.hold, "raise": _core.NonFinite.raise_}
 
 
@@ -123,22 +125,12 @@ class EMA:
 
     def state_dict(self) -> Dict[str, Union[float, int, str]]:
         """Everything needed to resume exactly (plain Python values)."""
-        average, beta_power, count, nonfinite_count, last = self._native.get_state()
-        return {
-            "beta": self.beta,
-            "kind": self._kind_name,
-            "nonfinite": self._nonfinite_name,
-            "average": average,
-            "beta_power": beta_power,
-            "count": count,
-            "nonfinite_count": nonfinite_count,
-            "last": last,
-        }
+        return {"beta": self.beta, "kind": self._kind_name, "nonfinite": self._nonfinite_name, **self._native._get_state()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; ``beta`` and ``kind`` must match this EMA's."""
         try:
-            fields = (state["average"], state["beta_power"], state["count"], state["nonfinite_count"], state["last"])
+            fields = {key: state[key] for key in _STATE_KEYS}
         except (KeyError, TypeError):
             raise ValueError("state must be a dict returned by EMA.state_dict()") from None
         if state.get("beta", self.beta) != self.beta or ema_kind_code(state.get("kind", self._kind_name)) != ema_kind_code(self._kind_name):
@@ -147,13 +139,14 @@ class EMA:
                 f"this one has beta={self.beta}, kind={self._kind_name!r}"
             )
         try:
-            average, beta_power, last = float(fields[0]), float(fields[1]), float(fields[4])
+            for key in ("average", "beta_power", "last"):
+                fields[key] = float(fields[key])
         except (TypeError, ValueError):
             raise ValueError("state['average'], ['beta_power'] and ['last'] must be numbers (from EMA.state_dict())") from None
         # the core increments these counters at every update: bounded so that none can wrap
-        count = check_int(fields[2], "state['count']", maximum=MAX_COUNT)
-        nonfinite = check_int(fields[3], "state['nonfinite_count']", maximum=MAX_COUNT)
-        self._native.set_state(average, beta_power, count, nonfinite, last)
+        for key in ("count", "nonfinite_count"):
+            fields[key] = check_int(fields[key], f"state[{key!r}]", maximum=MAX_COUNT)
+        self._native._set_state(fields)
 
     def __getstate__(self) -> Dict[str, Any]:
         return self.state_dict()

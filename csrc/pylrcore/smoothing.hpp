@@ -77,6 +77,15 @@ struct EmaState {
   double last = std::numeric_limits<double>::quiet_NaN();  // last smoothed output that was finite
 };
 
+template <class F>
+void for_each_field(EmaState& s, F&& f) {
+  f("average", s.average);
+  f("beta_power", s.beta_power);
+  f("count", s.count);
+  f("nonfinite_count", s.nonfinite);  // "nonfinite" is the policy's name in EMA's settings
+  f("last", s.last);
+}
+
 class Ema {
  public:
   Ema(double beta, EmaKind kind, NonFinite policy = NonFinite::Mark)
