@@ -597,6 +597,9 @@ def test_a_noisy_fall_confirmed_by_divergence_gets_a_low_confidence_pick() -> No
         if s.confidence == "low":
             assert s.lr == pytest.approx(lrs[s.min_index] / 10) and s.zone == (lrs[s.min_index],) * 2
             assert "low confidence" in s.reason and "diverged at lr" in s.reason and "low confidence" in str(s)
+            # every method derived from the minimum says so with the same lr, not the minimum's own
+            assert pylrcore.suggest(lrs, raw, "steepest").lr == pytest.approx(s.lr)
+            assert pylrcore.suggest(lrs, raw, "minimum").lr == pytest.approx(s.lr)
             picked.append(s)
         else:
             assert s.ok or s.status == "never_decreased"

@@ -531,6 +531,11 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
   std::int64_t idx = -1;
   switch (opt.method) {
     case Method::Steepest:
+      if (s.low_confidence) {  // the range is the minimum alone: its lr sits at the divergence's edge
+        idx = static_cast<std::int64_t>(m);
+        s.lr = lrs[m] / 10.0;
+        break;
+      }
       idx = steepest();
       s.lr = lrs[idx];
       break;
