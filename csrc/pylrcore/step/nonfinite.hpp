@@ -476,12 +476,7 @@ inline void validate(const Buffer* buffers, std::size_t n) {
   if (n > 0 && buffers == nullptr) fail("scan: buffers is null but n > 0");
   for (std::size_t i = 0; i < n; ++i) {
     const Buffer& b = buffers[i];
-    const int code = static_cast<int>(b.dtype);
-    if (code < 0 || code > 3) {
-      std::ostringstream s;
-      s << "buffers[" << i << "]: unknown dtype code " << code << " (0=float32, 1=float64, 2=float16, 3=bfloat16)";
-      fail(s.str());
-    }
+    dtype_from_code(static_cast<int>(b.dtype), "buffers", i);
     if (b.count > 0 && b.data == nullptr) {
       std::ostringstream s;
       s << "buffers[" << i << "]: null data pointer with " << b.count << " elements";
