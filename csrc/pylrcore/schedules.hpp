@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "pylrcore/common.hpp"
+#include "pylrcore/cpus.hpp"
 
 #if defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER)
 #define PYLRCORE_RESTRICT __restrict
@@ -867,7 +868,7 @@ class Program {
       }
     };
     constexpr std::size_t kPerThread = 1 << 16;  // steps; below this a thread costs more than it saves
-    unsigned hw = threads ? threads : std::max(1u, std::thread::hardware_concurrency());
+    unsigned hw = threads ? threads : available_cpus();
     if (!callbacks_.empty()) hw = 1;  // user functions are called in step order, from one thread
     const std::size_t useful = std::max<std::size_t>(1, n_steps / kPerThread);
     const unsigned n_threads = static_cast<unsigned>(std::min<std::size_t>(hw, useful));

@@ -50,7 +50,6 @@
 
 #if defined(__linux__)
 #include <dlfcn.h>
-#include <sched.h>
 #endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
@@ -61,6 +60,7 @@
 #endif
 
 #include "pylrcore/common.hpp"
+#include "pylrcore/cpus.hpp"
 #include "pylrcore/step/float_bits.hpp"
 
 // (Not under ThreadSanitizer: its runtime is not up yet when the ifunc resolvers run, and crashes.)
@@ -459,18 +459,6 @@ struct ProcessOpenMP {
     return nullptr;
   }
 };
-
-inline unsigned available_cpus() {
-#if defined(__linux__)
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) {
-    const int n = CPU_COUNT(&set);
-    if (n > 0) return static_cast<unsigned>(n);
-  }
-#endif
-  const unsigned n = std::thread::hardware_concurrency();
-  return n > 0 ? n : 1;
-}
 
 inline void validate(const Buffer* buffers, std::size_t n) {
   if (n > 0 && buffers == nullptr) fail("scan: buffers is null but n > 0");
