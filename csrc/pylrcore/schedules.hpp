@@ -166,6 +166,14 @@ inline void check_choices(const Node& n, const std::vector<Choice>& choices) {
   }
 }
 
+// A boolean parameter (Python passes float(bool)): exactly 0 or 1, so a stray 2 or NaN from a
+// hand-built node is refused instead of read as "true" by a `!= 0` test.
+inline void flag(const Node& n, std::size_t at, const char* family, const char* name) {
+  const double v = n.p[at];
+  if (!(v == 0 || v == 1))
+    fail(std::string(family) + ": " + name + " must be 0 or 1 (false or true), got " + std::to_string(v));
+}
+
 inline const std::vector<const char*> kAnneal{"cos", "linear"};
 inline const std::vector<const char*> kShapes{"linear", "cosine", "1-sqrt"};
 // warmup's ramp (a composite, not a Leaf)
@@ -227,6 +235,7 @@ struct Exponential : Leaf<Family::Exponential, 4> {
   static void check(const Node& n) {
     non_negative(n.p[0], "gamma");
     positive(n.p[1], "decay_steps");
+    flag(n, 2, name, "staircase");
     if (!std::isnan(n.p[3])) non_negative(n.p[3], "end_factor");
   }
   static Affine at(const Node& n, std::int64_t t) {
@@ -315,7 +324,7 @@ struct WarmRestarts : Leaf<Family::WarmRestarts, 3> {  // T_0, T_mult, eta_min
 };
 
 inline void momentum_pair(const Node& n, std::size_t at, const char* family) {
-  if (n.p[at] != 0 && n.p[at] != 1) fail(std::string(family) + ": cycle_momentum must be 0 or 1");
+  flag(n, at, family, "cycle_momentum");
   non_negative(n.p[at + 1], "base_momentum");
   non_negative(n.p[at + 2], "max_momentum");
 }
@@ -335,7 +344,7 @@ struct Cyclic : Leaf<Family::Cyclic, 9> {
     positive(n.p[4], "gamma");
     // exp_range scales the amplitude by gamma**t: above 1 it overflows to inf (and 0 * inf = NaN)
     if (n.p[4] > 1) fail("gamma must be <= 1 (exp_range multiplies the amplitude by gamma**t), got " + std::to_string(n.p[4]));
-    momentum_pair(n, 6, "cyclic");
+    momentum_pair(n, 6, name);
   }
   static bool offset(const Node&) { return true; }
   static bool cycles_momentum(const Node& n) { return n.p[6] != 0; }
@@ -370,7 +379,8 @@ struct OneCycle : Leaf<Family::OneCycle, 10> {
     unit_open(n.p[2], "pct_start");
     positive(n.p[4], "div_factor");
     positive(n.p[5], "final_div_factor");
-    momentum_pair(n, 7, "one_cycle");
+    flag(n, 6, name, "three_phase");
+    momentum_pair(n, 7, name);
   }
   static bool offset(const Node& n) { return !std::isnan(n.p[1]); }
   static bool cycles_momentum(const Node& n) { return n.p[7] != 0; }
@@ -549,7 +559,7 @@ struct Timm : Leaf<Family::Timm, 13> {
     count_at_least(n.p[5], 0, "cycle_limit");
     count_at_least(n.p[6], 0, "warmup_t");
     non_negative(n.p[7], "warmup_lr_init");
-    if (!(n.p[8] == 0 || n.p[8] == 1)) fail("warmup_prefix must be 0 or 1");
+    flag(n, 8, name, "warmup_prefix");
     positive(n.p[9], "k_decay");
     positive(n.p[10], "power");
     if (!(n.p[11] < n.p[12])) fail("lb must be < ub");
@@ -712,7 +722,7 @@ struct InverseTime : Leaf<Family::InverseTime, 4> {
   static void check(const Node& n) {
     count_at_least(n.p[0], 1, "decay_steps");
     non_negative(n.p[1], "decay_rate");
-    if (!(n.p[2] == 0 || n.p[2] == 1)) fail("staircase must be 0 or 1");
+    flag(n, 2, name, "staircase");
     positive(n.p[3], "power");
   }
   static Affine at(const Node& n, std::int64_t t) {

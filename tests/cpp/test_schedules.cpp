@@ -184,3 +184,32 @@ TEST(schedule_inverse_time_keras_and_caffe_forms) {
   }
   CHECK(refused);
 }
+
+TEST(schedule_every_boolean_parameter_is_0_or_1) {
+  const double nan = std::nan("");
+  struct Flag {
+    Family family;
+    std::vector<double> p;
+    std::size_t at;
+    const char* message;
+  };
+  const Flag flags[] = {
+      {Family::Exponential, {0.5, 1, 0, nan}, 2, "exponential: staircase must be 0 or 1"},
+      {Family::InverseTime, {10, 0.5, 0, 1}, 2, "inverse_time: staircase must be 0 or 1"},
+      {Family::Cyclic, {0.01, 10, 10, 0, 1.0, nan, 1, 0.8, 0.9}, 6, "cyclic: cycle_momentum must be 0 or 1"},
+      {Family::OneCycle, {1000, nan, 0.3, 0, 25, 1e4, 0, 1, 0.85, 0.95}, 6, "one_cycle: three_phase must be 0 or 1"},
+      {Family::OneCycle, {1000, nan, 0.3, 0, 25, 1e4, 0, 1, 0.85, 0.95}, 7, "one_cycle: cycle_momentum must be 0 or 1"},
+      {Family::Timm, {0, 100, 0, 1, 1, 1, 0, 0, 0, 1, 1, -7, 7}, 8, "timm: warmup_prefix must be 0 or 1"},
+  };
+  for (const Flag& f : flags) {
+    std::vector<double> p = f.p;
+    for (double ok : {0.0, 1.0}) {
+      p[f.at] = ok;
+      Program({leaf(f.family, p)});
+    }
+    for (double bad : {2.0, 0.5, -1.0, nan}) {
+      p[f.at] = bad;
+      CHECK_THROWS_WITH(Program({leaf(f.family, p)}), std::invalid_argument, f.message);
+    }
+  }
+}
