@@ -110,6 +110,18 @@ inline double half_cos(double x) {
   return 0.5 * (1.0 - (y + y * y2 * p));
 }
 
+// The same half cosine rising: 0 at x=0, 1 at x=1 (cosine warmups, SWA's cosine anneal).
+inline double half_cos_rise(double x) { return 1.0 - half_cos(x); }
+
+// From `start` at x=0 to `end` at x=1 along the half cosine: torch's _annealing_cos (OneCycleLR)
+// and optax's _cos_interpol (piecewise_interpolate), which both write it with std::cos.
+inline double cos_anneal(double start, double end, double x) { return end + (start - end) * half_cos(x); }
+
+// transformers' cosine with num_cycles: 0.5 * (1 + cos(pi * 2 * cycles * progress)), for any
+// progress (0.5 cycles: the half cosine over [0, 1]; more: it rises and falls again). Outside
+// half_cos's [0, 1], so with std::cos.
+inline double cycles_cos(double progress, double cycles) { return 0.5 * (1.0 + std::cos(kPi * cycles * 2.0 * progress)); }
+
 // Growing factors (gamma > 1 in step/multistep/exponential, products and scales of them) overflow to
 // inf at large steps, and inf meets 0 in the affine algebra (0 * inf = NaN). Holding them at the
 // largest double keeps every lr a number: an absurdly large one is still visible as such.
@@ -386,7 +398,7 @@ struct OneCycle : Leaf<Family::OneCycle, 10> {
   static bool cycles_momentum(const Node& n) { return n.p[7] != 0; }
   static std::vector<Choice> choices() { return {{"anneal_strategy", 3, kAnneal}}; }
   static double anneal(bool cosine, double start, double end, double pct) {  // torch's two formulas
-    if (cosine) return end + (start - end) / 2.0 * (std::cos(kPi * pct) + 1.0);
+    if (cosine) return cos_anneal(start, end, pct);
     return (end - start) * pct + start;
   }
   // torch OneCycleLR's phases (lr in units of max_lr, momentum absolute). Past the last phase the
@@ -446,8 +458,8 @@ struct InverseSqrt : Leaf<Family::InverseSqrt, 2> {  // warmup_steps, timescale
 
 // transformers' three shapes (0 linear, 1 cosine, 2 1-sqrt), used by wsd and its warmup
 inline double wsd_shape(int kind, double x, double cycles, bool rising) {
-  if (rising) return kind == 0 ? x : kind == 1 ? 0.5 * (1.0 - std::cos(kPi * x)) : 1.0 - std::sqrt(1.0 - x);
-  return kind == 0 ? 1.0 - x : kind == 1 ? 0.5 * (1.0 + std::cos(kPi * cycles * 2.0 * x)) : 1.0 - std::sqrt(x);
+  if (rising) return kind == 0 ? x : kind == 1 ? half_cos_rise(x) : 1.0 - std::sqrt(1.0 - x);
+  return kind == 0 ? 1.0 - x : kind == 1 ? cycles_cos(x, cycles) : 1.0 - std::sqrt(x);
 }
 
 // warmup_steps, stable_steps, decay_steps, decay_type, min_lr_ratio, warmup_type, num_cycles
@@ -491,7 +503,7 @@ struct Swa : Leaf<Family::Swa, 3> {
     // torch: step = max(1, t) when anneal_epochs == 0, so the swa lr applies from step 0
     const double E = n.p[1];
     const double x = E == 0 ? 1.0 : std::min(1.0, static_cast<double>(t) / E);
-    const double alpha = n.p[2] == 0 ? (1.0 - std::cos(kPi * x)) / 2.0 : x;
+    const double alpha = n.p[2] == 0 ? half_cos_rise(x) : x;
     return {1.0 - alpha, n.p[0] * alpha};
   }
 };
@@ -528,17 +540,17 @@ struct Transformers : Leaf<Family::Transformers, 7> {
       case 0:
         return {std::max(0.0, (T - t) / std::max(1.0, T - W)), 0.0};
       case 1:
-        return {std::max(0.0, 0.5 * (1.0 + std::cos(kPi * cycles * 2.0 * progress))), 0.0};
+        return {std::max(0.0, cycles_cos(progress, cycles)), 0.0};
       case 2:
         if (progress >= 1.0) return {0.0, 0.0};
-        return {std::max(0.0, 0.5 * (1.0 + std::cos(kPi * std::fmod(cycles * progress, 1.0)))), 0.0};
+        return {std::max(0.0, half_cos(std::fmod(cycles * progress, 1.0))), 0.0};
       case 3:
         if (t > T) return {end, 0.0};
         return {(1.0 - end) * std::pow(1.0 - (t - W) / std::max(1.0, T - W), n.p[5]) + end, 0.0};
       case 4:
         return {1.0, 0.0};
       default: {
-        const double f = 0.5 * (1.0 + std::cos(kPi * cycles * 2.0 * progress));
+        const double f = cycles_cos(progress, cycles);
         return {std::max(0.0, f * (1.0 - end) + end), 0.0};
       }
     }
@@ -587,7 +599,7 @@ struct Timm : Leaf<Family::Timm, 13> {
     const int kind = static_cast<int>(n.p[0]);
     double w;  // lr = lr_min + (lr_max - lr_min) * w
     if (kind == 0) {
-      w = 0.5 * (1.0 + std::cos(kPi * std::pow(t_curr, k) / std::pow(t_i, k)));
+      w = half_cos(std::pow(t_curr, k) / std::pow(t_i, k));
     } else if (kind == 1) {
       const double tr = t_curr / t_i;
       w = 0.5 * (1.0 - std::tanh(n.p[11] * (1.0 - tr) + n.p[12] * tr));
@@ -615,7 +627,7 @@ struct CosineDecay : Leaf<Family::CosineDecay, 3> {  // decay_steps, alpha, expo
     positive(n.p[2], "exponent");
   }
   static Affine at(const Node& n, std::int64_t t) {
-    const double w = 0.5 * (1.0 + std::cos(kPi * clamp_steps(t, n.p[0]) / n.p[0]));
+    const double w = half_cos(clamp_steps(t, n.p[0]) / n.p[0]);
     return {(1.0 - n.p[1]) * std::pow(w, n.p[2]) + n.p[1], 0.0};
   }
 };
@@ -663,7 +675,7 @@ struct PiecewiseInterpolate : Leaf<Family::PiecewiseInterpolate, 1> {
       const std::int64_t hi = n.ints[k];
       if (t < hi) {  // lo <= t < hi
         const double pct = static_cast<double>(t - lo) / static_cast<double>(std::max<std::int64_t>(hi - lo, 1));
-        return {n.p[0] == 0 ? (next - v) * pct + v : next + (v - next) / 2.0 * (std::cos(kPi * pct) + 1.0), 0.0};
+        return {n.p[0] == 0 ? (next - v) * pct + v : cos_anneal(v, next, pct), 0.0};
       }
       v = next;
       lo = hi;
@@ -708,7 +720,7 @@ struct TimmWsd : Leaf<Family::TimmWsd, 11> {
     const int kind = static_cast<int>(n.p[6]);
     const double d = kind == 0   ? 1.0 - frac
                      : kind == 1 ? 1.0 - std::sqrt(frac)
-                     : kind == 2 ? 0.5 * (1.0 + std::cos(kPi * frac))
+                     : kind == 2 ? half_cos(frac)
                      : kind == 3 ? 1.0 - std::pow(frac, n.p[7])
                                  : (std::pow(r, frac) - r) / (1.0 - r);
     return {stable * d, n.p[2] * (1.0 - d)};
@@ -990,7 +1002,7 @@ class Program {
   static double warmup_factor(const Node& n, double t) {
     const double x = t / n.p[0], sf = n.p[1];
     const int kind = static_cast<int>(n.p[2]);
-    return kind == 0 ? sf + (1.0 - sf) * x : kind == 1 ? sf + (1.0 - sf) * (1.0 - sched::half_cos(x)) : std::pow(sf, 1.0 - x);
+    return kind == 0 ? sf + (1.0 - sf) * x : kind == 1 ? sf + (1.0 - sf) * sched::half_cos_rise(x) : std::pow(sf, 1.0 - x);
   }
 
   void expect(const Node& n, std::size_t params, std::size_t children, const char* family, bool variadic = false) const {

@@ -78,6 +78,20 @@ TEST(schedule_half_cos_polynomial_matches_std_cos) {
   }
 }
 
+TEST(schedule_cosine_shapes_are_the_peers_formulas) {
+  for (int i = 0; i <= 1000; ++i) {
+    const double x = i / 1000.0;
+    CHECK(std::fabs(sched::half_cos_rise(x) - 0.5 * (1.0 - std::cos(sched::kPi * x))) <= 4e-16);
+    // torch's _annealing_cos / optax's _cos_interpol, written with std::cos
+    const double start = 0.025, end = 2.5e-7;
+    CHECK(std::fabs(sched::cos_anneal(start, end, x) - (end + (start - end) / 2.0 * (std::cos(sched::kPi * x) + 1.0))) <=
+          4e-16 * start);
+    CHECK(std::fabs(sched::cycles_cos(x, 0.5) - sched::half_cos(x)) <= 4e-16);  // transformers' default num_cycles
+  }
+  CHECK(sched::cos_anneal(3.0, 1.0, 0.0) == 3.0 && sched::cos_anneal(3.0, 1.0, 1.0) == 1.0);
+  CHECK(sched::half_cos_rise(0.0) == 0.0 && sched::half_cos_rise(1.0) == 1.0);
+}
+
 TEST(schedule_block_evaluation_equals_per_step_evaluation) {
   // warmup(7) >> sequence([cosine(50, eta_min=0.01) * exponential(0.99), linear(...)], [40]), scaled
   std::vector<Node> nodes{leaf(Family::Cosine, {50, 0.01}), leaf(Family::Exponential, {0.99, 1, 0, std::nan("")})};
