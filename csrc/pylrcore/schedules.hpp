@@ -857,13 +857,23 @@ class Program {
       if (!(std::isfinite(base[g]) && base[g] >= 0))
         fail("base_lr must be finite and >= 0, got " + std::to_string(base[g]) + " for group " + std::to_string(g));
     if (per_group_) check_groups(n_groups);
-    if (momentum) {  // the momentum is a per-step readout: the scalar path
-      for (std::size_t i = 0; i < n_steps; ++i)
-        for (std::size_t g = 0; g < n_groups; ++g) {
-          const Affine f = eval(nodes_.size() - 1, steps[i], g);
-          out[i * n_groups + g] = std::max(0.0, f.a * base[g] + f.c);
-          momentum[i * n_groups + g] = f.m;
+    if (momentum) {  // the momentum is a per-step readout: the scalar path, as step_values
+      for (std::size_t i = 0; i < n_steps; ++i) {
+        double* lrs = out + i * n_groups;
+        double* momenta = momentum + i * n_groups;
+        if (per_group_) {  // each group its own schedule, so its own momentum
+          for (std::size_t g = 0; g < n_groups; ++g) {
+            const Affine f = eval(nodes_.size() - 1, steps[i], g);
+            lrs[g] = std::max(0.0, f.a * base[g] + f.c);
+            momenta[g] = f.m;
+          }
+          continue;
         }
+        // One map and one momentum for every group (the base lr only enters a*b + c): one eval a step.
+        const Affine f = eval(nodes_.size() - 1, steps[i], 0);
+        for (std::size_t g = 0; g < n_groups; ++g) lrs[g] = std::max(0.0, f.a * base[g] + f.c);
+        std::fill(momenta, momenta + n_groups, f.m);
+      }
       return;
     }
     auto work = [&](std::size_t lo, std::size_t hi) {

@@ -182,6 +182,39 @@ TEST(schedule_per_group_and_callable) {
   CHECK_THROWS(Program({leaf(Family::Callable, {1})}), std::invalid_argument);
 }
 
+// The momentum does not depend on the base lr: one evaluation per step fills every group, except
+// under per_group, where each group has its own schedule (and momentum).
+TEST(schedule_evaluate_momentum_once_per_step_per_group_only_under_per_group) {
+  const double nan = std::nan("");
+  int calls = 0;
+  std::vector<Node> nodes{leaf(Family::Callable, {0}), leaf(Family::OneCycle, {40, nan, 0.3, 0, 25, 1e4, 0, 1, 0.85, 0.95})};
+  nodes.push_back(Node{Family::Product, {}, {}, {0, 1}});
+  const Program prog(nodes, {[&calls](std::int64_t t) { return ++calls, 1.0 / (1.0 + 0.01 * static_cast<double>(t)); }});
+  std::vector<std::int64_t> steps(50);
+  for (std::size_t i = 0; i < steps.size(); ++i) steps[i] = static_cast<std::int64_t>(i);
+  const std::vector<double> base{0.1, 0.2, 0.3};
+  std::vector<double> lrs(steps.size() * 3), momenta(lrs.size()), plain(lrs.size());
+  prog.evaluate(steps.data(), steps.size(), base.data(), 3, lrs.data(), 1, momenta.data());
+  CHECK(calls == 50);  // not once per group
+  prog.evaluate(steps.data(), steps.size(), base.data(), 3, plain.data(), 1);
+  for (std::size_t i = 0; i < steps.size(); ++i)
+    for (std::size_t g = 0; g < 3; ++g) {
+      const Affine f = prog.at(steps[i], g);
+      CHECK(lrs[i * 3 + g] == std::max(0.0, f.a * base[g] + f.c) && lrs[i * 3 + g] == plain[i * 3 + g]);
+      CHECK(momenta[i * 3 + g] == f.m && !std::isnan(f.m));
+    }
+
+  nodes = {leaf(Family::OneCycle, {40, nan, 0.3, 0, 25, 1e4, 0, 1, 0.80, 0.90}),
+           leaf(Family::OneCycle, {40, nan, 0.3, 0, 25, 1e4, 0, 1, 0.85, 0.95})};
+  nodes.push_back(Node{Family::PerGroup, {}, {}, {0, 1}});
+  const Program groups(nodes);
+  std::vector<double> two_lrs(steps.size() * 2), two_momenta(two_lrs.size());
+  groups.evaluate(steps.data(), steps.size(), base.data(), 2, two_lrs.data(), 1, two_momenta.data());
+  for (std::size_t i = 0; i < steps.size(); ++i)
+    for (std::size_t g = 0; g < 2; ++g) CHECK(two_momenta[i * 2 + g] == groups.at(steps[i], g).m);
+  CHECK(two_momenta[0] == 0.90 && two_momenta[1] == 0.95);
+}
+
 TEST(schedule_inverse_time_keras_and_caffe_forms) {
   // keras InverseTimeDecay(lr, 10, 0.5): lr / (1 + 0.5 t / 10); staircase floors t / 10
   const Program smooth({leaf(Family::InverseTime, {10, 0.5, 0, 1})}), stairs({leaf(Family::InverseTime, {10, 0.5, 1, 1})});
