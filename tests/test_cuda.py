@@ -210,7 +210,7 @@ def test_loss_tracker_twin_is_pylrcore_ema_to_the_bit(kind: str, code: int) -> N
     assert _cuda is not None
     rng = np.random.default_rng(0)
     losses = (2.0 + 0.1 * rng.standard_normal(200)).tolist()
-    state, smoothed = _cuda.track_losses_on_host(losses, 0.9, code, 1e9)
+    state, smoothed = _cuda.track_losses_on_host(losses, {"beta": 0.9, "kind": code, "diverge_th": 1e9})
     np.testing.assert_array_equal(np.asarray(smoothed), pylrcore.ema(losses, 0.9, kind=kind))
     assert state["steps"] == 200 and state["stop_step"] == -1
     assert state["best"] == min(smoothed)
@@ -220,11 +220,24 @@ def test_loss_tracker_twin_is_pylrcore_ema_to_the_bit(kind: str, code: int) -> N
 def test_loss_tracker_twin_stops_like_the_finder() -> None:
     assert _cuda is not None
     losses = [3.0, 2.0, 1.0, 0.9, 2.0, 6.0, 50.0]
-    state, smoothed = _cuda.track_losses_on_host(losses, 0.0, 0, 5.0)
+    state, smoothed = _cuda.track_losses_on_host(losses, {"beta": 0.0, "kind": 0, "diverge_th": 5.0})
     assert smoothed == losses and state["diverged_step"] == 5 and state["stop_step"] == 5  # 6 > 5 x 0.9
-    state, smoothed = _cuda.track_losses_on_host([1.0, math.nan, 1.0], 0.5, 1, 4.0)
+    state, smoothed = _cuda.track_losses_on_host([1.0, math.nan, 1.0], {"beta": 0.5, "kind": 1, "diverge_th": 4.0})
     assert state["nonfinite_step"] == 1 and state["stop_step"] == 1 and state["finite"] == 2
     assert math.isnan(smoothed[1])
+
+
+@needs_extension
+def test_loss_tracker_config_is_read_by_field_name() -> None:
+    assert _cuda is not None
+    state, _ = _cuda.track_losses_on_host([1.0], {})  # keys left out keep the core's defaults
+    assert state["steps"] == 1
+    with pytest.raises(TypeError, match="loss tracker config: unknown setting 'smooth_f'"):
+        _cuda.track_losses_on_host([1.0], {"smooth_f": 0.05})
+    with pytest.raises(ValueError, match="'kind' must be one of plain, debiased, lightning, fastai, got 7"):
+        _cuda.track_losses_on_host([1.0], {"kind": 7})
+    with pytest.raises(ValueError, match="beta must be in"):
+        _cuda.track_losses_on_host([1.0], {"beta": 1.0})
 
 
 # --- on a GPU: the kernels themselves (skipped here; see the module docstring) -------------------------
@@ -346,7 +359,7 @@ def test_gpu_loss_tracker_matches_pylrcore_ema(kind: str, dtype: torch.dtype) ->
     np.testing.assert_array_equal(raw, np.asarray(losses, dtype=np.float64))
     np.testing.assert_array_equal(smoothed, pylrcore.ema(losses, 0.9, kind=kind))
     assert _cuda is not None
-    expected, _ = _cuda.track_losses_on_host(losses, 0.9, 0 if kind == "plain" else 1, 5.0)
+    expected, _ = _cuda.track_losses_on_host(losses, {"beta": 0.9, "kind": 0 if kind == "plain" else 1, "diverge_th": 5.0})
     state = tracker.state()
     assert state.stop_step == expected["stop_step"] and state.best == expected["best"]
     torch.cuda.synchronize()

@@ -356,6 +356,14 @@ def test_not_buffers(buffers: Any, pattern: str) -> None:
         scan(buffers)
 
 
+def test_unknown_dtype_code_at_the_core_is_a_value_error() -> None:
+    from pylrcore import _core
+
+    x = np.zeros(1, np.float32)
+    with pytest.raises(ValueError, match=r"buffers\[0\] has unknown dtype code 9 \(0=float32, 1=float64, 2=float16, 3=bfloat16\)"):
+        _core.scan([x.ctypes.data], [1], [9], True, 1)
+
+
 def test_bad_threads() -> None:
     with pytest.raises(ValueError, match="threads must be >= 1"):
         scan([np.zeros(2)], threads=0)

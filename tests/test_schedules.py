@@ -315,6 +315,27 @@ def test_bad_parameters_from_python():
         S.sequence([S.cosine(5), S.cosine(5)], [])
 
 
+@pytest.mark.parametrize(
+    "family, params, at, name",
+    [
+        ("exponential", [0.5, 1, 0, math.nan], 2, "staircase"),
+        ("inverse_time", [10, 0.5, 0, 1], 2, "staircase"),
+        ("cyclic", [0.01, 10, 10, 0, 1.0, math.nan, 1, 0.8, 0.9], 6, "cycle_momentum"),
+        ("one_cycle", [1000, math.nan, 0.3, 0, 25, 1e4, 0, 1, 0.85, 0.95], 6, "three_phase"),
+        ("one_cycle", [1000, math.nan, 0.3, 0, 25, 1e4, 0, 1, 0.85, 0.95], 7, "cycle_momentum"),
+        ("timm", [0, 100, 0, 1, 1, 1, 0, 0, 0, 1, 1, -7, 7], 8, "warmup_prefix"),
+    ],
+)
+def test_boolean_parameters_reaching_the_core_must_be_0_or_1(family, params, at, name):
+    from pylrcore import _core
+
+    code = _core.schedule_families()[family][0]
+    for ok in (0.0, 1.0):  # what the Python table passes for False / True
+        _core.ScheduleProgram([(code, params[:at] + [ok] + params[at + 1:], [], [])])
+    with pytest.raises(ValueError, match=f"{family}: {name} must be 0 or 1"):
+        _core.ScheduleProgram([(code, params[:at] + [2.0] + params[at + 1:], [], [])])
+
+
 @pytest.mark.parametrize("steps", [-1, [0, -5], 1.5, np.array([0.5])])
 def test_bad_steps(steps):
     with pytest.raises(ValueError, match="steps"):

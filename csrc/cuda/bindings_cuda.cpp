@@ -30,6 +30,14 @@ std::vector<TensorRef> tensor_refs(const std::vector<std::uint64_t>& addresses, 
   return refs;
 }
 
+// The tracker's settings: a dict keyed by LossTrackConfig's field names (beta, kind, diverge_th),
+// read by the shared glue like every other settings dict; keys left out keep the core's defaults.
+LossTrackConfig loss_track_config(const py::handle& settings) {
+  const LossTrackConfig config = glue::fields_from_dict<LossTrackConfig>(settings, "loss tracker config");
+  validate(config);
+  return config;
+}
+
 void bind_check(py::module_& m) {
   using cuda::CheckTable;
   py::class_<CheckTable>(m, "CheckTable", "Gradient table on one device; check() is one launch, no sync.")
@@ -76,14 +84,12 @@ void bind_check(py::module_& m) {
 void bind_loss_tracker(py::module_& m) {
   using cuda::LossTracker;
   py::class_<LossTracker>(m, "LossTracker", "The range test's loss curve on the device (step/loss_track.hpp).")
-      .def(py::init([](int device, double beta, int kind, double diverge_th, std::int64_t capacity,
-                       std::uintptr_t stream) {
-             const LossTrackConfig config{beta, static_cast<EmaKind>(kind), diverge_th};
+      .def(py::init([](int device, const py::dict& config, std::int64_t capacity, std::uintptr_t stream) {
+             const LossTrackConfig settings = loss_track_config(config);
              py::gil_scoped_release release;
-             return new LossTracker(device, config, capacity, stream);
+             return new LossTracker(device, settings, capacity, stream);
            }),
-           py::arg("device"), py::arg("beta"), py::arg("kind"), py::arg("diverge_th"), py::arg("capacity"),
-           py::arg("stream"))
+           py::arg("device"), py::arg("config"), py::arg("capacity"), py::arg("stream"))
       .def(
           "append",
           [](LossTracker& t, std::uintptr_t loss, int dtype, std::uintptr_t stream) {
@@ -128,16 +134,15 @@ void bind_loss_tracker(py::module_& m) {
   // The update rule on the host, for tests and for a CPU fallback with the same numbers.
   m.def(
       "track_losses_on_host",
-      [](const std::vector<double>& xs, double beta, int kind, double diverge_th) {
-        const LossTrackConfig config{beta, static_cast<EmaKind>(kind), diverge_th};
-        validate(config);
+      [](const std::vector<double>& xs, const py::dict& settings) {
+        const LossTrackConfig config = loss_track_config(settings);
         LossTrackState s = fresh_loss_track_state();
         std::vector<double> losses(xs.size()), smoothed(xs.size());
         for (double x : xs)
           track_loss(config, s, x, losses.data(), smoothed.data(), static_cast<std::int64_t>(xs.size()));
         return std::make_tuple(glue::fields_to_dict(s), smoothed);
       },
-      py::arg("losses"), py::arg("beta"), py::arg("kind"), py::arg("diverge_th"));
+      py::arg("losses"), py::arg("config"));
 }
 
 void bind_guard(py::module_& m) {

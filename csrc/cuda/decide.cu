@@ -80,8 +80,7 @@ DeviceGuard::~DeviceGuard() { release_on_device(impl_.get()); }
 
 void DeviceGuard::decide(const DecideInputs& in, const DecideOutputs& out, StreamHandle stream) {
   if ((in.check_info == 0) != (in.check_sumsq == 0)) fail("decide: check_info and check_sumsq go together");
-  const int code = static_cast<int>(in.loss_dtype);
-  if (code < 0 || code > 3) fail("decide: loss dtype code must be 0..3");
+  dtype_from_code(static_cast<int>(in.loss_dtype), "decide: loss");
   if (!(in.max_norm >= 0.0)) fail("decide: max_norm must be >= 0 (0: no clipping)");
   Impl& t = *impl_;
   DeviceScope scope(t.device);

@@ -63,8 +63,7 @@ LossTracker::LossTracker(int device, const LossTrackConfig& config, std::int64_t
 LossTracker::~LossTracker() { release_on_device(impl_.get()); }
 
 void LossTracker::append(std::uintptr_t loss, DType dtype, StreamHandle stream) {
-  const int code = static_cast<int>(dtype);
-  if (code < 0 || code > 3) fail("loss dtype code must be 0..3 (float32, float64, float16, bfloat16)");
+  dtype_from_code(static_cast<int>(dtype), "loss");
   if (loss == 0) fail("loss: null device address");
   if (loss % dtype_size(dtype) != 0) fail("loss: address not aligned to its dtype");
   Impl& t = *impl_;

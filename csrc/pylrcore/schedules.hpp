@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "pylrcore/common.hpp"
+#include "pylrcore/cpus.hpp"
 
 #if defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER)
 #define PYLRCORE_RESTRICT __restrict
@@ -109,6 +110,18 @@ inline double half_cos(double x) {
   return 0.5 * (1.0 - (y + y * y2 * p));
 }
 
+// The same half cosine rising: 0 at x=0, 1 at x=1 (cosine warmups, SWA's cosine anneal).
+inline double half_cos_rise(double x) { return 1.0 - half_cos(x); }
+
+// From `start` at x=0 to `end` at x=1 along the half cosine: torch's _annealing_cos (OneCycleLR)
+// and optax's _cos_interpol (piecewise_interpolate), which both write it with std::cos.
+inline double cos_anneal(double start, double end, double x) { return end + (start - end) * half_cos(x); }
+
+// transformers' cosine with num_cycles: 0.5 * (1 + cos(pi * 2 * cycles * progress)), for any
+// progress (0.5 cycles: the half cosine over [0, 1]; more: it rises and falls again). Outside
+// half_cos's [0, 1], so with std::cos.
+inline double cycles_cos(double progress, double cycles) { return 0.5 * (1.0 + std::cos(kPi * cycles * 2.0 * progress)); }
+
 // Growing factors (gamma > 1 in step/multistep/exponential, products and scales of them) overflow to
 // inf at large steps, and inf meets 0 in the affine algebra (0 * inf = NaN). Holding them at the
 // largest double keeps every lr a number: an absurdly large one is still visible as such.
@@ -163,6 +176,14 @@ inline void check_choices(const Node& n, const std::vector<Choice>& choices) {
     for (std::size_t k = 0; k < c.names.size(); ++k) options += (k ? ", " : "") + std::string(c.names[k]);
     fail(std::string(c.param) + " must be one of " + options);
   }
+}
+
+// A boolean parameter (Python passes float(bool)): exactly 0 or 1, so a stray 2 or NaN from a
+// hand-built node is refused instead of read as "true" by a `!= 0` test.
+inline void flag(const Node& n, std::size_t at, const char* family, const char* name) {
+  const double v = n.p[at];
+  if (!(v == 0 || v == 1))
+    fail(std::string(family) + ": " + name + " must be 0 or 1 (false or true), got " + std::to_string(v));
 }
 
 inline const std::vector<const char*> kAnneal{"cos", "linear"};
@@ -226,6 +247,7 @@ struct Exponential : Leaf<Family::Exponential, 4> {
   static void check(const Node& n) {
     non_negative(n.p[0], "gamma");
     positive(n.p[1], "decay_steps");
+    flag(n, 2, name, "staircase");
     if (!std::isnan(n.p[3])) non_negative(n.p[3], "end_factor");
   }
   static Affine at(const Node& n, std::int64_t t) {
@@ -314,7 +336,7 @@ struct WarmRestarts : Leaf<Family::WarmRestarts, 3> {  // T_0, T_mult, eta_min
 };
 
 inline void momentum_pair(const Node& n, std::size_t at, const char* family) {
-  if (n.p[at] != 0 && n.p[at] != 1) fail(std::string(family) + ": cycle_momentum must be 0 or 1");
+  flag(n, at, family, "cycle_momentum");
   non_negative(n.p[at + 1], "base_momentum");
   non_negative(n.p[at + 2], "max_momentum");
 }
@@ -334,7 +356,7 @@ struct Cyclic : Leaf<Family::Cyclic, 9> {
     positive(n.p[4], "gamma");
     // exp_range scales the amplitude by gamma**t: above 1 it overflows to inf (and 0 * inf = NaN)
     if (n.p[4] > 1) fail("gamma must be <= 1 (exp_range multiplies the amplitude by gamma**t), got " + std::to_string(n.p[4]));
-    momentum_pair(n, 6, "cyclic");
+    momentum_pair(n, 6, name);
   }
   static bool offset(const Node&) { return true; }
   static bool cycles_momentum(const Node& n) { return n.p[6] != 0; }
@@ -369,13 +391,14 @@ struct OneCycle : Leaf<Family::OneCycle, 10> {
     unit_open(n.p[2], "pct_start");
     positive(n.p[4], "div_factor");
     positive(n.p[5], "final_div_factor");
-    momentum_pair(n, 7, "one_cycle");
+    flag(n, 6, name, "three_phase");
+    momentum_pair(n, 7, name);
   }
   static bool offset(const Node& n) { return !std::isnan(n.p[1]); }
   static bool cycles_momentum(const Node& n) { return n.p[7] != 0; }
   static std::vector<Choice> choices() { return {{"anneal_strategy", 3, kAnneal}}; }
   static double anneal(bool cosine, double start, double end, double pct) {  // torch's two formulas
-    if (cosine) return end + (start - end) / 2.0 * (std::cos(kPi * pct) + 1.0);
+    if (cosine) return cos_anneal(start, end, pct);
     return (end - start) * pct + start;
   }
   // torch OneCycleLR's phases (lr in units of max_lr, momentum absolute). Past the last phase the
@@ -435,8 +458,8 @@ struct InverseSqrt : Leaf<Family::InverseSqrt, 2> {  // warmup_steps, timescale
 
 // transformers' three shapes (0 linear, 1 cosine, 2 1-sqrt), used by wsd and its warmup
 inline double wsd_shape(int kind, double x, double cycles, bool rising) {
-  if (rising) return kind == 0 ? x : kind == 1 ? 0.5 * (1.0 - std::cos(kPi * x)) : 1.0 - std::sqrt(1.0 - x);
-  return kind == 0 ? 1.0 - x : kind == 1 ? 0.5 * (1.0 + std::cos(kPi * cycles * 2.0 * x)) : 1.0 - std::sqrt(x);
+  if (rising) return kind == 0 ? x : kind == 1 ? half_cos_rise(x) : 1.0 - std::sqrt(1.0 - x);
+  return kind == 0 ? 1.0 - x : kind == 1 ? cycles_cos(x, cycles) : 1.0 - std::sqrt(x);
 }
 
 // warmup_steps, stable_steps, decay_steps, decay_type, min_lr_ratio, warmup_type, num_cycles
@@ -480,7 +503,7 @@ struct Swa : Leaf<Family::Swa, 3> {
     // torch: step = max(1, t) when anneal_epochs == 0, so the swa lr applies from step 0
     const double E = n.p[1];
     const double x = E == 0 ? 1.0 : std::min(1.0, static_cast<double>(t) / E);
-    const double alpha = n.p[2] == 0 ? (1.0 - std::cos(kPi * x)) / 2.0 : x;
+    const double alpha = n.p[2] == 0 ? half_cos_rise(x) : x;
     return {1.0 - alpha, n.p[0] * alpha};
   }
 };
@@ -517,17 +540,17 @@ struct Transformers : Leaf<Family::Transformers, 7> {
       case 0:
         return {std::max(0.0, (T - t) / std::max(1.0, T - W)), 0.0};
       case 1:
-        return {std::max(0.0, 0.5 * (1.0 + std::cos(kPi * cycles * 2.0 * progress))), 0.0};
+        return {std::max(0.0, cycles_cos(progress, cycles)), 0.0};
       case 2:
         if (progress >= 1.0) return {0.0, 0.0};
-        return {std::max(0.0, 0.5 * (1.0 + std::cos(kPi * std::fmod(cycles * progress, 1.0)))), 0.0};
+        return {std::max(0.0, half_cos(std::fmod(cycles * progress, 1.0))), 0.0};
       case 3:
         if (t > T) return {end, 0.0};
         return {(1.0 - end) * std::pow(1.0 - (t - W) / std::max(1.0, T - W), n.p[5]) + end, 0.0};
       case 4:
         return {1.0, 0.0};
       default: {
-        const double f = 0.5 * (1.0 + std::cos(kPi * cycles * 2.0 * progress));
+        const double f = cycles_cos(progress, cycles);
         return {std::max(0.0, f * (1.0 - end) + end), 0.0};
       }
     }
@@ -548,7 +571,7 @@ struct Timm : Leaf<Family::Timm, 13> {
     count_at_least(n.p[5], 0, "cycle_limit");
     count_at_least(n.p[6], 0, "warmup_t");
     non_negative(n.p[7], "warmup_lr_init");
-    if (!(n.p[8] == 0 || n.p[8] == 1)) fail("warmup_prefix must be 0 or 1");
+    flag(n, 8, name, "warmup_prefix");
     positive(n.p[9], "k_decay");
     positive(n.p[10], "power");
     if (!(n.p[11] < n.p[12])) fail("lb must be < ub");
@@ -576,7 +599,7 @@ struct Timm : Leaf<Family::Timm, 13> {
     const int kind = static_cast<int>(n.p[0]);
     double w;  // lr = lr_min + (lr_max - lr_min) * w
     if (kind == 0) {
-      w = 0.5 * (1.0 + std::cos(kPi * std::pow(t_curr, k) / std::pow(t_i, k)));
+      w = half_cos(std::pow(t_curr, k) / std::pow(t_i, k));
     } else if (kind == 1) {
       const double tr = t_curr / t_i;
       w = 0.5 * (1.0 - std::tanh(n.p[11] * (1.0 - tr) + n.p[12] * tr));
@@ -604,7 +627,7 @@ struct CosineDecay : Leaf<Family::CosineDecay, 3> {  // decay_steps, alpha, expo
     positive(n.p[2], "exponent");
   }
   static Affine at(const Node& n, std::int64_t t) {
-    const double w = 0.5 * (1.0 + std::cos(kPi * clamp_steps(t, n.p[0]) / n.p[0]));
+    const double w = half_cos(clamp_steps(t, n.p[0]) / n.p[0]);
     return {(1.0 - n.p[1]) * std::pow(w, n.p[2]) + n.p[1], 0.0};
   }
 };
@@ -652,7 +675,7 @@ struct PiecewiseInterpolate : Leaf<Family::PiecewiseInterpolate, 1> {
       const std::int64_t hi = n.ints[k];
       if (t < hi) {  // lo <= t < hi
         const double pct = static_cast<double>(t - lo) / static_cast<double>(std::max<std::int64_t>(hi - lo, 1));
-        return {n.p[0] == 0 ? (next - v) * pct + v : next + (v - next) / 2.0 * (std::cos(kPi * pct) + 1.0), 0.0};
+        return {n.p[0] == 0 ? (next - v) * pct + v : cos_anneal(v, next, pct), 0.0};
       }
       v = next;
       lo = hi;
@@ -697,7 +720,7 @@ struct TimmWsd : Leaf<Family::TimmWsd, 11> {
     const int kind = static_cast<int>(n.p[6]);
     const double d = kind == 0   ? 1.0 - frac
                      : kind == 1 ? 1.0 - std::sqrt(frac)
-                     : kind == 2 ? 0.5 * (1.0 + std::cos(kPi * frac))
+                     : kind == 2 ? half_cos(frac)
                      : kind == 3 ? 1.0 - std::pow(frac, n.p[7])
                                  : (std::pow(r, frac) - r) / (1.0 - r);
     return {stable * d, n.p[2] * (1.0 - d)};
@@ -711,7 +734,7 @@ struct InverseTime : Leaf<Family::InverseTime, 4> {
   static void check(const Node& n) {
     count_at_least(n.p[0], 1, "decay_steps");
     non_negative(n.p[1], "decay_rate");
-    if (!(n.p[2] == 0 || n.p[2] == 1)) fail("staircase must be 0 or 1");
+    flag(n, 2, name, "staircase");
     positive(n.p[3], "power");
   }
   static Affine at(const Node& n, std::int64_t t) {
@@ -834,13 +857,23 @@ class Program {
       if (!(std::isfinite(base[g]) && base[g] >= 0))
         fail("base_lr must be finite and >= 0, got " + std::to_string(base[g]) + " for group " + std::to_string(g));
     if (per_group_) check_groups(n_groups);
-    if (momentum) {  // the momentum is a per-step readout: the scalar path
-      for (std::size_t i = 0; i < n_steps; ++i)
-        for (std::size_t g = 0; g < n_groups; ++g) {
-          const Affine f = eval(nodes_.size() - 1, steps[i], g);
-          out[i * n_groups + g] = std::max(0.0, f.a * base[g] + f.c);
-          momentum[i * n_groups + g] = f.m;
+    if (momentum) {  // the momentum is a per-step readout: the scalar path, as step_values
+      for (std::size_t i = 0; i < n_steps; ++i) {
+        double* lrs = out + i * n_groups;
+        double* momenta = momentum + i * n_groups;
+        if (per_group_) {  // each group its own schedule, so its own momentum
+          for (std::size_t g = 0; g < n_groups; ++g) {
+            const Affine f = eval(nodes_.size() - 1, steps[i], g);
+            lrs[g] = std::max(0.0, f.a * base[g] + f.c);
+            momenta[g] = f.m;
+          }
+          continue;
         }
+        // One map and one momentum for every group (the base lr only enters a*b + c): one eval a step.
+        const Affine f = eval(nodes_.size() - 1, steps[i], 0);
+        for (std::size_t g = 0; g < n_groups; ++g) lrs[g] = std::max(0.0, f.a * base[g] + f.c);
+        std::fill(momenta, momenta + n_groups, f.m);
+      }
       return;
     }
     auto work = [&](std::size_t lo, std::size_t hi) {
@@ -867,7 +900,7 @@ class Program {
       }
     };
     constexpr std::size_t kPerThread = 1 << 16;  // steps; below this a thread costs more than it saves
-    unsigned hw = threads ? threads : std::max(1u, std::thread::hardware_concurrency());
+    unsigned hw = threads ? threads : available_cpus();
     if (!callbacks_.empty()) hw = 1;  // user functions are called in step order, from one thread
     const std::size_t useful = std::max<std::size_t>(1, n_steps / kPerThread);
     const unsigned n_threads = static_cast<unsigned>(std::min<std::size_t>(hw, useful));
@@ -979,7 +1012,7 @@ class Program {
   static double warmup_factor(const Node& n, double t) {
     const double x = t / n.p[0], sf = n.p[1];
     const int kind = static_cast<int>(n.p[2]);
-    return kind == 0 ? sf + (1.0 - sf) * x : kind == 1 ? sf + (1.0 - sf) * (1.0 - sched::half_cos(x)) : std::pow(sf, 1.0 - x);
+    return kind == 0 ? sf + (1.0 - sf) * x : kind == 1 ? sf + (1.0 - sf) * sched::half_cos_rise(x) : std::pow(sf, 1.0 - x);
   }
 
   void expect(const Node& n, std::size_t params, std::size_t children, const char* family, bool variadic = false) const {

@@ -30,6 +30,8 @@ namespace pylrcore {
 enum class EmaKind : int { Plain = 0, Debiased = 1, Lightning = 2, Fastai = 3 };
 inline constexpr Named<EmaKind> kEmaKindNames[] = {
     {EmaKind::Plain, "plain"}, {EmaKind::Debiased, "debiased"}, {EmaKind::Lightning, "lightning"}, {EmaKind::Fastai, "fastai"}};
+// A settings field (LossTrackConfig::kind): glue::enum_from_python checks its code against this table.
+inline constexpr const auto& named_table(EmaKind) { return kEmaKindNames; }
 enum class NonFinite : int { Mark = 0, Hold = 1, Raise = 2 };
 inline constexpr Named<NonFinite> kNonFiniteNames[] = {
     {NonFinite::Mark, "mark"}, {NonFinite::Hold, "hold"}, {NonFinite::Raise, "raise_"}};

@@ -274,7 +274,7 @@ class LossTracker:
             raise ValueError(f"device must be a CUDA device, got {self.device}")
         if self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
-        self._tracker = mod.LossTracker(self.device.index, b, code, th, n, _stream(self.device))
+        self._tracker = mod.LossTracker(self.device.index, {"beta": b, "kind": code, "diverge_th": th}, n, _stream(self.device))
 
     def append(self, loss: "torch.Tensor") -> None:
         address, code = _loss_address(loss, self.device)

@@ -1,5 +1,5 @@
 // A deliberately tiny test harness for the header-only core: TEST(name) registers a case,
-// CHECK / CHECK_CLOSE / CHECK_THROWS report the failing expression with file:line.
+// CHECK / CHECK_CLOSE / CHECK_THROWS / CHECK_THROWS_WITH report the failing expression with file:line.
 #pragma once
 #include <cmath>
 #include <cstdio>
@@ -56,4 +56,13 @@ inline bool close(double a, double b, double rel, double abs_tol = 0.0) {
     bool check_threw_ = false;                                                     \
     try { (void)(expr); } catch (const Exception&) { check_threw_ = true; }        \
     if (!check_threw_) ::check::report(__FILE__, __LINE__, "no " #Exception " from " #expr); \
+  } while (0)
+// As CHECK_THROWS, and the message must contain `text` (misuse messages name the argument).
+#define CHECK_THROWS_WITH(expr, Exception, text)                                           \
+  do {                                                                                     \
+    std::string check_what_ = "(nothing thrown)";                                          \
+    try { (void)(expr); } catch (const Exception& e) { check_what_ = e.what(); }           \
+    if (check_what_.find(text) == std::string::npos)                                       \
+      ::check::report(__FILE__, __LINE__, "no " #Exception " with '" + std::string(text) + \
+                                              "' from " #expr ": " + check_what_);         \
   } while (0)

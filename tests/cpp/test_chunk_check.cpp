@@ -239,8 +239,9 @@ TEST(chunk_check_rejects_malformed_tables) {
   CHECK_THROWS(validate_table(&misaligned, 1), std::invalid_argument);
   const TensorRef null_address{0, 4, DType::F16};
   CHECK_THROWS(validate_table(&null_address, 1), std::invalid_argument);
-  const TensorRef bad_code{0x1000, 4, static_cast<DType>(7)};
-  CHECK_THROWS(validate_table(&bad_code, 1), std::invalid_argument);
+  const TensorRef tensors[] = {{0x1000, 4, DType::F32}, {0x1000, 4, static_cast<DType>(7)}};
+  CHECK_THROWS_WITH(validate_table(tensors, 2), std::invalid_argument,
+                    "tensors[1] has unknown dtype code 7 (0=float32, 1=float64, 2=float16, 3=bfloat16)");
   const TensorRef huge{0x1000, kMaxElements, DType::F16};
   CHECK_THROWS(validate_table(&huge, 1), std::invalid_argument);
   const TensorRef empty_null{0, 0, DType::F64};

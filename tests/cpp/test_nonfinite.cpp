@@ -276,6 +276,13 @@ TEST(scan_rejects_malformed_buffers) {
   CHECK_THROWS(scan(&null_data, 1, true, 1), std::invalid_argument);
   float x = 1.0f;
   const Buffer bad_code{&x, 1, static_cast<DType>(9)};
-  CHECK_THROWS(scan(&bad_code, 1, true, 1), std::invalid_argument);
+  CHECK_THROWS_WITH(scan(&bad_code, 1, true, 1), std::invalid_argument, "buffers[0] has unknown dtype code 9");
   CHECK_THROWS(scan(nullptr, 2, true, 1), std::invalid_argument);
+}
+
+TEST(dtype_from_code_accepts_the_table_and_names_the_setting) {
+  for (const Named<DType>& entry : kDTypeNames) CHECK(dtype_from_code(static_cast<int>(entry.value), "x") == entry.value);
+  CHECK_THROWS_WITH(dtype_from_code(-1, "loss"), std::invalid_argument,
+                    "loss has unknown dtype code -1 (0=float32, 1=float64, 2=float16, 3=bfloat16)");
+  CHECK_THROWS_WITH(dtype_from_code(4, "buffers", 2), std::invalid_argument, "buffers[2] has unknown dtype code 4");
 }

@@ -78,6 +78,20 @@ TEST(schedule_half_cos_polynomial_matches_std_cos) {
   }
 }
 
+TEST(schedule_cosine_shapes_are_the_peers_formulas) {
+  for (int i = 0; i <= 1000; ++i) {
+    const double x = i / 1000.0;
+    CHECK(std::fabs(sched::half_cos_rise(x) - 0.5 * (1.0 - std::cos(sched::kPi * x))) <= 4e-16);
+    // torch's _annealing_cos / optax's _cos_interpol, written with std::cos
+    const double start = 0.025, end = 2.5e-7;
+    CHECK(std::fabs(sched::cos_anneal(start, end, x) - (end + (start - end) / 2.0 * (std::cos(sched::kPi * x) + 1.0))) <=
+          4e-16 * start);
+    CHECK(std::fabs(sched::cycles_cos(x, 0.5) - sched::half_cos(x)) <= 4e-16);  // transformers' default num_cycles
+  }
+  CHECK(sched::cos_anneal(3.0, 1.0, 0.0) == 3.0 && sched::cos_anneal(3.0, 1.0, 1.0) == 1.0);
+  CHECK(sched::half_cos_rise(0.0) == 0.0 && sched::half_cos_rise(1.0) == 1.0);
+}
+
 TEST(schedule_block_evaluation_equals_per_step_evaluation) {
   // warmup(7) >> sequence([cosine(50, eta_min=0.01) * exponential(0.99), linear(...)], [40]), scaled
   std::vector<Node> nodes{leaf(Family::Cosine, {50, 0.01}), leaf(Family::Exponential, {0.99, 1, 0, std::nan("")})};
@@ -168,6 +182,39 @@ TEST(schedule_per_group_and_callable) {
   CHECK_THROWS(Program({leaf(Family::Callable, {1})}), std::invalid_argument);
 }
 
+// The momentum does not depend on the base lr: one evaluation per step fills every group, except
+// under per_group, where each group has its own schedule (and momentum).
+TEST(schedule_evaluate_momentum_once_per_step_per_group_only_under_per_group) {
+  const double nan = std::nan("");
+  int calls = 0;
+  std::vector<Node> nodes{leaf(Family::Callable, {0}), leaf(Family::OneCycle, {40, nan, 0.3, 0, 25, 1e4, 0, 1, 0.85, 0.95})};
+  nodes.push_back(Node{Family::Product, {}, {}, {0, 1}});
+  const Program prog(nodes, {[&calls](std::int64_t t) { return ++calls, 1.0 / (1.0 + 0.01 * static_cast<double>(t)); }});
+  std::vector<std::int64_t> steps(50);
+  for (std::size_t i = 0; i < steps.size(); ++i) steps[i] = static_cast<std::int64_t>(i);
+  const std::vector<double> base{0.1, 0.2, 0.3};
+  std::vector<double> lrs(steps.size() * 3), momenta(lrs.size()), plain(lrs.size());
+  prog.evaluate(steps.data(), steps.size(), base.data(), 3, lrs.data(), 1, momenta.data());
+  CHECK(calls == 50);  // not once per group
+  prog.evaluate(steps.data(), steps.size(), base.data(), 3, plain.data(), 1);
+  for (std::size_t i = 0; i < steps.size(); ++i)
+    for (std::size_t g = 0; g < 3; ++g) {
+      const Affine f = prog.at(steps[i], g);
+      CHECK(lrs[i * 3 + g] == std::max(0.0, f.a * base[g] + f.c) && lrs[i * 3 + g] == plain[i * 3 + g]);
+      CHECK(momenta[i * 3 + g] == f.m && !std::isnan(f.m));
+    }
+
+  nodes = {leaf(Family::OneCycle, {40, nan, 0.3, 0, 25, 1e4, 0, 1, 0.80, 0.90}),
+           leaf(Family::OneCycle, {40, nan, 0.3, 0, 25, 1e4, 0, 1, 0.85, 0.95})};
+  nodes.push_back(Node{Family::PerGroup, {}, {}, {0, 1}});
+  const Program groups(nodes);
+  std::vector<double> two_lrs(steps.size() * 2), two_momenta(two_lrs.size());
+  groups.evaluate(steps.data(), steps.size(), base.data(), 2, two_lrs.data(), 1, two_momenta.data());
+  for (std::size_t i = 0; i < steps.size(); ++i)
+    for (std::size_t g = 0; g < 2; ++g) CHECK(two_momenta[i * 2 + g] == groups.at(steps[i], g).m);
+  CHECK(two_momenta[0] == 0.90 && two_momenta[1] == 0.95);
+}
+
 TEST(schedule_inverse_time_keras_and_caffe_forms) {
   // keras InverseTimeDecay(lr, 10, 0.5): lr / (1 + 0.5 t / 10); staircase floors t / 10
   const Program smooth({leaf(Family::InverseTime, {10, 0.5, 0, 1})}), stairs({leaf(Family::InverseTime, {10, 0.5, 1, 1})});
@@ -183,4 +230,33 @@ TEST(schedule_inverse_time_keras_and_caffe_forms) {
     refused = std::string(e.what()).find("decay_steps") != std::string::npos;
   }
   CHECK(refused);
+}
+
+TEST(schedule_every_boolean_parameter_is_0_or_1) {
+  const double nan = std::nan("");
+  struct Flag {
+    Family family;
+    std::vector<double> p;
+    std::size_t at;
+    const char* message;
+  };
+  const Flag flags[] = {
+      {Family::Exponential, {0.5, 1, 0, nan}, 2, "exponential: staircase must be 0 or 1"},
+      {Family::InverseTime, {10, 0.5, 0, 1}, 2, "inverse_time: staircase must be 0 or 1"},
+      {Family::Cyclic, {0.01, 10, 10, 0, 1.0, nan, 1, 0.8, 0.9}, 6, "cyclic: cycle_momentum must be 0 or 1"},
+      {Family::OneCycle, {1000, nan, 0.3, 0, 25, 1e4, 0, 1, 0.85, 0.95}, 6, "one_cycle: three_phase must be 0 or 1"},
+      {Family::OneCycle, {1000, nan, 0.3, 0, 25, 1e4, 0, 1, 0.85, 0.95}, 7, "one_cycle: cycle_momentum must be 0 or 1"},
+      {Family::Timm, {0, 100, 0, 1, 1, 1, 0, 0, 0, 1, 1, -7, 7}, 8, "timm: warmup_prefix must be 0 or 1"},
+  };
+  for (const Flag& f : flags) {
+    std::vector<double> p = f.p;
+    for (double ok : {0.0, 1.0}) {
+      p[f.at] = ok;
+      Program({leaf(f.family, p)});
+    }
+    for (double bad : {2.0, 0.5, -1.0, nan}) {
+      p[f.at] = bad;
+      CHECK_THROWS_WITH(Program({leaf(f.family, p)}), std::invalid_argument, f.message);
+    }
+  }
 }

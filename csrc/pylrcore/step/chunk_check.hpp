@@ -205,9 +205,7 @@ inline void validate_table(const TensorRef* tensors, std::size_t n) {
   };
   for (std::size_t i = 0; i < n; ++i) {
     const TensorRef& t = tensors[i];
-    const int code = static_cast<int>(t.dtype);
-    if (code < 0 || code > 3)
-      bad(i, [&](std::ostream& s) { s << "unknown dtype code " << code << " (0=float32, 1=float64, 2=float16, 3=bfloat16)"; });
+    dtype_from_code(static_cast<int>(t.dtype), "tensors", i);
     if (t.count > 0 && t.address == 0) bad(i, [&](std::ostream& s) { s << "null address with " << t.count << " elements"; });
     if (t.count >= kMaxElements)
       bad(i, [&](std::ostream& s) { s << t.count << " elements; at most 2^" << kIndexBits << " - 1 per tensor"; });

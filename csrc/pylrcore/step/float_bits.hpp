@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <sstream>
 
 #include "pylrcore/common.hpp"
 #include "pylrcore/hd.hpp"
@@ -22,6 +23,28 @@ enum class DType : int { F32 = 0, F64 = 1, F16 = 2, BF16 = 3 };
 // numpy's and torch's names for them
 inline constexpr Named<DType> kDTypeNames[] = {
     {DType::F32, "float32"}, {DType::F64, "float64"}, {DType::F16, "float16"}, {DType::BF16, "bfloat16"}};
+
+// The one check of a dtype code: the DType `code` names, else std::invalid_argument naming the
+// setting (`what`, or `what[index]` in a table) and listing the codes of kDTypeNames. The core's
+// entry points take a DType but check it again with this, because callers cast it from plain ints
+// (the Python tables) and a code outside the table must never reach dtype_size or widen_at.
+inline constexpr std::size_t kNotInTable = static_cast<std::size_t>(-1);
+
+inline DType dtype_from_code(int code, const char* what, std::size_t index = kNotInTable) {
+  for (const Named<DType>& entry : kDTypeNames)
+    if (static_cast<int>(entry.value) == code) return entry.value;
+  std::ostringstream s;  // built only on failure: table checks run this per tensor, per step
+  s << what;
+  if (index != kNotInTable) s << "[" << index << "]";
+  s << " has unknown dtype code " << code << " (";
+  const char* separator = "";
+  for (const Named<DType>& entry : kDTypeNames) {
+    s << separator << static_cast<int>(entry.value) << "=" << entry.name;
+    separator = ", ";
+  }
+  s << ")";
+  fail(s.str());
+}
 
 PYLRCORE_HD inline std::size_t dtype_size(DType dtype) {
   switch (dtype) {

@@ -50,7 +50,6 @@
 
 #if defined(__linux__)
 #include <dlfcn.h>
-#include <sched.h>
 #endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <unistd.h>
@@ -61,6 +60,7 @@
 #endif
 
 #include "pylrcore/common.hpp"
+#include "pylrcore/cpus.hpp"
 #include "pylrcore/step/float_bits.hpp"
 
 // (Not under ThreadSanitizer: its runtime is not up yet when the ifunc resolvers run, and crashes.)
@@ -460,28 +460,11 @@ struct ProcessOpenMP {
   }
 };
 
-inline unsigned available_cpus() {
-#if defined(__linux__)
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) {
-    const int n = CPU_COUNT(&set);
-    if (n > 0) return static_cast<unsigned>(n);
-  }
-#endif
-  const unsigned n = std::thread::hardware_concurrency();
-  return n > 0 ? n : 1;
-}
-
 inline void validate(const Buffer* buffers, std::size_t n) {
   if (n > 0 && buffers == nullptr) fail("scan: buffers is null but n > 0");
   for (std::size_t i = 0; i < n; ++i) {
     const Buffer& b = buffers[i];
-    const int code = static_cast<int>(b.dtype);
-    if (code < 0 || code > 3) {
-      std::ostringstream s;
-      s << "buffers[" << i << "]: unknown dtype code " << code << " (0=float32, 1=float64, 2=float16, 3=bfloat16)";
-      fail(s.str());
-    }
+    dtype_from_code(static_cast<int>(b.dtype), "buffers", i);
     if (b.count > 0 && b.data == nullptr) {
       std::ostringstream s;
       s << "buffers[" << i << "]: null data pointer with " << b.count << " elements";
