@@ -108,16 +108,7 @@ class Plateau {
   const PlateauConfig& config() const { return config_; }
   const PlateauState& state() const { return state_; }
   const std::vector<double>& min_lrs() const { return min_lrs_; }
-  // (A group index past a per-group list is misuse from a binding, not a silent out-of-bounds read.)
-  double min_lr(std::size_t group) const {
-    if (min_lrs_.size() == 1) return min_lrs_[0];
-    if (group >= min_lrs_.size()) {
-      std::ostringstream m;
-      m << "group " << group << " has no min_lr (min_lr was given for " << min_lrs_.size() << " groups)";
-      fail(m.str());
-    }
-    return min_lrs_[group];
-  }
+  double min_lr(std::size_t group) const { return of_group(min_lrs_, group, "min_lr", "min_lr was given for"); }
 
   // Back to the start (counters, best, scale; tracked lrs back to their base values).
   void reset() {
@@ -194,15 +185,7 @@ class Plateau {
     const double product = schedule_lr * scale(group);
     return floor > product ? floor : product;
   }
-  double scale(std::size_t group) const {
-    if (scales_.size() == 1) return scales_[0];
-    if (group >= scales_.size()) {
-      std::ostringstream m;
-      m << "group " << group << " has no scale (the plateau knows " << scales_.size() << " groups)";
-      fail(m.str());
-    }
-    return scales_[group];
-  }
+  double scale(std::size_t group) const { return of_group(scales_, group, "scale", "the plateau knows"); }
   // One entry shared by every group, or one per group once the groups are known.
   const std::vector<double>& scales() const { return scales_; }
 
@@ -213,8 +196,8 @@ class Plateau {
     require(s.num_bad_epochs >= 0 && s.cooldown_counter >= 0 && s.last_epoch >= 0 && s.num_reductions >= 0,
             "state: num_bad_epochs, cooldown_counter, last_epoch and num_reductions must be >= 0");
     require(s.cooldown_counter <= config_.cooldown, "state: cooldown_counter must be <= cooldown");
-    require(!scales.empty() && (scales.size() == 1 || min_lrs_.size() == 1 || scales.size() == min_lrs_.size()),
-            "state: scales must hold one entry, or one per param group");
+    require(!scales.empty(), "state: scales must hold one entry, or one per param group");
+    if (scales.size() != 1) check_groups(scales.size(), "state: scales");
     for (double v : scales) require(v >= 0.0 && v <= 1.0, "state: scales must be in [0, 1]");
     require(!std::isnan(s.best), "state: best must not be NaN");
     require(base_lrs.size() == lrs.size(), "state: base_lrs and lrs must have the same length");
@@ -229,6 +212,17 @@ class Plateau {
   }
 
  private:
+  // A per-group list's entry: one entry is shared by every group. (A group index past the list is
+  // misuse from a binding, not a silent out-of-bounds read.)
+  static double of_group(const std::vector<double>& values, std::size_t group, const char* name, const char* known) {
+    if (values.size() == 1) return values[0];
+    if (group >= values.size()) {
+      std::ostringstream m;
+      m << "group " << group << " has no " << name << " (" << known << " " << values.size() << " groups)";
+      fail(m.str());
+    }
+    return values[group];
+  }
   double worst() const {
     return config_.maximize ? -std::numeric_limits<double>::infinity() : std::numeric_limits<double>::infinity();
   }

@@ -833,18 +833,9 @@ class Program {
     for (std::size_t g = 0; g < n_groups; ++g)  // max(0, NaN) would silently read a NaN lr as 0
       if (!(std::isfinite(base[g]) && base[g] >= 0))
         fail("base_lr must be finite and >= 0, got " + std::to_string(base[g]) + " for group " + std::to_string(g));
-    if (per_group_) {
-      check_groups(n_groups);
-      for (std::size_t g = 0; g < n_groups; ++g) {
-        const Affine f = eval(nodes_.size() - 1, t, g);
-        out[g] = std::max(min_lr[g], std::max(0.0, f.a * base[g] + f.c) * scale[g]);
-        if (momentum) momentum[g] = f.m;
-      }
-      return;
-    }
-    const Affine f = eval(nodes_.size() - 1, t, 0);  // the same map for every group: a loop that vectorises
-    for (std::size_t g = 0; g < n_groups; ++g) out[g] = std::max(min_lr[g], std::max(0.0, f.a * base[g] + f.c) * scale[g]);
-    if (momentum) std::fill(momentum, momentum + n_groups, f.m);
+    if (per_group_) check_groups(n_groups);
+    step_row(t, base, n_groups, out, momentum);
+    for (std::size_t g = 0; g < n_groups; ++g) out[g] = std::max(min_lr[g], out[g] * scale[g]);
   }
 
   // out[i * n_groups + g] = lr of group g at steps[i] (momentum[i * n_groups + g] the momentum, when
@@ -858,22 +849,7 @@ class Program {
         fail("base_lr must be finite and >= 0, got " + std::to_string(base[g]) + " for group " + std::to_string(g));
     if (per_group_) check_groups(n_groups);
     if (momentum) {  // the momentum is a per-step readout: the scalar path, as step_values
-      for (std::size_t i = 0; i < n_steps; ++i) {
-        double* lrs = out + i * n_groups;
-        double* momenta = momentum + i * n_groups;
-        if (per_group_) {  // each group its own schedule, so its own momentum
-          for (std::size_t g = 0; g < n_groups; ++g) {
-            const Affine f = eval(nodes_.size() - 1, steps[i], g);
-            lrs[g] = std::max(0.0, f.a * base[g] + f.c);
-            momenta[g] = f.m;
-          }
-          continue;
-        }
-        // One map and one momentum for every group (the base lr only enters a*b + c): one eval a step.
-        const Affine f = eval(nodes_.size() - 1, steps[i], 0);
-        for (std::size_t g = 0; g < n_groups; ++g) lrs[g] = std::max(0.0, f.a * base[g] + f.c);
-        std::fill(momenta, momenta + n_groups, f.m);
-      }
+      for (std::size_t i = 0; i < n_steps; ++i) step_row(steps[i], base, n_groups, out + i * n_groups, momentum + i * n_groups);
       return;
     }
     auto work = [&](std::size_t lo, std::size_t hi) {
@@ -918,6 +894,23 @@ class Program {
   std::vector<Callback> callbacks_;
   bool per_group_ = false, momentum_ = false;
   static constexpr std::size_t kBlock = 256;  // steps evaluated together, node by node
+
+  // One step of every group, before min_lr and scale: lrs[g] = max(0, a*base[g] + c) and momenta[g]
+  // (when given) the cycled momentum. Outside per_group the map and the momentum do not depend on
+  // the base lr: one eval for every group, and a loop that vectorises.
+  void step_row(std::int64_t t, const double* base, std::size_t n_groups, double* lrs, double* momenta) const {
+    if (per_group_) {  // each group its own schedule, so its own momentum
+      for (std::size_t g = 0; g < n_groups; ++g) {
+        const Affine f = eval(nodes_.size() - 1, t, g);
+        lrs[g] = std::max(0.0, f.a * base[g] + f.c);
+        if (momenta) momenta[g] = f.m;
+      }
+      return;
+    }
+    const Affine f = eval(nodes_.size() - 1, t, 0);
+    for (std::size_t g = 0; g < n_groups; ++g) lrs[g] = std::max(0.0, f.a * base[g] + f.c);
+    if (momenta) std::fill(momenta, momenta + n_groups, f.m);
+  }
 
   void check_groups(std::size_t n_groups) const {
     for (const Node& n : nodes_)

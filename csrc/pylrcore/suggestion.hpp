@@ -529,33 +529,30 @@ inline Suggestion suggest_own(const double* lrs, const double* raw, std::size_t 
     return static_cast<std::int64_t>(lo + detail::argmin_nan_first(slope.data() + lo, hi - lo + 1));
   };
   std::int64_t idx = -1;
+  const auto pick_steepest = [&] {
+    idx = steepest();
+    s.lr = lrs[idx];
+  };
+  const auto pick_minimum_over_10 = [&] {
+    idx = static_cast<std::int64_t>(m);
+    s.lr = lrs[m] / 10.0;
+  };
   switch (opt.method) {
     case Method::Steepest:
-      if (s.low_confidence) {  // the range is the minimum alone: its lr sits at the divergence's edge
-        idx = static_cast<std::int64_t>(m);
-        s.lr = lrs[m] / 10.0;
-        break;
-      }
-      idx = steepest();
-      s.lr = lrs[idx];
+      // Low confidence: the range is the minimum alone, whose lr sits at the divergence's edge.
+      s.low_confidence ? pick_minimum_over_10() : pick_steepest();
       break;
     case Method::Minimum:
-      idx = static_cast<std::int64_t>(m);
-      s.lr = lrs[m] / 10.0;
+      pick_minimum_over_10();
       break;
-    case Method::Capped: {
+    case Method::Capped:
       // Two anchors that fail in opposite places. Where learning only starts near the stability
       // limit (SGD), the steepest fall sits just below the divergence, too high; where the loss
       // keeps falling at large lrs (adaptive optimizers, convex models), the minimum is late and
       // minimum / 10 too high. The smaller of the two is chosen (bench/suggest_quality).
-      idx = steepest();
-      s.lr = lrs[idx];
-      if (lrs[m] / 10.0 < s.lr) {
-        idx = static_cast<std::int64_t>(m);
-        s.lr = lrs[m] / 10.0;
-      }
+      pick_steepest();
+      if (lrs[m] / 10.0 < s.lr) pick_minimum_over_10();
       break;
-    }
     case Method::Valley: {
       // fastai's longest valley, halfway along it in log(lr) (fastai: halfway in points).
       std::size_t first, last;

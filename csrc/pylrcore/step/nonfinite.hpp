@@ -481,9 +481,10 @@ inline void validate(const Buffer* buffers, std::size_t n) {
 }  // namespace scan_detail
 
 // Scans `n` buffers. threads = 0 picks a count from the input size (one thread per 8 MiB, so one
-// thread below 16 MiB) and the CPUs this process may run on, at most the thread count of the
-// process's OpenMP runtime if one is loaded (whose team then runs it: ProcessOpenMP); threads >= 1
-// uses that many threads of the HelperPool (at most one per segment). The result does not depend on
+// thread below 16 MiB) and the CPUs this process may run on, run by the HelperPool, or, opted in with
+// PYLRCORE_SCAN_OPENMP=1 and a loaded OpenMP runtime, by that runtime's team, at most its thread
+// count (ProcessOpenMP); threads >= 1 uses that many threads of the HelperPool (at most one per
+// segment). The result does not depend on
 // the thread count. Throws std::invalid_argument on malformed buffers.
 inline ScanResult scan(const Buffer* buffers, std::size_t n, bool want_sumsq, unsigned threads = 0) {
   using namespace scan_detail;
