@@ -33,9 +33,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from ._checks import as_curve, check_positive
+from ._checks import as_curve, as_settings, check_positive
 from ._native import _core
-from ._checks import as_settings
 
 __all__ = ["diagnose", "Diagnosis", "Finding", "Symptom", "DEFAULTS"]
 

@@ -33,8 +33,8 @@ _KIND_ALIASES = {
     "lightning": _core.EmaKind.lightning,
 }
 KINDS = tuple(_KIND_ALIASES)
-#: What :meth:`EMA.state_dict` holds besides the settings (the core's EmaState fields).
-_STATE_KEYS = ("average", "beta_power", "count", "nonfinite_count", "last")
+#: What :meth:`EMA.state_dict` holds besides the settings: the core's EmaState fields.
+_STATE_KEYS = tuple(_core.Ema(0.5, _core.EmaKind.plain)._get_state())
 _POLICIES = {"mark": _core.NonFinite.mark, "hold": _core.NonFinite.hold, "raise": _core.NonFinite.raise_}
 
 
@@ -105,12 +105,12 @@ class EMA:
 
     @property
     def kind(self) -> str:
-        """The EMA form: ``"debiased"``, ``"plain"``, ``"fastai"`` or ``"fastai32"`` (see :func:`ema`)."""
+        """The EMA form, one of :data:`KINDS` (see :func:`ema`)."""
         return self._kind_name
 
     @property
     def nonfinite(self) -> str:
-        """What a NaN/Inf loss does: ``"mark"``, ``"skip"``, ``"hold"`` or ``"raise"``."""
+        """What a NaN/Inf loss does: ``"mark"``, ``"hold"`` or ``"raise"``."""
         return self._nonfinite_name
 
     @property
@@ -133,7 +133,7 @@ class EMA:
             fields = {key: state[key] for key in _STATE_KEYS}
         except (KeyError, TypeError):
             raise ValueError("state must be a dict returned by EMA.state_dict()") from None
-        if state.get("beta", self.beta) != self.beta or ema_kind_code(state.get("kind", self._kind_name)) != ema_kind_code(self._kind_name):
+        if state.get("beta", self.beta) != self.beta or ema_kind_code(state.get("kind", self._kind_name)) != self._native.kind:
             raise ValueError(
                 f"state was saved from EMA(beta={state.get('beta')}, kind={state.get('kind')!r}); "
                 f"this one has beta={self.beta}, kind={self._kind_name!r}"

@@ -178,23 +178,18 @@ def suggest(
     if method not in _METHOD_CODES:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS + COMPAT_METHODS))}; got {method!r}")
     # The core checks the lrs (finite, > 0, increasing; the compatibility modes take an lr recorded
-    # twice, as their peers do) in the same pass that reads them.
+    # twice, as their peers do) in the same pass that reads them, and the lengths and option ranges.
     lr_arr = as_curve(lrs, "lrs")
     loss_arr = as_curve(losses, "losses")
-    same_length(lr_arr, "lrs", loss_arr, "losses")
     beta_value = -1.0 if beta is None else check_beta(beta)
     try:
         zone_lo, zone_hi = (float(z) for z in zone)
     except (TypeError, ValueError):
         raise TypeError(f"zone must be a pair of fractions (lo, hi), got {zone!r}") from None
-    if not (0.0 <= zone_lo < zone_hi <= 1.0):
-        raise ValueError(f"zone must satisfy 0 <= lo < hi <= 1 (fractions of the total loss drop), got {zone!r}")
     diverge = check_real(diverge_factor, "diverge_factor")
     if diverge != 0 and diverge <= 1:
         raise ValueError(f"diverge_factor must be > 1 (or 0 to disable the divergence cut), got {diverge_factor!r}")
     thresh_value = check_real(thresh, "thresh")
-    if thresh_value < 0:
-        raise ValueError(f"thresh must be a finite number >= 0, got {thresh!r}")
     adjust = check_real(adjust_value, "adjust_value")
     if adjust <= 0:
         raise ValueError(f"adjust_value must be > 0 (the slide rule's lr multiplier, fastai's 1.0), got {adjust_value!r}")

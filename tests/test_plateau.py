@@ -353,3 +353,15 @@ def test_a_group_without_a_min_lr_is_refused_by_the_core_not_read_out_of_bounds(
         p._core.reduce_lr(1.0, 2)
     with pytest.raises(ValueError, match="group 5 has no min_lr"):
         p._core.scaled_lr(1.0, 5)
+
+
+def test_keyword_defaults_are_the_core_defaults() -> None:
+    """Plateau's signature (torch's names) and the core's PlateauConfig hold the same defaults."""
+    import inspect
+
+    from pylrcore._native import _core
+
+    core = _core.plateau_defaults()
+    p = {k: v.default for k, v in inspect.signature(Plateau).parameters.items()}
+    assert (p["mode"] == "max") == core["maximize"] and (p["threshold_mode"] == "abs") == core["absolute"]
+    assert all(p[k] == core[k] for k in ("factor", "patience", "threshold", "cooldown", "eps"))

@@ -606,3 +606,18 @@ def test_a_noisy_fall_confirmed_by_divergence_gets_a_low_confidence_pick() -> No
     assert picked  # the regime exists on these curves
     flat = 0.7 * (1 + 0.3 * np.random.default_rng(0).standard_normal(100))
     assert pylrcore.suggest(lrs, flat).lr is None
+
+
+def test_keyword_defaults_are_the_core_defaults() -> None:
+    """suggest()'s signature and the core's SuggestOptions hold the same defaults (the method aside:
+    the core's is the plain steepest rule, the Python default is DEFAULT_METHOD)."""
+    import inspect
+
+    from pylrcore._native import _core
+
+    core = _core.suggest_defaults()
+    p = {k: v.default for k, v in inspect.signature(pylrcore.suggest).parameters.items()}
+    assert p["method"] == pylrcore.DEFAULT_METHOD and p["beta"] is None and core["beta"] < 0
+    assert (p["diverge_factor"], p["zone"], p["min_points"]) == (core["diverge_factor"], (core["zone_lo"], core["zone_hi"]), core["min_points"])
+    assert (p["lr_diff"], p["thresh"], p["adjust_value"]) == (core["slide_lr_diff"], core["slide_thresh"], core["slide_adjust"])
+    assert p["skip_start"] is p["skip_end"] is p["num_it"] is None and core["skip_start"] == core["skip_end"] == core["num_it"] == -1

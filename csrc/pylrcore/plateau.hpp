@@ -19,7 +19,7 @@
 //      factor at a reduction; the caller computes lr_g = max(schedule_g(t)*s_g, min_lr_g). Given the
 //      schedule's lrs at that step, torch's eps rule applies to lr_g: a group whose lr would change by
 //      no more than eps keeps its scale. These scales are the only per-group lr scale in pylrcore (the
-//      torch Scheduler reads them), so the eps rule is applied here and nowhere else.
+//      torch Scheduler reads them; groups added to the optimizer after it are reduced on their own lr).
 // Misuse throws std::invalid_argument naming the setting (ValueError in Python).
 #pragma once
 #include <cmath>

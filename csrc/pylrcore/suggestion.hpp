@@ -718,10 +718,15 @@ inline Suggestion suggest(const double* lrs, const double* losses, std::size_t n
   const bool own = opt.method == Method::Steepest || opt.method == Method::Valley || opt.method == Method::Minimum ||
                    opt.method == Method::Slide || opt.method == Method::Capped;
   check_curve(lrs, n, own);
-  require(opt.zone_lo >= 0 && opt.zone_lo < opt.zone_hi && opt.zone_hi <= 1,
-          "zone must satisfy 0 <= zone[0] < zone[1] <= 1 (fractions of the total loss drop)");
+  if (!(opt.zone_lo >= 0 && opt.zone_lo < opt.zone_hi && opt.zone_hi <= 1)) {
+    std::ostringstream m;
+    m << "zone must satisfy 0 <= lo < hi <= 1 (fractions of the total loss drop), got (" << opt.zone_lo << ", "
+      << opt.zone_hi << ")";
+    fail(m.str());
+  }
   require(opt.slide_lr_diff >= 1, "lr_diff must be >= 1");
-  require(std::isfinite(opt.slide_thresh) && opt.slide_thresh >= 0, "thresh must be a finite number >= 0");
+  if (!(std::isfinite(opt.slide_thresh) && opt.slide_thresh >= 0))
+    fail("thresh must be a finite number >= 0, got " + std::to_string(opt.slide_thresh));
   require(std::isfinite(opt.diverge_factor), "diverge_factor must be finite (<= 0 disables the cut)");
   require(opt.min_points >= 3, "min_points must be >= 3");
   switch (opt.method) {

@@ -15,7 +15,7 @@ def range_test(model: Any, optimizer: Any, criterion: Optional[Callable[..., Any
                multiplier: float, curve_points: int, options: Dict[str, Any]) -> Tuple[FinderResult, Optional[float], float, int]:
     """Runs the range test (``options`` passed on, no progress bar unless asked) and returns
     ``(result, suggestion * multiplier or None, multiplier, curve_points)``, the last two checked."""
-    multiplier = float(check_positive(multiplier, "multiplier"))
+    multiplier = check_positive(multiplier, "multiplier")
     curve_points = check_int(curve_points, "curve_points")
     options.setdefault("progress", False)
     result = LRFinder(model, optimizer, criterion).range_test(train_loader, **options)
@@ -23,8 +23,9 @@ def range_test(model: Any, optimizer: Any, criterion: Optional[Callable[..., Any
     return result, lr, multiplier, curve_points
 
 
-def curve_sample(result: FinderResult, saved: Dict[str, Any], points: int) -> Dict[str, List[Any]]:
+def curve_sample(saved: Dict[str, Any], points: int) -> Dict[str, List[Any]]:
     """At most ``points`` evenly spaced points of the curve, from ``saved = result.to_dict()``
     (JSON-safe: non-finite losses are None)."""
-    keep = np.unique(np.linspace(0, len(result.lrs) - 1, min(points, len(result.lrs))).round().astype(int))
+    count = len(saved["lrs"])
+    keep = np.unique(np.linspace(0, count - 1, min(points, count)).round().astype(int))
     return {"lrs": [saved["lrs"][i] for i in keep], "losses": [saved["losses"][i] for i in keep]}

@@ -83,7 +83,7 @@ def _attributes(result: FinderResult, lr: Optional[float], multiplier: float, po
         "zone": saved["zone"],
         "diagnosis": saved["diagnosis"],
         "stop_reason": saved["stop_reason"],
-        "curve": curve_sample(result, saved, points),
+        "curve": curve_sample(saved, points),
     }
 
 

@@ -97,7 +97,7 @@ class TrialGuard:
             ATTR_PREFIX + "zone_high": zone[1], ATTR_PREFIX + "diagnosis": saved["diagnosis"],
             ATTR_PREFIX + "stop_reason": saved["stop_reason"],
         }
-        self._curve = curve_sample(result, saved, points)
+        self._curve = curve_sample(saved, points)
 
     def metrics(self, loss: Any) -> Dict[str, Any]:
         """The guard's metrics after ``loss`` (this step's training loss), plus the range test's."""

@@ -52,17 +52,15 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from .._checks import check_int, check_real
+from .._checks import as_settings, check_int, check_real
 from .._native import _core
 from ..detect import DEFAULTS as DETECTOR_DEFAULTS
-from .._checks import as_settings
 from ..diagnosis import Diagnosis, diagnose
 from ._snapshot import Snapshot, run_to_completion
 from .._tensors import dense, describe_host, torch_codes
 
 __all__ = ["Guard", "GuardEvent", "TrainingDiverged", "KINDS", "ACTIONS", "DEFAULT_POLICY"]
 
-#: Event kinds, in the order of the core's bits (csrc/pylrcore/step/guard.hpp).
 # The event kinds and actions are the core's tables (_core.GuardEvent, _core.GuardAction, in
 # step/guard.hpp), in the core's order: a kind's position is its event bit, an action's its code.
 _KIND_NAMES = {
@@ -70,6 +68,7 @@ _KIND_NAMES = {
     "GRAD_NONFINITE": "nonfinite_grad", "GRAD_SPIKE": "grad_spike", "AMP_OVERFLOW": "amp_overflow",
     "SKIP_LIMIT": "skip_limit",
 }
+#: Event kinds, in the order of the core's bits (csrc/pylrcore/step/guard.hpp).
 KINDS = tuple(_KIND_NAMES[str(e.name)] for e in sorted(_core.GuardEvent, key=int))
 #: Responses, from the mildest.
 ACTIONS = tuple(str(a.name).lower() for a in sorted(_core.GuardAction, key=int))

@@ -284,7 +284,7 @@ def sweep(
         raise ValueError(f"lrs must be one or more learning rates > 0, got {list(lrs)!r}")
     steps = check_int(steps, "steps", minimum=1)
     tolerance = check_real(tolerance, "tolerance")
-    if not (math.isfinite(tolerance) and tolerance >= 0):
+    if tolerance < 0:
         raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
     if steps > 10**8:
         raise ValueError(f"steps must be at most 10**8, got {steps}")

@@ -46,6 +46,11 @@ __all__ = ["Scheduler", "attach"]
 _SCALAR_KINDS = {torch.float32: int(_core.DType.float32), torch.float64: int(_core.DType.float64)}
 
 
+#: Scheduler.state_dict's keys; "plateau" only with one, "_scales" only in checkpoints from before
+#: the plateau owned the per-group scales.
+_STATE_KEYS = frozenset({"last_epoch", "_step_count", "_is_initial", "base_lrs", "_lr_factor", "schedule", "plateau", "_scales"})
+
+
 class Scheduler(LRScheduler):
     """``LRScheduler`` whose lrs come from a pylrcore schedule; per-group base lrs from the optimizer."""
 
@@ -80,7 +85,6 @@ class Scheduler(LRScheduler):
         self._program = schedule._compile()
         self._values = np.zeros(len(optimizer.param_groups))
         self._lr_factor = 1.0  # scale(): the guard's rescaling, on top of the plateau's per-group scales
-        self._scales = np.ones(len(optimizer.param_groups))  # what the core multiplies by (_refresh_scales)
         self._hook: Optional[Any] = None
         super().__init__(optimizer, last_epoch)  # sets initial_lr/base_lrs, then the initial step()
 
@@ -332,8 +336,7 @@ class Scheduler(LRScheduler):
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict from Scheduler.state_dict(), got {type(state_dict).__name__}")
-        known = set(self.state_dict()) | {"plateau", "_scales"}  # a saved plateau builds one here
-        unknown = sorted(map(str, set(state_dict) - known))
+        unknown = sorted(map(str, set(state_dict) - _STATE_KEYS))
         missing = sorted({"last_epoch", "base_lrs", "schedule"} - set(state_dict))
         if unknown or missing:
             problem = f"unknown keys {unknown}" if unknown else f"missing keys {missing}"
@@ -357,18 +360,18 @@ class Scheduler(LRScheduler):
             if hasattr(self, "_base"):
                 del self._base
         plateau = state.pop("plateau", None)
+        # Saved before the plateau owned the per-group scales: they were the plateau's when it had
+        # one, else the factor of scale(), the same for every group.
+        legacy = state.pop("_scales", None)
+        if legacy is not None and plateau is None:
+            state["_lr_factor"] = legacy[0]
         if plateau is not None:
             if self.plateau is None:
                 self.plateau = Plateau.from_dict(plateau["config"])
-            self.plateau.load_state_dict(plateau["state"])
-        legacy = state.pop("_scales", None)  # saved before the plateau owned the per-group scales
+            saved_plateau = plateau["state"] if legacy is None else {**plateau["state"], "scales": list(legacy)}
+            self.plateau.load_state_dict(saved_plateau)
         state["_lr_factor"] = check_positive(state.get("_lr_factor", 1.0), "state_dict['_lr_factor']")
         self.__dict__.update(state)
-        if legacy is not None:
-            if self.plateau is not None:
-                self.plateau.load_state_dict({**self.plateau.state_dict(), "scales": list(legacy)})
-            else:  # without a plateau only scale() made them: one factor for every group
-                self._lr_factor = check_positive(legacy[0], "state_dict['_scales'][0]")
         if hasattr(self, "_base"):
             del self._base  # rebuilt from the loaded base_lrs at the next write
         self._write()  # the optimizer gets the lrs of the restored step
