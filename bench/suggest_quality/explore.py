@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pylrcore  # noqa: E402
 from contenders import picks  # noqa: E402
 from harness import Store, load_curve, range_lrs  # noqa: E402
-from report import HIT, best, grid_curve  # noqa: E402
+from report import HIT, best, bracketed, grid_curve  # noqa: E402
 from tasks import DEV, FRESH, HELD_OUT, NEW, PROTOCOL  # noqa: E402
 
 
@@ -202,9 +202,8 @@ def main() -> None:
     stores = [s for s in stores if all(s.curve(k) for k in PROTOCOL["range_seeds"])
               and all(s.mean_loss(lr) is not None for lr in PROTOCOL["grid"])]
     if args.bracketed:
-        edge = (min(PROTOCOL["grid"]), max(PROTOCOL["grid"]))
-        dropped = [s.task.name for s in stores if best(s)[0] in edge]
-        stores = [s for s in stores if best(s)[0] not in edge]
+        dropped = [s.task.name for s in stores if not bracketed(best(s)[0])]
+        stores = [s for s in stores if bracketed(best(s)[0])]
         print(f"left out, best grid lr at the grid's edge (optimum not bracketed): {', '.join(dropped) or 'none'}")
     existing = {name: (lambda name: lambda lrs, raw: picks(lrs, raw, [name])[name])(name)
                 for name in picks(range_lrs(), load_curve(stores[0].curve(PROTOCOL["range_seeds"][0])))}
