@@ -16,7 +16,7 @@ import ctypes
 import warnings
 
 import pytest
-from benchutil import size
+from benchutil import interleaved_times, size
 
 torch = pytest.importorskip("torch")
 tlf = pytest.importorskip("torch_lr_finder")
@@ -171,28 +171,26 @@ def fixed_cost_round(impl):
 # --- `python bench/bench_finder.py [rounds]`: the fixed cost, methods interleaved round by round ------
 
 
+def _asserting(run):
+    """``run``, failing if its check does (the check is part of the timed call)."""
+
+    def checked():
+        assert run()
+
+    return checked
+
+
 def interleaved(rounds: int) -> None:
     """Medians of the fixed-cost rounds with the methods taking turns (a load that drifts during the
     run then weighs on all of them alike), in both memory states."""
-    import statistics
-    import time
-
     from pylrcore._native import _core
 
     torch.set_num_threads(1)
     impls = ["bare", "copy", "pylrcore", "torch-lr-finder"]
     for heap, release_spare in HEAPS.items():
         trim = None if release_spare is None else _trim_heap(release_spare)
-        runs = {impl: fixed_cost_round(impl) for impl in impls}
-        times = {impl: [] for impl in impls}
-        for _ in range(rounds + 1):
-            for impl, run in runs.items():
-                if trim is not None:
-                    trim()
-                start = time.perf_counter()
-                assert run()
-                times[impl].append(time.perf_counter() - start)
-        med = {impl: statistics.median(t[1:]) * 1e3 for impl, t in times.items()}  # round 0: warm-up
+        runs = {impl: _asserting(fixed_cost_round(impl)) for impl in impls}
+        med, _ = interleaved_times(runs, rounds, setup=trim, warmup=1)
         bare = med["bare"]
         net = {impl: med[impl] - bare for impl in impls}
         print(f"heap {heap}, {rounds} rounds, medians (net = minus bare {bare:.2f} ms)")

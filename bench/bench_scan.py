@@ -182,9 +182,9 @@ METHODS = {
 
 
 def interleaved(rounds: int) -> None:
-    from benchutil import interleaved_medians
+    from benchutil import interleaved_times
 
-    medians = interleaved_medians(METHODS, rounds)
+    medians = interleaved_times(METHODS, rounds)[0]
     base = medians["pylrcore.scan (finite+sumsq)"]
     print(f"{len(GRADS)} tensors, {FLAT.numel():,} elements, {FLAT.numel() * 4 / 1e6:.1f} MB, {rounds} rounds")
     for name, ms in medians.items():

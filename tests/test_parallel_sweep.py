@@ -14,6 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from procs import DDP_HEAD, run_ranks  # noqa: E402
+
 from pylrcore.torch.parallel_sweep import sweep  # noqa: E402
 
 OPTIMIZERS = {
@@ -389,14 +391,8 @@ def test_the_sweep_keeps_the_smallest_lr_within_its_tolerance():
             sweep(model, opt, torch.nn.CrossEntropyLoss(), data(), lrs, steps=2, tolerance=bad)
 
 
-SPLIT_WORKER = r"""
-import json, os, sys
-import torch
-import torch.distributed as dist
+SPLIT_WORKER = DDP_HEAD + r"""
 from pylrcore import sweep
-
-rank, world, rendezvous, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
 g = torch.Generator().manual_seed(0)  # the same batches on every rank: the copies are compared on them
 x = torch.randn(256, 10, generator=g)
 y = (x[:, :3].sum(1) > 0).long()
@@ -417,8 +413,6 @@ os._exit(0)  # gloo's threads can abort the interpreter's teardown (see test_fin
 
 @pytest.mark.slow
 def test_replicas_are_shared_out_over_ranks_and_every_rank_gets_the_whole_result(tmp_path):
-    from procs import run_ranks
-
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available")
     r0, r1 = run_ranks(SPLIT_WORKER, tmp_path)

@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from harness import CACHE, Store, load_curve, lr_key, range_lrs  # noqa: E402
-from report import HIT, best  # noqa: E402
+from report import HIT, best, bracketed  # noqa: E402
 from tasks import BY_NAME, DEV, FRESH, HELD_OUT, PROTOCOL, batches, build, criterion, load  # noqa: E402
 
 CHECKPOINTS = (25, 50, 100, 150, 200, 300)
@@ -230,8 +230,7 @@ def evaluate(tasks: List[str], rule: str = "pylrcore capped") -> Dict[str, Dict[
     regrets["pick alone"] = {s: [] for s in by_split}
     regrets[CURRENT] = {s: [] for s in by_split}
     split_of = {t: s for s, ts in by_split.items() for t in ts}
-    edge = (min(PROTOCOL["grid"]), max(PROTOCOL["grid"]))
-    bracketed: Dict[str, List[float]] = {key: [] for key in regrets}  # the picks made, optimum bracketed
+    made_bracketed: Dict[str, List[float]] = {key: [] for key in regrets}  # the picks made, optimum bracketed
     for name in tasks:
         store = Store(BY_NAME[name])
         lat = Lattice(name)
@@ -259,10 +258,10 @@ def evaluate(tasks: List[str], rule: str = "pylrcore capped") -> Dict[str, Dict[
                     regrets[d.name][sp].append(math.nan)
                 else:
                     regrets[d.name][sp].append(interpolated_loss(store, lr) / best_loss)
-        if best_lr not in edge:
+        if bracketed(best_lr):
             for key, per in regrets.items():
                 new = per[sp][n_before[key] - sum(len(v) for k, v in per.items() if k != sp):]
-                bracketed[key] += [r for r in new if math.isfinite(r) or math.isnan(r)]
+                made_bracketed[key] += [r for r in new if math.isfinite(r) or math.isnan(r)]
     out: Dict[str, Dict[str, Dict[str, float]]] = {}
     for key, per in regrets.items():
         out[key] = {}
@@ -271,7 +270,7 @@ def evaluate(tasks: List[str], rule: str = "pylrcore capped") -> Dict[str, Dict[
             allr += r
             out[key][sp] = _metrics(r)
         out[key]["all"] = _metrics(allr)
-        out[key]["bracketed"] = _metrics(bracketed[key])
+        out[key]["bracketed"] = _metrics(made_bracketed[key])
     return out
 
 

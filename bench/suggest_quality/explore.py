@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pylrcore  # noqa: E402
 from contenders import picks  # noqa: E402
 from harness import Store, load_curve, range_lrs  # noqa: E402
-from report import HIT, best, grid_curve  # noqa: E402
+from report import HIT, best, bracketed, grid_curve  # noqa: E402
 from tasks import DEV, FRESH, HELD_OUT, NEW, PROTOCOL  # noqa: E402
 
 
@@ -82,19 +82,27 @@ def _geo_steep_min10(lrs, raw):
     return math.sqrt(s.lr * float(lrs[s.min_index]) / 10)
 
 
-def _capped(lrs, raw) -> Optional[float]:
-    s = _s(lrs, raw)
-    return None if s.lr is None else min(s.lr, float(lrs[s.min_index]) / 10)
+def _cap(s: pylrcore.Suggestion, lrs: np.ndarray, k: float = 10, c: float = 1.0) -> float:
+    """min(steepest x c, minimum / k) of a suggestion with a pick; k=10, c=1 is pylrcore capped."""
+    return min(s.lr * c, float(lrs[s.min_index]) / k)
+
+
+def _steep_cap(k: float, c: float = 1.0) -> Callable:
+    """min(steepest x c, minimum / k)."""
+    def rule(lrs, raw):
+        s = _s(lrs, raw)
+        return None if s.lr is None else _cap(s, lrs, k, c)
+    return rule
+
+
+_capped = _steep_cap(10)  # pylrcore capped: min(steepest, minimum / 10)
 
 
 def _geo_capped_min(k: float) -> Callable:
     """Geometric mean of capped and minimum / k."""
     def rule(lrs, raw):
         s = _s(lrs, raw)
-        if s.lr is None:
-            return None
-        m = float(lrs[s.min_index])
-        return math.sqrt(min(s.lr, m / 10) * m / k)
+        return None if s.lr is None else math.sqrt(_cap(s, lrs) * float(lrs[s.min_index]) / k)
     return rule
 
 
@@ -102,18 +110,7 @@ def _capped_floor(k: float) -> Callable:
     """capped, but never below minimum / k."""
     def rule(lrs, raw):
         s = _s(lrs, raw)
-        if s.lr is None:
-            return None
-        m = float(lrs[s.min_index])
-        return max(min(s.lr, m / 10), m / k)
-    return rule
-
-
-def _steep_cap(k: float, c: float = 1.0) -> Callable:
-    """min(steepest x c, minimum / k)."""
-    def rule(lrs, raw):
-        s = _s(lrs, raw)
-        return None if s.lr is None else min(s.lr * c, float(lrs[s.min_index]) / k)
+        return None if s.lr is None else max(_cap(s, lrs), float(lrs[s.min_index]) / k)
     return rule
 
 
@@ -205,9 +202,8 @@ def main() -> None:
     stores = [s for s in stores if all(s.curve(k) for k in PROTOCOL["range_seeds"])
               and all(s.mean_loss(lr) is not None for lr in PROTOCOL["grid"])]
     if args.bracketed:
-        edge = (min(PROTOCOL["grid"]), max(PROTOCOL["grid"]))
-        dropped = [s.task.name for s in stores if best(s)[0] in edge]
-        stores = [s for s in stores if best(s)[0] not in edge]
+        dropped = [s.task.name for s in stores if not bracketed(best(s)[0])]
+        stores = [s for s in stores if bracketed(best(s)[0])]
         print(f"left out, best grid lr at the grid's edge (optimum not bracketed): {', '.join(dropped) or 'none'}")
     existing = {name: (lambda name: lambda lrs, raw: picks(lrs, raw, [name])[name])(name)
                 for name in picks(range_lrs(), load_curve(stores[0].curve(PROTOCOL["range_seeds"][0])))}

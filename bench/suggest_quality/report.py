@@ -33,6 +33,12 @@ def best(store: Store) -> tuple:
     return float(lrs[i]), float(losses[i])
 
 
+def bracketed(best_lr: float) -> bool:
+    """Whether a task's best grid lr lies inside the grid, not at its bottom or top (at the edge the
+    optimum is not bracketed: the true best may lie beyond it)."""
+    return best_lr not in (min(PROTOCOL["grid"]), max(PROTOCOL["grid"]))
+
+
 def band(store: Store) -> tuple:
     """The contiguous run of grid lrs around the best whose loss is within 10% of it."""
     lrs, losses = grid_curve(store)
@@ -116,7 +122,7 @@ def summary_markdown(results: Dict[str, Dict[str, Any]], contenders: List[str], 
     held = [t for t in held if t in results]
     fresh = [t for t in fresh if t in results]
     new = [t for t in (new or []) if t in results]
-    unbracketed = [t for t in results if results[t]["best_lr"] in (min(PROTOCOL["grid"]), max(PROTOCOL["grid"]))]
+    unbracketed = [t for t in results if not bracketed(results[t]["best_lr"])]
     parts = []
     if unbracketed:
         parts.append("Optimum not bracketed (best grid lr at the grid's edge, the true best may lie beyond it): "
